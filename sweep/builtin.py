@@ -1,0 +1,166 @@
+"""The embedded default: a tiny chat model built offline, and the shipped preference data.
+
+`builtin:tiny` is a 2-layer Llama with a 512-token byte-level BPE tokenizer and a ChatML
+chat template. It is built deterministically from the shipped dataset and then briefly
+supervised-fine-tuned on the *chosen* answers, so DPO starts from an SFT policy as every
+real recipe does (SFT -> DPO). The result is cached on disk (a few hundred KB) keyed by
+a hash of everything that shapes it, and rebuilt only when that changes.
+
+`builtin:prefs` is the dataset in `sweep/assets/prefs/` (see scripts/make_builtin_dataset.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+BUILTIN_DATASETS = {"prefs": ASSETS / "prefs"}
+BUILTIN_MODELS = ("tiny",)
+
+SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Everything that shapes the built model. Change any of it and the cache key changes.
+RECIPE = {
+    "version": 1,
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 256,
+    "seed": 0,
+    "sft_steps": 300,
+    "sft_batch_size": 16,
+    "sft_learning_rate": 3e-3,
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SWEEP_CACHE", Path.home() / ".cache" / "sweep"))
+
+
+def _recipe_key() -> str:
+    h = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode())
+    h.update((BUILTIN_DATASETS["prefs"] / "train.jsonl").read_bytes())
+    return h.hexdigest()[:12]
+
+
+def builtin_model_path(name: str, log=print) -> Path:
+    """Path of the built model `builtin:<name>`, building it first if it is not cached."""
+    if name not in BUILTIN_MODELS:
+        raise ValueError(f"unknown builtin model {name!r}; choose from {', '.join(BUILTIN_MODELS)}")
+    path = cache_root() / f"builtin-{name}-{_recipe_key()}"
+    if (path / "config.json").exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Build into a temporary sibling and rename: concurrent builders (two trials, two nodes
+    # on a shared disk) never see a half-written model, and the loser's copy is discarded.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        log(f"building builtin:{name} (one-off, cached at {path})")
+        _build_tiny(tmp, log)
+        try:
+            os.rename(tmp, path)
+        except OSError:  # someone else finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists() and not (path / "config.json").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _corpus() -> list[list[dict]]:
+    """Conversations (prompt + chosen, prompt + rejected) of the shipped training split."""
+    rows = [json.loads(line) for line in open(BUILTIN_DATASETS["prefs"] / "train.jsonl")]
+    return [r["prompt"] + r[k] for r in rows for k in ("chosen", "rejected")]
+
+
+def _build_tokenizer(conversations: list[list[dict]]):
+    from jinja2 import Template
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    template = Template(CHAT_TEMPLATE)
+    texts = [template.render(messages=c, add_generation_prompt=False) for c in conversations]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=RECIPE["vocab_size"],
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<|pad|>",
+        bos_token="<|bos|>",
+        eos_token="<|im_end|>",  # a chat turn ends with <|im_end|>, as in Qwen/ChatML models
+        unk_token="<|unk|>",
+        padding_side="left",
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def _build_tiny(out: Path, log) -> None:
+    import torch
+    from datasets import Dataset
+    from transformers import LlamaConfig, LlamaForCausalLM, PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(RECIPE["seed"])
+    tokenizer = _build_tokenizer(_corpus())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=RECIPE["hidden_size"],
+        intermediate_size=RECIPE["intermediate_size"],
+        num_hidden_layers=RECIPE["num_hidden_layers"],
+        num_attention_heads=RECIPE["num_attention_heads"],
+        num_key_value_heads=RECIPE["num_attention_heads"],
+        max_position_embeddings=RECIPE["max_position_embeddings"],
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+
+    # SFT on the chosen answers (prompt-completion format: loss on the completion only).
+    rows = [json.loads(line) for line in open(BUILTIN_DATASETS["prefs"] / "train.jsonl")]
+    sft_data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SFTConfig(
+            output_dir=tmp,
+            max_steps=RECIPE["sft_steps"],
+            per_device_train_batch_size=RECIPE["sft_batch_size"],
+            learning_rate=RECIPE["sft_learning_rate"],
+            lr_scheduler_type="cosine",
+            warmup_steps=20,
+            seed=RECIPE["seed"],
+            use_cpu=True,
+            bf16=False,
+            activation_checkpointing=False,
+            logging_steps=RECIPE["sft_steps"],
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=sft_data, processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)  # our one summary line below is enough
+        result = trainer.train()
+    log(f"builtin:tiny SFT done: {RECIPE['sft_steps']} steps, final train loss {result.training_loss:.3f}")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "sweep_recipe.json").write_text(json.dumps(RECIPE, indent=2))

@@ -1,0 +1,79 @@
+"""Base model and tokenizer: resolve `builtin:` names, pick quantization, load for LoRA training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def resolve_model_path(model: str, log=print) -> str:
+    """A path or hub id that `from_pretrained` understands (builds `builtin:*` models if needed)."""
+    if model.startswith("builtin:"):
+        from .builtin import builtin_model_path
+
+        return str(builtin_model_path(model.removeprefix("builtin:"), log=log))
+    return model
+
+
+def quantization_config(settings: dict[str, Any], cuda: bool):
+    """BitsAndBytesConfig for the spec's quantization settings, or None for full precision.
+
+    `auto` means QLoRA (4-bit nf4) where CUDA is available and plain LoRA elsewhere: 4-bit on
+    CPU works but is slower than full precision for small models and has the bug below.
+    """
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    mode = settings.get("mode", "auto")
+    fields = {k: v for k, v in settings.items() if k != "mode"}
+    if mode == "none" or (mode == "auto" and not cuda):
+        return None
+    if mode == "8bit":
+        return BitsAndBytesConfig(**{"load_in_8bit": True, **fields})
+    defaults = {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": torch.bfloat16 if cuda else torch.float32,
+    }
+    return BitsAndBytesConfig(**{**defaults, **fields})
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(path: str, bnb_config, cuda: bool, bf16: bool):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if bf16 else torch.float32}
+    if bnb_config is not None:
+        kwargs["quantization_config"] = bnb_config
+        kwargs["device_map"] = {"": 0} if cuda else "cpu"
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def disable_bnb_cpu_repack(model) -> int:
+    """Work around bitsandbytes 0.50.2 on CPUs with AVX512-BF16.
+
+    The first eval-mode forward repacks 4-bit weights into an inference layout; after that,
+    training silently gets no LoRA gradients ("bitsandbytes::gemv_4bit: an autograd kernel
+    was not registered"). Turning the repack off keeps training correct; a run with evals
+    then matches a run without (tests/test_trial.py::test_4bit_cpu_eval_keeps_training).
+    Returns the number of 4-bit layers patched.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    patched = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            patched += 1
+    return patched

@@ -1,0 +1,155 @@
+"""The sweep driver: prepare once, hand every point to Ray Tune, summarise from MLflow.
+
+Ray Tune does the scheduling (one trial per point, resources per trial, a concurrency
+limit); MLflow holds the results. This module is the glue between them and the spec.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from . import tracking
+from .spec import SweepSpec, point_label
+from .trial import TrialContext, run_trial
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    results_dir: Path
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    summary: Any  # pandas.DataFrame, one row per trial
+    n_failed: int
+    interrupted: bool
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if (self.n_failed or self.interrupted) else 0
+
+
+def _tune_trial(config: dict, ctx: TrialContext) -> None:
+    """Ray Tune entry point: the point comes in as `config`, metrics go out via tune.report."""
+    point = {name: config[name] for name in ctx.spec.axes}  # the spec's axis order
+    run_trial(ctx, point, report=tune.report)
+
+
+def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> SweepOutcome:
+    results_dir = Path(spec.results_dir).resolve() / spec.name
+    results_dir.mkdir(parents=True, exist_ok=True)
+    uri = tracking.resolve_tracking_uri(spec.tracking.uri, spec.results_dir)
+    points = spec.points()
+    log(f"sweep {spec.name}: {len(points)} trials, model {spec.model}, dataset {spec.dataset.path}")
+
+    # Prepare once, in the driver, before any trial starts (no two trials race to build it).
+    from .model import resolve_model_path
+
+    t0 = time.time()
+    model_path = resolve_model_path(spec.model, log=log)
+    experiment_id = tracking.ensure_experiment(uri, spec.tracking.experiment or spec.name, Path(spec.results_dir).resolve() / "mlartifacts")
+    parent_run_id = tracking.start_parent_run(uri, experiment_id, spec, Path(spec.source) if spec.source else None)
+    log(f"tracking: {uri} (experiment {experiment_id}, parent run {parent_run_id})")
+
+    ctx = TrialContext(
+        spec=spec,
+        model_path=model_path,
+        tracking_uri=uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        trials_dir=str(results_dir / "trials"),
+    )
+    _init_ray(address)
+    gpu = spec.resources.gpu
+    if gpu is None:  # one GPU per trial where the cluster has GPUs
+        gpu = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    trainable = tune.with_resources(tune.with_parameters(_tune_trial, ctx=ctx), {"cpu": spec.resources.cpu, "gpu": gpu})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={name: tune.grid_search(values) for name, values in spec.axes.items()},
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            max_concurrent_trials=spec.max_concurrent_trials,
+            # A reused worker keeps torch/transformers/TRL imported between trials.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str(results_dir / "ray"),
+            verbose=0,
+            callbacks=[_ProgressLines(len(points), spec.metric, log)],
+            log_to_file=True,  # each trial's stdout/stderr in its Ray trial folder
+        ),
+    )
+    interrupted = False
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        killed = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "sweep interrupted")
+        if killed:
+            log(f"marked {killed} unfinished trial run(s) KILLED")
+            interrupted = True
+
+    from .reports import summary_table
+
+    summary = summary_table(uri, experiment_id, parent_run_id, spec)
+    n_failed = int((summary["status"] != "FINISHED").sum()) if len(summary) else 0
+    status = "KILLED" if interrupted else ("FAILED" if n_failed else "FINISHED")
+    summary.to_csv(results_dir / "summary.csv", index=False)
+    c = tracking.client(uri)
+    c.log_artifact(parent_run_id, str(results_dir / "summary.csv"))
+    c.set_terminated(parent_run_id, status=status)
+    log(f"sweep {spec.name} {status.lower()} in {time.time() - t0:.0f}s; summary: {results_dir / 'summary.csv'}")
+    return SweepOutcome(spec.name, results_dir, uri, experiment_id, parent_run_id, summary, n_failed, interrupted)
+
+
+def _init_ray(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"), "TOKENIZERS_PARALLELISM": "false"}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False, configure_logging=False)
+
+
+class _ProgressLines(tune.Callback):
+    """A line per finished or failed trial, instead of Ray's periodic box tables."""
+
+    def __init__(self, total: int, metric: str, log):
+        self.total, self.metric, self.log, self.done = total, metric, log, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        value = (trial.last_result or {}).get(self.metric)
+        shown = f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+        self.log(f"[{self.done}/{self.total}] finished {_label(trial)}: {self.metric}={shown}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        self.log(f"[{self.done}/{self.total}] FAILED {_label(trial)}: {_error_line(trial)}")
+
+
+def _label(trial) -> str:
+    return point_label(dict(trial.config))
+
+
+def _error_line(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).exists():
+        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        if lines:
+            return lines[-1][:300]
+    return "see the trial's MLflow run"

@@ -1,0 +1,499 @@
+"""The sweep spec: one YAML file, the single source of truth for a sweep.
+
+    name: beta_grid                  # experiment name in MLflow, folder under results/
+    model: builtin:tiny              # builtin:tiny, a local directory, or a hub id
+    dataset: {path: builtin:prefs}   # see DatasetSpec
+    axes:                            # what is swept (a grid: every combination)
+      loss_type: [sigmoid, ipo]
+      beta: [0.01, 0.1, 0.3, 0.5]
+    train: {learning_rate: 5.0e-4, max_steps: 60}   # any DPOConfig field
+    lora: {r: 8, lora_alpha: 16}                     # any LoraConfig field
+    quantization: auto               # auto | 4bit | 8bit | none, or BitsAndBytesConfig fields
+    resources: {cpu: 1}
+    metric: eval_rewards/accuracies  # what ranks trials
+    mode: max
+
+Every field of `DPOConfig`, `LoraConfig` and `BitsAndBytesConfig` is settable by its own
+name: fixed values in their section, swept values under `axes` (the three configs share no
+field name, so an axis name says which config it belongs to). The whole spec is validated,
+every point of the grid included, before anything starts; a problem raises `SpecError`
+naming the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import functools
+import hashlib
+import inspect
+import itertools
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# DPOTrainer loss names in TRL 1.16 (its `_compute_loss`; the config accepts any string
+# and fails only at the first step, so we check up front). tests/test_spec.py checks this
+# list against the installed TRL.
+DPO_LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
+# Losses whose formula divides by or logs label_smoothing and need it > 0.
+NEEDS_LABEL_SMOOTHING = ("exo_pair",)
+QUANTIZATION_MODES = ("auto", "4bit", "8bit", "none")
+DEFAULT_METRIC = "eval_rewards/accuracies"
+# Fields sweep sets itself for every trial; a spec setting them would be ignored or break tracking.
+RESERVED_TRAIN_FIELDS = ("output_dir", "report_to", "run_name", "logging_dir", "hub_token", "push_to_hub")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class SpecError(ValueError):
+    """A problem with a spec, phrased for a user: `<field>: <what is wrong>; <what is allowed>`."""
+
+    def __init__(self, field_path: str, message: str):
+        self.field = field_path
+        super().__init__(f"{field_path}: {message}")
+
+
+@dataclass
+class DatasetSpec:
+    path: str = "builtin:prefs"
+    """`builtin:prefs`, a local .jsonl/.json/.parquet/.csv file, a directory saved with
+    `datasets.save_to_disk`, or a hub id such as `Intel/orca_dpo_pairs`."""
+    train_split: str = "train"
+    eval_split: str | None = "test"
+    """Named held-out split; if the source has none, `eval_fraction` of train is held out."""
+    eval_fraction: float = 0.1
+    columns: dict[str, str] = field(default_factory=dict)
+    """Rename source columns to `prompt`/`chosen`/`rejected`, e.g. {prompt: question}."""
+    max_train_rows: int | None = None
+    max_eval_rows: int | None = None
+    seed: int = 0
+    """Seed of the train/eval split and of row subsampling."""
+
+
+@dataclass
+class Resources:
+    cpu: float = 1
+    gpu: float | None = None
+    """GPUs per trial; None = 1 where the Ray cluster has GPUs, else 0. Fractions pack trials."""
+
+
+@dataclass
+class Tracking:
+    uri: str | None = None
+    """MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite at <results_dir>/mlflow.db."""
+    experiment: str | None = None
+    """MLflow experiment name; default the spec's `name`."""
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    model: str = "builtin:tiny"
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    axes: dict[str, list] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    lora: dict[str, Any] = field(default_factory=dict)
+    quantization: str | dict[str, Any] = "auto"
+    resources: Resources = field(default_factory=Resources)
+    max_concurrent_trials: int | None = None
+    metric: str = DEFAULT_METRIC
+    mode: str = "max"
+    results_dir: str = "results"
+    tracking: Tracking = field(default_factory=Tracking)
+    source: str | None = None
+    """Path of the YAML file the spec came from (set by `load_spec`)."""
+
+    # ---- derived views -------------------------------------------------------------
+    def points(self) -> list[dict[str, Any]]:
+        """Every grid point, in a stable order (the axes' order, last axis fastest)."""
+        names = list(self.axes)
+        return [dict(zip(names, values)) for values in itertools.product(*self.axes.values())]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+    def fingerprint(self) -> str:
+        """Hash of everything that defines the sweep's results (used to detect a changed spec)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---- config field catalogues (from the installed libraries, so they never drift) ----
+
+
+@functools.cache
+def config_fields() -> dict[str, dict[str, Any]]:
+    """{"train": {field: type}, "lora": {...}, "quantization": {...}} from TRL/PEFT/transformers."""
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
+    from trl import DPOConfig
+
+    bnb = inspect.signature(BitsAndBytesConfig.__init__).parameters
+    return {
+        "train": typing.get_type_hints(DPOConfig),
+        "lora": typing.get_type_hints(LoraConfig),
+        "quantization": {n: p.annotation for n, p in bnb.items() if n not in ("self", "kwargs")},
+    }
+
+
+def section_of(field_name: str) -> str | None:
+    """Which config section a field belongs to: 'train', 'lora', 'quantization' or None."""
+    for section, fields in config_fields().items():
+        if field_name in fields:
+            return section
+    return None
+
+
+# ---- loading --------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a spec file. Raises SpecError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("spec", f"file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError("spec", f"{path} is not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError("spec", f"invalid YAML{where}: {problem}") from None
+    spec = parse_spec(raw)
+    spec.source = str(path)
+    return spec
+
+
+def parse_spec(raw: Any) -> SweepSpec:
+    """Build a validated SweepSpec from plain data (a parsed YAML mapping)."""
+    if not isinstance(raw, dict):
+        raise SpecError("spec", "must be a YAML mapping with at least `name`")
+    _check_keys("", raw, [f.name for f in dataclasses.fields(SweepSpec) if f.name != "source"])
+    if "name" not in raw:
+        raise SpecError("name", "is required (letters, digits, '_', '-', '.')")
+    spec = SweepSpec(
+        name=_check_name(raw["name"]),
+        model=_check_type("model", raw.get("model", "builtin:tiny"), str),
+        dataset=_sub_dataclass("dataset", raw.get("dataset", {}), DatasetSpec),
+        axes=_check_mapping("axes", raw.get("axes", {})),
+        train=_check_mapping("train", raw.get("train", {})),
+        lora=_check_mapping("lora", raw.get("lora", {})),
+        quantization=raw.get("quantization", "auto"),
+        resources=_sub_dataclass("resources", raw.get("resources", {}), Resources),
+        max_concurrent_trials=raw.get("max_concurrent_trials"),
+        metric=_check_type("metric", raw.get("metric", DEFAULT_METRIC), str),
+        mode=raw.get("mode", "max"),
+        results_dir=_check_type("results_dir", raw.get("results_dir", "results"), str),
+        tracking=_sub_dataclass("tracking", raw.get("tracking", {}), Tracking),
+    )
+    _validate(spec)
+    return spec
+
+
+def _validate(spec: SweepSpec) -> None:
+    if spec.mode not in ("max", "min"):
+        raise SpecError("mode", f"must be 'max' or 'min', got {spec.mode!r}")
+    if spec.max_concurrent_trials is not None and (
+        not isinstance(spec.max_concurrent_trials, int) or spec.max_concurrent_trials < 1
+    ):
+        raise SpecError("max_concurrent_trials", f"must be a positive integer, got {spec.max_concurrent_trials!r}")
+    if not spec.model.strip():
+        raise SpecError("model", "must not be empty; e.g. builtin:tiny or a hub id")
+    _validate_model(spec.model)
+    _validate_dataset(spec.dataset)
+    _validate_resources(spec.resources)
+
+    # Fixed config sections: names must exist in their config, values must have its types.
+    catalogue = config_fields()
+    for section in ("train", "lora"):
+        values = getattr(spec, section)
+        _check_keys(section, values, list(catalogue[section]))
+        for name, value in values.items():
+            values[name] = _check_field(f"{section}.{name}", section, name, value)
+    for name in RESERVED_TRAIN_FIELDS:
+        if name in spec.train or name in spec.axes:
+            raise SpecError(f"train.{name}", "is set by sweep for every trial and cannot be set in a spec")
+    spec.quantization = _normalise_quantization(spec.quantization)
+
+    # Axes: a known field of one of the three configs, a non-empty list of valid values.
+    all_fields = [n for fields in catalogue.values() for n in fields]
+    for name, values in spec.axes.items():
+        section = section_of(name)
+        if section is None:
+            raise SpecError(f"axes.{name}", _unknown("axis", name, all_fields, "a field of DPOConfig, LoraConfig or BitsAndBytesConfig"))
+        fixed = spec.quantization if section == "quantization" else getattr(spec, section)
+        if name in fixed:
+            raise SpecError(f"axes.{name}", f"is also set in `{section}`; set it in one place only")
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"axes.{name}", f"must be a non-empty list of values, got {values!r}")
+        spec.axes[name] = [_check_field(f"axes.{name}[{i}]", section, name, v) for i, v in enumerate(values)]
+        if len({json.dumps(v, sort_keys=True, default=str) for v in spec.axes[name]}) != len(values):
+            raise SpecError(f"axes.{name}", "has duplicate values")
+
+    # Every point must make a valid configuration (conditional fields, cross-field rules).
+    for point in spec.points():
+        _validate_point(spec, point)
+
+
+def _validate_point(spec: SweepSpec, point: dict[str, Any]) -> None:
+    train = resolved_section(spec, "train", point)
+    where = point_label(point) or "train"
+    losses = train.get("loss_type", ["sigmoid"])
+    losses = [losses] if isinstance(losses, str) else losses
+    weights = train.get("loss_weights")
+    if weights is not None and len(weights) != len(losses):
+        raise SpecError(
+            "train.loss_weights", f"has {len(weights)} weights for {len(losses)} loss types {losses} (at {where})"
+        )
+    if any(lt in NEEDS_LABEL_SMOOTHING for lt in losses) and not train.get("label_smoothing", 0) > 0:
+        raise SpecError("train.label_smoothing", f"must be > 0 for loss_type {losses} (at {where})")
+    steps, epochs = train.get("max_steps", -1), train.get("num_train_epochs", 3.0)
+    if steps == 0 or (steps < 0 and not epochs > 0):
+        raise SpecError("train.max_steps", f"must be > 0 (or -1 with num_train_epochs > 0), got {steps}")
+    if "label_smoothing" in train and not 0 <= train["label_smoothing"] < 0.5:
+        raise SpecError("train.label_smoothing", f"must be in [0, 0.5), got {train['label_smoothing']}")
+
+
+def resolved_section(spec: SweepSpec, section: str, point: dict[str, Any]) -> dict[str, Any]:
+    """The fixed values of one config section with the point's axis values on top."""
+    base = dict(spec.quantization if section == "quantization" else getattr(spec, section))
+    base.update({k: v for k, v in point.items() if section_of(k) == section})
+    if section == "quantization":
+        base.pop("mode", None)
+    return base
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """Human-readable name of a point, e.g. `loss_type=ipo,beta=0.1` (MLflow run name)."""
+    return ",".join(f"{k}={_short(v)}" for k, v in point.items())
+
+
+def point_id(point: dict[str, Any]) -> str:
+    """Stable id of a point from its values: the same point gets the same id in every run."""
+    return hashlib.sha256(json.dumps(point, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, list):
+        return "+".join(_short(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+# ---- field-level checks -----------------------------------------------------------------
+
+
+def _check_field(where: str, section: str, name: str, value: Any) -> Any:
+    """Check a value against the config field's annotation (coercing YAML's '5e-4' strings)."""
+    annotation = config_fields()[section][name]
+    value = _coerce(where, value, annotation)
+    if name == "loss_type":
+        losses = [value] if isinstance(value, str) else value
+        if not losses:
+            raise SpecError(where, f"needs at least one loss type; valid: {', '.join(DPO_LOSS_TYPES)}")
+        for lt in losses:
+            if lt not in DPO_LOSS_TYPES:
+                raise SpecError(where, _unknown("loss type", lt, DPO_LOSS_TYPES, None))
+    positive = ("beta", "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "r",
+                "gradient_accumulation_steps")  # fmt: skip
+    if name in positive and not value > 0:
+        raise SpecError(where, f"must be > 0, got {value}")
+    if name in ("max_steps", "max_length", "eval_steps", "logging_steps") and value is not None and value == 0:
+        raise SpecError(where, "must not be 0")
+    if name == "max_steps" and value < -1:
+        raise SpecError(where, f"must be > 0 (or -1 to train by epochs), got {value}")
+    return value
+
+
+def _coerce(where: str, value: Any, annotation: Any) -> Any:
+    options = _annotation_options(annotation)
+    if value is None:
+        if type(None) in options or not options:
+            return None
+        raise SpecError(where, f"must not be empty; expected {_describe(options)}")
+    if not options or Any in options:
+        return value
+    for opt in options:
+        ok, coerced = _matches(value, opt)
+        if ok:
+            return coerced
+    raise SpecError(where, f"expected {_describe(options)}, got {type(value).__name__} {value!r}")
+
+
+def _annotation_options(annotation: Any) -> list[Any]:
+    if annotation is inspect.Parameter.empty or annotation is None:
+        return []
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return [o for a in typing.get_args(annotation) for o in _annotation_options(a)]
+    if origin is typing.Literal:
+        return [annotation]
+    return [annotation]
+
+
+def _matches(value: Any, opt: Any) -> tuple[bool, Any]:
+    if opt is type(None):
+        return value is None, None
+    if opt is bool:
+        return isinstance(value, bool), value
+    if opt is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if opt is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, value  # an int stays an int (logging_steps: 5, not 5.0)
+        if isinstance(value, str):  # YAML 1.1 reads `5e-4` (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, None
+        return False, None
+    if opt is str:
+        return isinstance(value, str), value
+    if isinstance(opt, type) and issubclass(opt, enum.Enum):
+        valid = [m.value for m in opt]
+        return value in valid, value
+    origin = typing.get_origin(opt)
+    if origin is typing.Literal:
+        return value in typing.get_args(opt), value
+    if origin in (list, tuple, set):
+        args = typing.get_args(opt)
+        if not isinstance(value, list):  # TRL/PEFT accept a lone item, e.g. loss_type: ipo
+            return _matches(value, args[0]) if args and args[0] is not Any else (False, None)
+
+        if args and args[0] is not Any:
+            converted = []
+            for item in value:
+                ok, c = _matches(item, args[0])
+                if not ok:
+                    return False, None
+                converted.append(c)
+            return True, converted
+        return True, value
+    if origin is dict or opt is dict:
+        return isinstance(value, dict), value
+    if opt in (list, tuple):
+        return isinstance(value, list), value
+    return True, value  # an exotic annotation (a config object): let the library judge
+
+
+def _describe(options: list[Any]) -> str:
+    parts = []
+    for o in options:
+        if o is type(None):
+            parts.append("null")
+        elif isinstance(o, type) and issubclass(o, enum.Enum):
+            parts.append("one of " + ", ".join(str(m.value) for m in o))
+        elif typing.get_origin(o) is typing.Literal:
+            parts.append("one of " + ", ".join(map(str, typing.get_args(o))))
+        else:
+            parts.append(getattr(o, "__name__", str(o)).replace("typing.", ""))
+    return " or ".join(dict.fromkeys(parts))
+
+
+def _check_keys(where: str, raw: dict, allowed: list[str]) -> None:
+    for key in raw:
+        if key not in allowed:
+            path = f"{where}.{key}" if where else str(key)
+            raise SpecError(path, _unknown("field", key, allowed, None))
+
+
+def _unknown(kind: str, name: Any, allowed: typing.Sequence[str], hint: str | None) -> str:
+    close = difflib.get_close_matches(str(name), list(allowed), n=1, cutoff=0.6)
+    msg = f"unknown {kind} {name!r}"
+    if close:
+        msg += f"; did you mean {close[0]!r}?"
+    if hint:
+        msg += f"; expected {hint}"
+    elif len(allowed) <= 20:
+        msg += f"; valid: {', '.join(map(str, allowed))}"
+    return msg
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise SpecError("name", f"must be 1-100 letters, digits, '_', '-' or '.', got {name!r}")
+    return name
+
+
+def _check_type(where: str, value: Any, typ: type) -> Any:
+    if not isinstance(value, typ):
+        raise SpecError(where, f"expected {typ.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_mapping(where: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(where, f"must be a mapping of field: value, got {type(value).__name__}")
+    return dict(value)
+
+
+def _sub_dataclass(where: str, raw: Any, cls: type) -> Any:
+    raw = _check_mapping(where, raw)
+    hints = typing.get_type_hints(cls)
+    _check_keys(where, raw, list(hints))
+    return cls(**{k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in raw.items()})
+
+
+def _normalise_quantization(q: Any) -> dict[str, Any]:
+    """`auto`/`4bit`/... or a mapping of BitsAndBytesConfig fields -> {"mode": ..., **fields}."""
+    if isinstance(q, str):
+        if q not in QUANTIZATION_MODES:
+            raise SpecError("quantization", _unknown("mode", q, QUANTIZATION_MODES, None))
+        return {"mode": q}
+    if not isinstance(q, dict):
+        raise SpecError("quantization", f"must be one of {', '.join(QUANTIZATION_MODES)} or a mapping of BitsAndBytesConfig fields")
+    q = dict(q)
+    mode = q.pop("mode", "8bit" if q.get("load_in_8bit") else "4bit")
+    if mode not in QUANTIZATION_MODES:
+        raise SpecError("quantization.mode", _unknown("mode", mode, QUANTIZATION_MODES, None))
+    fields = config_fields()["quantization"]
+    _check_keys("quantization", q, list(fields))
+    return {"mode": mode, **{k: _check_field(f"quantization.{k}", "quantization", k, v) for k, v in q.items()}}
+
+
+def _validate_model(model: str) -> None:
+    if model.startswith("builtin:"):
+        from .builtin import BUILTIN_MODELS
+
+        if model.removeprefix("builtin:") not in BUILTIN_MODELS:
+            raise SpecError("model", _unknown("builtin model", model, [f"builtin:{m}" for m in BUILTIN_MODELS], None))
+
+
+def _validate_dataset(ds: DatasetSpec) -> None:
+    if ds.path.startswith("builtin:"):
+        from .builtin import BUILTIN_DATASETS
+
+        if ds.path.removeprefix("builtin:") not in BUILTIN_DATASETS:
+            raise SpecError("dataset.path", _unknown("builtin dataset", ds.path, [f"builtin:{d}" for d in BUILTIN_DATASETS], None))
+    if not 0 < ds.eval_fraction < 1:
+        raise SpecError("dataset.eval_fraction", f"must be between 0 and 1, got {ds.eval_fraction}")
+    for name in ("max_train_rows", "max_eval_rows"):
+        value = getattr(ds, name)
+        if value is not None and value < 1:
+            raise SpecError(f"dataset.{name}", f"must be a positive number of rows, got {value}")
+    for target in ds.columns:
+        if target not in ("prompt", "chosen", "rejected"):
+            raise SpecError(f"dataset.columns.{target}", "can only map to prompt, chosen or rejected")
+
+
+def _validate_resources(r: Resources) -> None:
+    if not r.cpu > 0:
+        raise SpecError("resources.cpu", f"must be > 0, got {r.cpu}")
+    if r.gpu is not None and r.gpu < 0:
+        raise SpecError("resources.gpu", f"must be >= 0, got {r.gpu}")

@@ -1,0 +1,167 @@
+"""MLflow tracking: one experiment per spec name, one parent run per sweep, one child run per trial.
+
+Everything goes through `MlflowClient` with explicit run ids (never the fluent "active run"),
+so a trial running in a reused Ray worker, or a driver thread, cannot end someone else's run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+# Parameter names that look like credentials never reach MLflow (or exports).
+SECRET_PATTERN = re.compile(r"token|secret|password|passwd|api[_-]?key|credential", re.IGNORECASE)
+SWEPT_PREFIX = "sweep."  # swept values are params `sweep.<field>`: never clash with other params
+
+TAG_SWEEP = "sweep.name"
+TAG_KIND = "sweep.kind"  # "parent" | "trial"
+TAG_TRIAL_ID = "sweep.trial_id"
+TAG_POINT = "sweep.point"
+TAG_LOSS = "sweep.loss_type"
+TAG_ERROR = "sweep.error"
+TAG_FINGERPRINT = "sweep.spec_fingerprint"
+
+
+def default_tracking_uri(results_dir: str | Path) -> str:
+    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(spec_uri: str | None, results_dir: str | Path) -> str:
+    """Spec's `tracking.uri`, else $MLFLOW_TRACKING_URI, else sqlite at <results_dir>/mlflow.db.
+
+    Relative sqlite paths are made absolute: Ray trials run in other working directories.
+    """
+    uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(results_dir)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    elif "://" not in uri:  # a bare path: treat as a sqlite file
+        uri = f"sqlite:///{Path(uri).resolve()}"
+    return uri
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def is_secret(name: str) -> bool:
+    return bool(SECRET_PATTERN.search(name))
+
+
+def flat_params(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Params as MLflow strings, secrets dropped, long values cut to MLflow's 6000-char limit."""
+    out = {}
+    for key, value in values.items():
+        if is_secret(key) or value is None:
+            continue
+        out[f"{prefix}{key}"] = str(value)[:6000]
+    return out
+
+
+def ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:") and artifact_root is not None:
+        # The sqlite store's default artifact root is relative to the working directory.
+        location = (artifact_root / name).resolve().as_uri()
+    return c.create_experiment(name, artifact_location=location)
+
+
+def start_parent_run(uri: str, experiment_id: str, spec, spec_file: Path | None) -> str:
+    c = client(uri)
+    run = c.create_run(
+        experiment_id,
+        run_name=spec.name,
+        tags={TAG_SWEEP: spec.name, TAG_KIND: "parent", TAG_FINGERPRINT: spec.fingerprint()},
+    )
+    params = {"model": spec.model, "dataset": spec.dataset.path, "metric": spec.metric, "mode": spec.mode}
+    params.update({f"axis.{k}": str(v) for k, v in spec.axes.items()})
+    params["num_trials"] = str(len(spec.points()))
+    _log_params(c, run.info.run_id, flat_params(params))
+    if spec_file is not None:
+        c.log_artifact(run.info.run_id, str(spec_file), artifact_path="spec")
+    return run.info.run_id
+
+
+def start_trial_run(uri: str, experiment_id: str, parent_run_id: str, spec, point: dict, trial_id: str,
+                    params: dict[str, Any]) -> str:
+    from .spec import point_label
+
+    losses = point.get("loss_type", spec.train.get("loss_type", "sigmoid"))
+    tags = {
+        "mlflow.parentRunId": parent_run_id,
+        TAG_SWEEP: spec.name,
+        TAG_KIND: "trial",
+        TAG_TRIAL_ID: trial_id,
+        TAG_POINT: point_label(point),
+        TAG_LOSS: "+".join(losses) if isinstance(losses, list) else str(losses),
+    }
+    c = client(uri)
+    run = c.create_run(experiment_id, run_name=point_label(point) or trial_id, tags=tags)
+    swept = flat_params(point, SWEPT_PREFIX)
+    _log_params(c, run.info.run_id, {**flat_params(params), **swept})
+    return run.info.run_id
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(key, float(value), now, step)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ]
+    if batch:
+        client(uri).log_batch(run_id, metrics=batch)
+
+
+def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> None:
+    c = client(uri)
+    if error:
+        c.set_tag(run_id, TAG_ERROR, error[:5000])
+    c.set_terminated(run_id, status=status)
+
+
+def trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list:
+    """Child runs of one sweep (all statuses), oldest first."""
+    c = client(uri)
+    runs, token = [], None
+    while True:
+        page = c.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            max_results=1000,
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def kill_unfinished(uri: str, experiment_id: str, parent_run_id: str, reason: str) -> int:
+    """Mark a sweep's RUNNING child runs KILLED (e.g. after Ctrl-C). Returns how many."""
+    n = 0
+    for run in trial_runs(uri, experiment_id, parent_run_id):
+        if run.info.status == "RUNNING":
+            end_run(uri, run.info.run_id, "KILLED", reason)
+            n += 1
+    return n
+
+
+def _log_params(c, run_id: str, values: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in values.items()]
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        c.log_batch(run_id, params=items[i : i + 100])

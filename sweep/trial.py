@@ -1,0 +1,185 @@
+"""One trial = one point of the grid = TRL's DPOTrainer with a LoRA adapter.
+
+`run_trial` is a plain function: Ray Tune calls it (see orchestrate.py), and so can you:
+
+    spec = load_spec("search_spaces/beta_grid.yaml")
+    metrics = run_trial(TrialContext(spec=spec), {"loss_type": "ipo", "beta": 0.1})
+
+Read top to bottom it is the whole training path: threads, model, data, configs, trainer,
+train, final eval, and an MLflow run that always ends FINISHED, FAILED or KILLED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from transformers import TrainerCallback
+
+from .spec import SweepSpec, point_id, resolved_section
+
+# Settings a preference-tuning sweep wants unless the spec says otherwise.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "logging_steps": 5,
+    "eval_strategy": "steps",
+    "eval_steps": 0.25,  # a ratio: four evals per trial
+    "save_strategy": "no",  # adapters are saved by sweep where asked, not as Trainer checkpoints
+    "disable_tqdm": True,
+    "dataloader_num_workers": 0,
+}
+LORA_DEFAULTS: dict[str, Any] = {
+    "r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.0,
+    "target_modules": "all-linear",
+    "task_type": "CAUSAL_LM",
+}
+
+
+@dataclass
+class TrialContext:
+    """What every trial of a sweep shares; built once by the driver (or by hand)."""
+
+    spec: SweepSpec
+    model_path: str | None = None  # resolved `spec.model`; resolved in the trial if None
+    tracking_uri: str | None = None  # None: no MLflow logging
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    trials_dir: str | None = None  # where each trial writes its resolved config
+
+
+def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict], None] | None = None) -> dict[str, float]:
+    """Train one point; return its final metrics. `report` receives metrics at every eval."""
+    import torch
+
+    spec = ctx.spec
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        # One thread per CPU the trial holds: two OpenMP threads on a 2-core VM make every
+        # op ~20x slower (STACK-NOTES). Ray also sets OMP_NUM_THREADS for 1-CPU trials.
+        torch.set_num_threads(max(1, int(spec.resources.cpu)))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    trial_id = point_id(point)
+    out_dir = Path(ctx.trials_dir or Path(spec.results_dir).resolve() / spec.name / "trials") / trial_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    args, lora, bnb = build_configs(spec, point, out_dir, cuda)
+    resolved = {
+        "point": point,
+        "trial_id": trial_id,
+        "model": spec.model,
+        "dataset": spec.dataset.path,
+        "train": args.to_dict(),
+        "lora": lora.to_dict(),
+        "quantization": bnb.to_dict() if bnb is not None else None,
+    }
+    (out_dir / "trial_config.json").write_text(json.dumps(resolved, indent=2, default=str))
+
+    run_id = None
+    if ctx.tracking_uri:
+        from . import tracking
+
+        fixed = {**{f"train.{k}": v for k, v in spec.train.items()}, **{f"lora.{k}": v for k, v in spec.lora.items()}}
+        fixed.update(model=spec.model, dataset=spec.dataset.path, quantization=spec.quantization.get("mode"))
+        run_id = tracking.start_trial_run(
+            ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed
+        )
+        tracking.client(ctx.tracking_uri).log_artifact(run_id, str(out_dir / "trial_config.json"))
+
+    try:
+        metrics = _train(ctx, point, args, lora, bnb, cuda, run_id, report)
+    except BaseException as e:
+        if run_id is not None:
+            # SystemExit/KeyboardInterrupt: stopped from outside (scheduler, Ctrl-C) -> KILLED.
+            killed = isinstance(e, (SystemExit, KeyboardInterrupt))
+            reason = "stopped" if killed else f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
+            tracking.end_run(ctx.tracking_uri, run_id, "KILLED" if killed else "FAILED", reason)
+        raise
+    if run_id is not None:
+        tracking.end_run(ctx.tracking_uri, run_id, "FINISHED")
+    if report is not None:
+        report(metrics)
+    return metrics
+
+
+def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: bool):
+    """DPOConfig, LoraConfig and BitsAndBytesConfig (or None) for one point."""
+    from peft import LoraConfig
+    from trl import DPOConfig
+
+    from .model import quantization_config
+
+    train = {**TRAIN_DEFAULTS, **resolved_section(spec, "train", point)}
+    if not cuda:
+        train.setdefault("activation_checkpointing", False)  # recompute costs more than it saves on CPU
+        train.update(use_cpu=True, bf16=False, fp16=False)
+    # sweep owns output and tracking: its own MLflow logger, no Trainer integrations.
+    train.update(output_dir=str(out_dir), report_to=[], run_name=point_id(point))
+    args = DPOConfig(**train)
+    lora = LoraConfig(**{**LORA_DEFAULTS, **resolved_section(spec, "lora", point)})
+    q = {"mode": spec.quantization.get("mode", "auto"), **resolved_section(spec, "quantization", point)}
+    return args, lora, quantization_config(q, cuda)
+
+
+def _train(ctx, point, args, lora, bnb, cuda, run_id, report) -> dict[str, float]:
+    from trl import DPOTrainer
+
+    from .data import load_preference_data
+    from .model import disable_bnb_cpu_repack, load_base_model, load_tokenizer, resolve_model_path
+
+    spec = ctx.spec
+    model_path = ctx.model_path or resolve_model_path(spec.model)
+    tokenizer = load_tokenizer(model_path)
+    data = load_preference_data(spec.dataset)
+    model = load_base_model(model_path, bnb, cuda, bf16=args.bf16)
+
+    callbacks = [MetricsCallback(ctx.tracking_uri, run_id, report)]
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["eval"],
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=callbacks,
+    )
+    if bnb is not None and not cuda:
+        disable_bnb_cpu_repack(trainer.model)
+
+    trainer.train()
+    last_eval = max((h["step"] for h in trainer.state.log_history if "eval_loss" in h), default=-1)
+    if last_eval != trainer.state.global_step:  # always finish on a held-out measurement
+        trainer.evaluate()
+    if run_id is not None:
+        from .tracking import log_metrics
+
+        log_metrics(ctx.tracking_uri, run_id, {"global_step": trainer.state.global_step}, trainer.state.global_step)
+    return callbacks[0].latest
+
+
+class MetricsCallback(TrainerCallback):
+    """Every metric TRL logs -> MLflow (step = global step); intermediate evals -> `report`.
+
+    The final eval is reported by `run_trial` after the MLflow run has ended: a scheduler
+    may stop the trial at a report, and a finished trial must not be left RUNNING.
+    """
+
+    def __init__(self, uri: str | None, run_id: str | None, report: Callable[[dict], None] | None):
+        self.uri, self.run_id, self.report = uri, run_id, report
+        self.latest: dict[str, float] = {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        self.latest.update(logs)
+        self.latest["global_step"] = state.global_step
+        if self.run_id is not None:
+            from .tracking import log_metrics
+
+            log_metrics(self.uri, self.run_id, logs, state.global_step)
+        is_eval = any(k.startswith("eval_") for k in logs)
+        if self.report is not None and is_eval and state.global_step < state.max_steps:
+            self.report(dict(self.latest))
