@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 def _quiet_libraries() -> None:
     """Library chatter belongs in trial logs, not on the sweep's console."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no box tables on the console
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)

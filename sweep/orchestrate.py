@@ -45,16 +45,20 @@ def _tune_trial(config: dict, ctx: TrialContext) -> None:
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> SweepOutcome:
     results_dir = Path(spec.results_dir).resolve() / spec.name
-    results_dir.mkdir(parents=True, exist_ok=True)
     uri = tracking.resolve_tracking_uri(spec.tracking.uri, spec.results_dir)
     points = spec.points()
     log(f"sweep {spec.name}: {len(points)} trials, model {spec.model}, dataset {spec.dataset.path}")
 
-    # Prepare once, in the driver, before any trial starts (no two trials race to build it).
+    # Prepare once, in the driver, before any trial starts: bad data fails here (SpecError,
+    # exit 2) before anything is written, and no two trials race to build the model.
+    from .data import load_preference_data
     from .model import resolve_model_path
 
     t0 = time.time()
+    data = load_preference_data(spec.dataset)
+    log(f"data: {len(data['train'])} train / {len(data['eval'])} eval pairs")
     model_path = resolve_model_path(spec.model, log=log)
+    results_dir.mkdir(parents=True, exist_ok=True)
     experiment_id = tracking.ensure_experiment(uri, spec.tracking.experiment or spec.name, Path(spec.results_dir).resolve() / "mlartifacts")
     parent_run_id = tracking.start_parent_run(uri, experiment_id, spec, Path(spec.source) if spec.source else None)
     log(f"tracking: {uri} (experiment {experiment_id}, parent run {parent_run_id})")

@@ -327,6 +327,12 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
         raise SpecError(where, f"must not be empty; expected {_describe(options)}")
     if not options or Any in options:
         return value
+    enums = [o for o in options if isinstance(o, type) and issubclass(o, enum.Enum)]
+    if enums and isinstance(value, str):  # `IntervalStrategy | str`: the str must still be a member
+        valid = [m.value for e in enums for m in e]
+        if value not in valid:
+            raise SpecError(where, f"expected {_describe(enums)}, got {value!r}")
+        return value
     for opt in options:
         ok, coerced = _matches(value, opt)
         if ok:

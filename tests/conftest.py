@@ -1,0 +1,73 @@
+"""Shared fixtures. Everything is real: the builtin model is built once per test session into
+a private cache, sweeps run real Ray and MLflow in subprocesses, trials run real TRL training."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sweep_env(tmp_path_factory):
+    """A private model cache for the whole session, offline, one torch thread."""
+    cache = tmp_path_factory.mktemp("sweep-cache")
+    os.environ["SWEEP_CACHE"] = str(cache)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("RAY_ADDRESS", None)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(sweep_env):
+    from sweep.builtin import builtin_model_path
+
+    return builtin_model_path("tiny", log=lambda *_: None)
+
+
+def small_spec(name: str, **overrides) -> dict:
+    """A fast spec on the embedded default: few steps, small eval split."""
+    spec = {
+        "name": name,
+        "model": "builtin:tiny",
+        "dataset": {"path": "builtin:prefs", "max_train_rows": 400, "max_eval_rows": 64},
+        "axes": {"beta": [0.1, 0.5]},
+        "train": {
+            "learning_rate": 5.0e-4,
+            "max_steps": 12,
+            "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 32,
+            "logging_steps": 2,
+            "eval_strategy": "steps",
+            "eval_steps": 6,
+            "max_length": 128,
+        },
+        "resources": {"cpu": 1},
+    }
+    for key, value in overrides.items():
+        if key != "axes" and isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m sweep ...` in a fresh process, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "sweep", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )

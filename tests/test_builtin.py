@@ -1,0 +1,85 @@
+"""The embedded default: a tiny chat model built offline (and SFT'd), and the shipped preference data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from sweep.builtin import BUILTIN_DATASETS, RECIPE
+
+from .conftest import REPO
+
+
+def test_shipped_dataset_is_large_real_and_split():
+    rows = {s: [json.loads(l) for l in open(BUILTIN_DATASETS["prefs"] / f"{s}.jsonl")] for s in ("train", "test")}
+    assert len(rows["train"]) >= 2000 and len(rows["test"]) >= 200
+    prompts = {s: {r["prompt"][0]["content"] for r in rows[s]} for s in rows}
+    assert not prompts["train"] & prompts["test"], "eval prompts leak into train"
+    for r in rows["train"][:200]:
+        assert r["chosen"] != r["rejected"]
+        assert r["chosen"][0]["role"] == r["rejected"][0]["role"] == "assistant"
+    assert {r["flaw"] for r in rows["train"]} == {"wrong", "rambling"}
+
+
+def test_dataset_generator_is_deterministic(tmp_path):
+    """The script in the repo regenerates exactly the shipped files."""
+    before = {p.name: p.read_bytes() for p in BUILTIN_DATASETS["prefs"].glob("*.jsonl")}
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_builtin_dataset.py")], check=True, capture_output=True)
+    after = {p.name: p.read_bytes() for p in BUILTIN_DATASETS["prefs"].glob("*.jsonl")}
+    assert before == after
+
+
+def test_builtin_model_loads_with_auto_classes_and_chats(tiny_model_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    assert model.config.model_type == "llama" and model.config.num_hidden_layers == RECIPE["num_hidden_layers"]
+    assert len(tok) <= RECIPE["vocab_size"] and tok.padding_side == "left"
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    assert tok.decode(ids["input_ids"][0]).endswith("<|im_start|>assistant\n")
+    out = model.generate(**ids, max_new_tokens=20, do_sample=False)
+    answer = tok.decode(out[0][ids["input_ids"].shape[1]:])
+    # SFT taught it the format of the chosen answers: short, then end of turn.
+    assert answer.endswith("<|im_end|>") and len(answer) < 20, answer
+
+
+def test_builtin_model_was_fine_tuned_on_chosen_answers(tiny_model_path):
+    """SFT -> DPO: the built model fits held-out chosen answers far better than a fresh init."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    sft = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    torch.manual_seed(0)
+    fresh = type(sft)(sft.config)
+    rows = [json.loads(l) for l in open(BUILTIN_DATASETS["prefs"] / "test.jsonl")][:64]
+
+    def nll(model):
+        total, count = 0.0, 0
+        for r in rows:
+            prompt = tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
+            full = tok.apply_chat_template(r["prompt"] + r["chosen"], return_dict=True)["input_ids"]
+            ids = torch.tensor([full])
+            with torch.no_grad():
+                logits = model(ids).logits[0, :-1]
+            logp = torch.log_softmax(logits, -1)[torch.arange(len(full) - 1), ids[0, 1:]]
+            total -= logp[len(prompt) - 1:].sum().item()
+            count += len(full) - len(prompt)
+        return total / count
+
+    assert nll(sft) < 0.5 * nll(fresh)
+
+
+def test_builtin_model_build_is_cached_and_deterministic(tiny_model_path, tmp_path, monkeypatch):
+    from sweep.builtin import builtin_model_path
+
+    assert builtin_model_path("tiny", log=lambda *_: None) == tiny_model_path  # reused, not rebuilt
+    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path))
+    again = builtin_model_path("tiny", log=lambda *_: None)
+    assert again != tiny_model_path
+    for name in ("model.safetensors", "tokenizer.json"):
+        assert (again / name).read_bytes() == (tiny_model_path / name).read_bytes(), name

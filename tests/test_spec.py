@@ -1,0 +1,151 @@
+"""The spec validator: shipped specs load, bad specs fail with one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweep.cli import main
+from sweep.spec import DPO_LOSS_TYPES, SpecError, load_spec, parse_spec, point_id, point_label
+
+from .conftest import REPO, run_cli, small_spec, write_spec
+
+
+def test_default_spec_is_the_documented_grid():
+    spec = load_spec(REPO / "search_spaces" / "beta_grid.yaml")
+    points = spec.points()
+    assert len(points) >= 8
+    assert {p["loss_type"] for p in points} >= {"sigmoid", "ipo"}
+    assert len({p["beta"] for p in points}) >= 4
+    assert spec.train["max_steps"] > 0 and spec.train["learning_rate"] > 0
+    # every point is distinct and has a stable id
+    assert len({point_id(p) for p in points}) == len(points)
+    assert point_id({"loss_type": "ipo", "beta": 0.1}) == point_id({"beta": 0.1, "loss_type": "ipo"})
+
+
+def test_fields_of_all_three_configs_are_settable_by_their_own_names():
+    spec = parse_spec(
+        small_spec(
+            "routing",
+            axes={"beta": [0.1], "r": [4, 8], "bnb_4bit_quant_type": ["nf4", "fp4"]},
+            train={"learning_rate": "5e-4", "label_smoothing": 0.1, "loss_type": "robust"},
+            lora={"lora_alpha": 32, "lora_dropout": 0.05},
+            quantization={"mode": "4bit", "bnb_4bit_use_double_quant": False},
+        )
+    )
+    assert spec.train["learning_rate"] == pytest.approx(5e-4)  # YAML reads 5e-4 as a string
+    assert len(spec.points()) == 4
+    from sweep.trial import build_configs
+
+    args, lora, bnb = build_configs(spec, {"beta": 0.1, "r": 4, "bnb_4bit_quant_type": "fp4"}, Path("/tmp/x"), cuda=False)
+    assert (args.beta, args.learning_rate, args.loss_type, args.label_smoothing) == (0.1, 5e-4, ["robust"], 0.1)
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (4, 32, 0.05)
+    assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "fp4" and not bnb.bnb_4bit_use_double_quant
+    assert args.use_cpu and not args.bf16  # CPU: no bf16, as the stack notes say
+
+
+def test_loss_type_list_matches_installed_trl():
+    import inspect
+
+    from trl import DPOTrainer
+
+    source = inspect.getsource(DPOTrainer._compute_loss)
+    for name in DPO_LOSS_TYPES:
+        assert f'loss_type == "{name}"' in source, name
+
+
+BAD_SPECS = [
+    # (what is wrong, change to a good spec, field named in the message, words the message must contain)
+    ("unknown top-level field", {"axis": {"beta": [0.1]}}, "axis", "did you mean 'axes'"),
+    ("missing name", {"name": None}, "name", "required"),
+    ("bad name", {"name": "my sweep!"}, "name", "letters"),
+    ("unknown axis", {"axes": {"betta": [0.1]}}, "axes.betta", "did you mean 'beta'"),
+    ("unknown loss type", {"axes": {"loss_type": ["sigmoid", "kto"]}}, "axes.loss_type[1]", "valid: sigmoid, hinge, ipo"),
+    ("wrong type", {"train": {"learning_rate": "fast"}}, "train.learning_rate", "expected float"),
+    ("beta <= 0", {"axes": {"beta": [0.1, 0.0]}}, "axes.beta[1]", "must be > 0"),
+    ("lr <= 0", {"train": {"learning_rate": -1e-5}}, "train.learning_rate", "must be > 0"),
+    ("max_steps 0", {"train": {"max_steps": 0}}, "train.max_steps", "must not be 0"),
+    ("empty axis", {"axes": {"beta": []}}, "axes.beta", "non-empty list"),
+    ("duplicate axis values", {"axes": {"beta": [0.1, 0.1]}}, "axes.beta", "duplicate"),
+    ("set twice", {"axes": {"beta": [0.1]}, "train": {"beta": 0.2}}, "axes.beta", "one place"),
+    ("reserved field", {"train": {"output_dir": "/tmp"}}, "train.output_dir", "set by sweep"),
+    ("unknown train field", {"train": {"max_step": 5}}, "train.max_step", "did you mean 'max_steps'"),
+    ("unknown lora field", {"lora": {"rank": 8}}, "lora.rank", "unknown field"),
+    ("bad quantization", {"quantization": "2bit"}, "quantization", "valid: auto, 4bit, 8bit, none"),
+    ("exo_pair without smoothing", {"axes": {"loss_type": ["exo_pair"]}}, "train.label_smoothing", "must be > 0"),
+    ("enum value", {"train": {"eval_strategy": "sometimes"}}, "train.eval_strategy", "one of no, steps, epoch"),
+    ("unknown builtin", {"model": "builtin:huge"}, "model", "builtin:tiny"),
+    ("bad resources", {"resources": {"cpu": 0}}, "resources.cpu", "> 0"),
+    ("missing dataset file", {"dataset": {"path": "./nope.jsonl"}}, None, None),  # checked at run time
+]
+
+
+@pytest.mark.parametrize("what,change,field,words", [c for c in BAD_SPECS if c[2]], ids=[c[0] for c in BAD_SPECS if c[2]])
+def test_bad_spec_names_field_and_choices(tmp_path, capsys, what, change, field, words):
+    spec = small_spec("bad")
+    for key, value in change.items():
+        if value is None:
+            spec.pop(key)
+        elif isinstance(value, dict) and key in spec and key != "axes":
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    path = write_spec(tmp_path / "bad.yaml", spec)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert err.value.field == field
+    assert words in str(err.value)
+    # Through the CLI: exit code 2, exactly one line on stderr, no traceback.
+    assert main(["plan", str(path)]) == 2
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), out.err
+    assert "Traceback" not in out.err
+
+
+def test_malformed_yaml_and_missing_file(tmp_path, capsys):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: x\naxes: {beta: [0.1, 0.2\n")
+    assert main(["plan", str(bad)]) == 2
+    assert re.match(r"error: spec: invalid YAML at line \d+", capsys.readouterr().err)
+    assert main(["plan", str(tmp_path / "missing.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"name: \xff\xfe\n")
+    assert main(["plan", str(binary)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_yaml_is_loaded_safely(tmp_path, capsys):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    assert main(["plan", str(evil)]) == 2
+    assert "invalid YAML" in capsys.readouterr().err
+
+
+def test_plan_lists_every_trial(capsys):
+    assert main(["plan", str(REPO / "search_spaces" / "beta_grid.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == "8 trials"
+    assert out.count("sigmoid") == 4 and out.count("ipo") == 4
+
+
+def test_run_with_bad_input_writes_nothing(tmp_path):
+    """A bad spec, or a dataset without the needed columns, stops `run` before any store is touched."""
+    spec = small_spec("bad_run", axes={"loss_type": ["kto"]})
+    proc = run_cli("run", str(write_spec(tmp_path / "s.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "unknown loss type 'kto'" in proc.stderr
+
+    data = tmp_path / "prefs.jsonl"
+    data.write_text('{"question": "2+2?", "good": "4", "bad": "5"}\n' * 20)
+    spec = small_spec("bad_columns", dataset={"path": str(data), "max_train_rows": None, "max_eval_rows": None})
+    proc = run_cli("run", str(write_spec(tmp_path / "c.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: dataset.columns:") and "prompt, chosen, rejected" in err
+    assert "question, good, bad" in err
+    assert not (tmp_path / "results").exists()
