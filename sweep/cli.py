@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 
-from .spec import SpecError, load_spec, point_id, point_label
+from .spec import SpecError, load_spec, point_id
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -39,11 +39,79 @@ def cmd_run(args) -> int:
     if spec.model.startswith("builtin:") and spec.dataset.path.startswith("builtin:"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: never reach for a hub
     from .orchestrate import run_sweep
-    from .reports import format_summary
+    from .reports import report
 
     outcome = run_sweep(spec, address=args.address, log=_say)
-    print(format_summary(outcome.summary))
+    print(report(outcome.sweep))
     return EXIT_TRIALS_FAILED if outcome.exit_code else EXIT_OK
+
+
+def cmd_report(args) -> int:
+    """Per-trial table, best trial per loss type, loss_type x beta pivot; optional plots."""
+    from . import reports
+
+    sweep = reports.find_sweep(_store(args), args.name)
+    print(reports.report(sweep, metric=args.metric, fmt=args.format))
+    if args.plots:
+        from pathlib import Path
+
+        from .plots import write_plots
+
+        metric = args.metric or sweep.metric
+        df = reports.trials_frame(sweep)
+        history = reports.history_frame(sweep, metrics=list(reports.CURVES))
+        for path in write_plots(df, history, metric, Path(args.plots), sweep.name):
+            print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    """One CSV row per trial (every swept value and final metric), or per-step history."""
+    from . import reports
+
+    sweep = reports.find_sweep(_store(args), args.name)
+    df = reports.history_frame(sweep) if args.history else reports.trials_frame(sweep, all_metrics=True)
+    df.to_csv(args.out, index=False)
+    print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    """The best configurations of two sweeps side by side."""
+    from . import reports
+
+    uri = _store(args)
+    a, b = reports.find_sweep(uri, args.name_a), reports.find_sweep(uri, args.name_b)
+    print(reports.render(reports.compare(a, b, metric=args.metric, top=args.top), args.format))
+    return EXIT_OK
+
+
+def cmd_list(args) -> int:
+    """Sweeps in the store with trial counts and status."""
+    import pandas as pd
+
+    from . import reports
+
+    rows = reports.list_sweeps(_store(args))
+    if not rows:
+        print("no sweeps")
+        return EXIT_OK
+    print(reports.render(pd.DataFrame(rows).drop(columns=["experiment_id"]), args.format))
+    return EXIT_OK
+
+
+def _store(args) -> str:
+    """The tracking URI for read commands; refuses to invent an empty default store."""
+    from pathlib import Path
+
+    from .tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, args.results_dir)
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.exists():
+            raise SpecError("tracking", f"no MLflow store at {db}; run a sweep first or pass --tracking-uri")
+    return uri
 
 
 def _say(message: str) -> None:
@@ -62,6 +130,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="validate a spec offline and list its trials")
     p.add_argument("spec", help="sweep spec (YAML)")
     p.set_defaults(func=cmd_plan)
+
+    def store_options(p, formats=True):
+        p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else <results-dir>/mlflow.db)")
+        p.add_argument("--results-dir", default="results", help="where the default sqlite store lives (default: results)")
+        if formats:
+            p.add_argument("--format", choices=["table", "markdown", "json"], default="table")
+
+    p = sub.add_parser("report", help="tables (and plots) of a sweep, read from MLflow")
+    p.add_argument("name", help="sweep name (the spec's `name`)")
+    p.add_argument("--metric", help="metric to rank and pivot by (default: the spec's metric)")
+    p.add_argument("--plots", metavar="DIR", help="also write PNG figures to DIR")
+    store_options(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="write a sweep's trials (or --history) as CSV")
+    p.add_argument("name", help="sweep name")
+    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument("--history", action="store_true", help="per-step metrics in long form instead of one row per trial")
+    store_options(p, formats=False)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("compare", help="the best configurations of two sweeps side by side")
+    p.add_argument("name_a")
+    p.add_argument("name_b")
+    p.add_argument("--metric", help="metric to rank by (default: the first sweep's)")
+    p.add_argument("--top", type=int, default=3, help="configurations per sweep (default: 3)")
+    store_options(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("list", help="sweeps in the store with trial counts and status")
+    store_options(p)
+    p.set_defaults(func=cmd_list)
     return parser
 
 
@@ -71,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except LookupError as e:  # reports.SweepNotFound
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -23,12 +23,9 @@ from .trial import TrialContext, run_trial
 
 @dataclass
 class SweepOutcome:
-    name: str
+    sweep: Any  # reports.Sweep: where the sweep lives in MLflow
     results_dir: Path
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-    summary: Any  # pandas.DataFrame, one row per trial
+    summary: Any  # pandas.DataFrame, one row per trial (reports.trials_frame)
     n_failed: int
     interrupted: bool
 
@@ -105,17 +102,23 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> Swee
             log(f"marked {killed} unfinished trial run(s) KILLED")
             interrupted = True
 
-    from .reports import summary_table
+    from . import reports
+    from .plots import write_plots
 
-    summary = summary_table(uri, experiment_id, parent_run_id, spec)
+    sweep = reports.sweep_from_run(uri, parent_run_id)
+    summary = reports.trials_frame(sweep, all_metrics=True)
     n_failed = int((summary["status"] != "FINISHED").sum()) if len(summary) else 0
-    status = "KILLED" if interrupted else ("FAILED" if n_failed else "FINISHED")
     summary.to_csv(results_dir / "summary.csv", index=False)
     c = tracking.client(uri)
     c.log_artifact(parent_run_id, str(results_dir / "summary.csv"))
+    if len(summary):
+        history = reports.history_frame(sweep, metrics=list(reports.CURVES))
+        for path in write_plots(summary, history, spec.metric, results_dir / "plots", spec.name):
+            c.log_artifact(parent_run_id, str(path), artifact_path="plots")
+    status = "KILLED" if interrupted else ("FAILED" if n_failed else "FINISHED")
     c.set_terminated(parent_run_id, status=status)
     log(f"sweep {spec.name} {status.lower()} in {time.time() - t0:.0f}s; summary: {results_dir / 'summary.csv'}")
-    return SweepOutcome(spec.name, results_dir, uri, experiment_id, parent_run_id, summary, n_failed, interrupted)
+    return SweepOutcome(sweep, results_dir, summary, n_failed, interrupted)
 
 
 def _init_ray(address: str | None) -> None:

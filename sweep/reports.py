@@ -1,69 +1,229 @@
-"""Summary tables, read from MLflow (the source of truth) with pandas."""
+"""Tables that answer "which loss, which beta?", read from MLflow (the source of truth).
+
+Everything here starts from the tracking store, so it works against any MLflow server and
+for sweeps run elsewhere; pandas builds the tables. The terminal (`report`), the CSV
+(`export`) and the plots (`plots.py`) all come from `trials_frame`, so they agree.
+
+Raw losses and margins are not comparable across loss types and betas (IPO's losses are
+~25 where sigmoid's are ~0.69; margins scale with beta), so the default ranking metric is
+held-out preference accuracy, and tables show margin / beta beside the margin.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from . import tracking
+from .spec import DEFAULT_METRIC
 
-# Final metrics shown per trial. Raw loss and margins are not comparable across loss types
-# and betas (IPO losses are ~25 where sigmoid's are ~0.69; margins scale with beta), so the
-# table leads with held-out preference accuracy and shows margin / beta beside the margin.
+# Final metrics shown on the terminal (export has every metric).
 SUMMARY_METRICS = [
     "eval_rewards/accuracies",
     "eval_rewards/margins",
+    "eval_margin/beta",
     "eval_loss",
     "rewards/accuracies",
     "rewards/margins",
     "loss",
-    "train_runtime",
 ]
+# Metrics whose best value over a trial's history is also reported ("best_<metric>").
+BEST_OF = {"eval_rewards/accuracies": "max", "eval_rewards/margins": "max", "eval_loss": "min"}
+ID_COLUMNS = ["trial", "trial_id", "run_id", "status"]
+CURVES = ("rewards/margins", "rewards/accuracies", "eval_rewards/accuracies")  # per-step curves plotted per trial
 
 
-def summary_table(uri: str, experiment_id: str, parent_run_id: str, spec=None) -> pd.DataFrame:
-    """One row per trial run of a sweep: swept values, status, final metrics, run id.
+class SweepNotFound(LookupError):
+    pass
 
-    Sorted by the spec's ranking metric (best first, trials without it last).
-    """
+
+@dataclass
+class Sweep:
+    """A sweep in the store: its experiment, its (latest) parent run, and how it ranks trials."""
+
+    uri: str
+    name: str
+    experiment_id: str
+    parent: Any  # mlflow Run
+    axes: list[str]
+    metric: str
+    mode: str
+
+    @property
+    def parent_run_id(self) -> str:
+        return self.parent.info.run_id
+
+
+def find_sweep(uri: str, name: str) -> Sweep:
+    """The latest sweep called `name` in the store at `uri`."""
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(name)
+    parents = []
+    if exp is not None:
+        parents = c.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{tracking.TAG_KIND}` = 'parent'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    if not parents:
+        known = ", ".join(s["sweep"] for s in list_sweeps(uri)) or "none"
+        raise SweepNotFound(f"no sweep named {name!r} in {uri}; sweeps there: {known}")
+    return sweep_from_run(uri, parents[0].info.run_id)
+
+
+def sweep_from_run(uri: str, parent_run_id: str) -> Sweep:
+    """The sweep whose parent run is `parent_run_id`."""
+    c = tracking.client(uri)
+    parent = c.get_run(parent_run_id)
+    exp = c.get_experiment(parent.info.experiment_id)
+    params = parent.data.params
+    axes = [a for a in params.get("axes", "").split(",") if a]
+    return Sweep(uri, exp.name, exp.experiment_id, parent, axes, params.get("metric", DEFAULT_METRIC), params.get("mode", "max"))
+
+
+def list_sweeps(uri: str) -> list[dict[str, Any]]:
+    """Every sweep (parent run) in the store, newest first, with trial counts by status."""
+    c = tracking.client(uri)
     rows = []
-    for run in tracking.trial_runs(uri, experiment_id, parent_run_id):
+    for exp in c.search_experiments():
+        for parent in c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = 'parent'"):
+            children = tracking.trial_runs(uri, exp.experiment_id, parent.info.run_id)
+            counts = pd.Series([r.info.status for r in children], dtype=object).value_counts().to_dict()
+            rows.append(
+                {
+                    "sweep": exp.name,
+                    "status": parent.info.status,
+                    "trials": len(children),
+                    "finished": counts.get("FINISHED", 0),
+                    "failed": counts.get("FAILED", 0),
+                    "killed": counts.get("KILLED", 0),
+                    "running": counts.get("RUNNING", 0),
+                    "planned": int(parent.data.params.get("num_trials", 0) or 0),
+                    "started": pd.Timestamp(parent.info.start_time, unit="ms").strftime("%Y-%m-%d %H:%M"),
+                    "parent_run_id": parent.info.run_id,
+                    "experiment_id": exp.experiment_id,
+                }
+            )
+    return sorted(rows, key=lambda r: r["started"], reverse=True)
+
+
+def trials_frame(sweep: Sweep, *, all_metrics: bool = False, best: bool = True) -> pd.DataFrame:
+    """One row per trial: ids, status, swept values, final metrics (and best-over-history).
+
+    Column order is stable: ids and status, the swept values in the spec's axis order, the
+    metrics (SUMMARY_METRICS first, then the rest alphabetically), steps, runtime, error.
+    Rows are ranked by the sweep's metric, best first; trials without it (failed, killed)
+    come last and are kept, never dropped.
+    """
+    c = tracking.client(sweep.uri)
+    runs = tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id)
+    rows = []
+    for run in runs:
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
-        row: dict[str, Any] = {"trial": run.info.run_name, "status": run.info.status}
+        row: dict[str, Any] = {
+            "trial": run.info.run_name,
+            "trial_id": tags.get(tracking.TAG_TRIAL_ID),
+            "run_id": run.info.run_id,
+            "status": run.info.status,
+        }
         for key, value in params.items():
             if key.startswith(tracking.SWEPT_PREFIX):
                 row[key.removeprefix(tracking.SWEPT_PREFIX)] = _number(value)
-        for key in SUMMARY_METRICS:
-            row[key] = metrics.get(key, math.nan)
-        beta = row.get("beta", _number(params.get("train.beta", "0.1")))
-        if isinstance(beta, float) and beta > 0:
-            row["eval_margin/beta"] = row["eval_rewards/margins"] / beta
+        row.update(metrics)
+        beta = row.get("beta", _number(params.get("train.beta", "0.1")))  # TRL's default beta is 0.1
+        if isinstance(beta, (int, float)) and beta > 0 and "eval_rewards/margins" in metrics:
+            row["eval_margin/beta"] = metrics["eval_rewards/margins"] / beta
+        if best:
+            for key, how in BEST_OF.items():
+                history = [m.value for m in c.get_metric_history(run.info.run_id, key)]
+                if history:
+                    row[f"best_{key}"] = max(history) if how == "max" else min(history)
         row["steps"] = metrics.get("global_step", math.nan)
-        row["error"] = (tags.get(tracking.TAG_ERROR) or "").split("\n")[0]
-        row["trial_id"] = tags.get(tracking.TAG_TRIAL_ID)
-        row["run_id"] = run.info.run_id
+        row["runtime_s"] = metrics.get("train_runtime", math.nan)
+        row["error"] = (tags.get(tracking.TAG_ERROR) or "").strip().split("\n")[0]
         rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=ID_COLUMNS)
     df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    metric = spec.metric if spec is not None else SUMMARY_METRICS[0]
-    if metric in df:
-        df = df.sort_values(metric, ascending=(spec is not None and spec.mode == "min"), na_position="last")
-    return df.reset_index(drop=True)
+    swept = [a for a in sweep.axes if a in df] + sorted(
+        c for c in df if c not in sweep.axes and c not in ID_COLUMNS and _is_swept(c, runs)
+    )
+    metric_cols = [m for m in SUMMARY_METRICS if m in df]
+    metric_cols += [f"best_{k}" for k in BEST_OF if f"best_{k}" in df]
+    if all_metrics:
+        rest = {"steps", "runtime_s", "error", "global_step", "train_runtime"}
+        metric_cols += sorted(c for c in df if c not in ID_COLUMNS + swept + metric_cols and c not in rest)
+    df = df[ID_COLUMNS + swept + metric_cols + ["steps", "runtime_s", "error"]]
+    return rank(df, sweep.metric, sweep.mode)
 
 
-def format_summary(df: pd.DataFrame) -> str:
-    """The per-trial table as text for the terminal (ids and empty columns left out)."""
-    if df.empty:
-        return "(no trials)"
-    shown = df.drop(columns=[c for c in ("run_id", "trial_id", "trial") if c in df])
+def rank(df: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    if metric not in df:
+        return df.reset_index(drop=True)
+    return df.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable").reset_index(drop=True)
+
+
+def best_per_group(df: pd.DataFrame, metric: str, mode: str, by: str = "loss_type") -> pd.DataFrame:
+    """The best finished trial of each value of `by` (e.g. the best beta for each loss type)."""
+    done = df[(df["status"] == "FINISHED") & df[metric].notna()] if metric in df else df.iloc[0:0]
+    if by not in done or done.empty:
+        return rank(done, metric, mode).head(1)
+    ranked = rank(done, metric, mode)
+    return ranked.groupby(by, sort=False).head(1).reset_index(drop=True)
+
+
+def pivot(df: pd.DataFrame, metric: str, index: str = "loss_type", columns: str = "beta") -> pd.DataFrame | None:
+    """`index` x `columns` table of the final `metric` (mean where other axes vary)."""
+    if index not in df or columns not in df or metric not in df:
+        return None
+    done = df[df["status"] == "FINISHED"]
+    if done.empty:
+        return None
+    return done.pivot_table(index=index, columns=columns, values=metric, aggfunc="mean")
+
+
+def history_frame(sweep: Sweep, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Per-step metrics in long form: one row per (trial, metric, step)."""
+    c = tracking.client(sweep.uri)
+    rows = []
+    for run in tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id):
+        swept = {k.removeprefix(tracking.SWEPT_PREFIX): _number(v) for k, v in run.data.params.items() if k.startswith(tracking.SWEPT_PREFIX)}
+        keys = metrics or sorted(k for k in run.data.metrics if k != "global_step")
+        for key in keys:
+            for m in c.get_metric_history(run.info.run_id, key):
+                rows.append({"trial": run.info.run_name, "run_id": run.info.run_id, **swept, "metric": key, "step": m.step, "value": m.value})
+    df = pd.DataFrame(rows)
+    return df.sort_values(["trial", "metric", "step"], kind="stable").reset_index(drop=True) if len(df) else df
+
+
+def render(df: pd.DataFrame, fmt: str = "table", index: bool = False) -> str:
+    """A frame as terminal text, GitHub markdown, or JSON records."""
+    if fmt == "json":
+        return df.to_json(orient="records", indent=2) if not index else df.to_json(orient="index", indent=2)
+    if fmt == "markdown":
+        return df.to_markdown(index=index, floatfmt=".4g")
+    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.max_rows", 1000,
+                           "display.float_format", "{:.4g}".format):  # fmt: skip
+        return df.to_string(index=index)
+
+
+def terminal_view(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The per-trial table trimmed for a terminal: no ids, no empty columns, errors only if any,
+    and of the best-over-history columns only the ranking metric's."""
+    dropped = ["trial", "trial_id", "run_id"] + [c for c in df if c.startswith("best_") and c != f"best_{metric}"]
+    shown = df.drop(columns=[c for c in dropped if c in df])
     shown = shown.dropna(axis="columns", how="all")
     if "error" in shown and not shown["error"].astype(bool).any():
         shown = shown.drop(columns="error")
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
-        return shown.to_string(index=False)
+    return shown
+
+
+def _is_swept(column: str, runs) -> bool:
+    return any(f"{tracking.SWEPT_PREFIX}{column}" in r.data.params for r in runs)
 
 
 def _number(value: str) -> Any:
@@ -75,3 +235,56 @@ def _number(value: str) -> Any:
         return float(value)
     except ValueError:
         return value
+
+
+def report(sweep: Sweep, metric: str | None = None, fmt: str = "table") -> str:
+    """The full report: per-trial table, best trial per loss type, loss_type x beta pivot."""
+    metric = metric or sweep.metric
+    df = rank(trials_frame(sweep), metric, sweep.mode)
+    best = best_per_group(df, metric, sweep.mode)
+    table = pivot(df, metric)
+    n_bad = int((df["status"] != "FINISHED").sum()) if len(df) else 0
+    if fmt == "json":
+        import json
+
+        return json.dumps(
+            {
+                "sweep": sweep.name,
+                "parent_run_id": sweep.parent_run_id,
+                "ranked_by": metric,
+                "mode": sweep.mode,
+                "trials": json.loads(df.to_json(orient="records")),
+                "best_per_loss_type": json.loads(best.to_json(orient="records")),
+                "pivot": None if table is None else json.loads(table.to_json(orient="index")),
+            },
+            indent=2,
+        )
+    heading = (lambda s: f"## {s}\n") if fmt == "markdown" else (lambda s: f"{s}\n")
+    parts = [
+        heading(f"sweep {sweep.name}: {len(df)} trials, ranked by {metric} ({sweep.mode}, final value)"),
+        render(terminal_view(df, metric), fmt),
+    ]
+    if n_bad:
+        parts.append(f"\n{n_bad} trial(s) did not finish (status FAILED/KILLED/RUNNING); they are ranked last.")
+    if len(best):
+        cols = [c for c in df.columns if c in sweep.axes] + [metric, "eval_margin/beta", "trial"]
+        parts += ["", heading("best trial per loss type"), render(best[[c for c in dict.fromkeys(cols) if c in best]], fmt)]
+    if table is not None:
+        parts += ["", heading(f"{metric}: loss_type x beta"), render(table, fmt, index=True)]
+    return "\n".join(parts)
+
+
+def compare(a: Sweep, b: Sweep, metric: str | None = None, top: int = 3) -> pd.DataFrame:
+    """The top configurations of two sweeps side by side (rows: sweep, rank)."""
+    metric = metric or a.metric
+    frames = []
+    for sweep in (a, b):
+        df = rank(trials_frame(sweep), metric, sweep.mode)
+        df = df[df["status"] == "FINISHED"].head(top).copy()
+        df.insert(0, "rank", range(1, len(df) + 1))
+        df.insert(0, "sweep", sweep.name)
+        frames.append(df)
+    both = pd.concat(frames, ignore_index=True)
+    keep = ["sweep", "rank"] + [c for c in both if c in a.axes or c in b.axes]
+    keep += [m for m in (metric, "eval_rewards/margins", "eval_margin/beta", "eval_loss", "steps") if m in both]
+    return both[list(dict.fromkeys(keep))]

@@ -83,6 +83,7 @@ def start_parent_run(uri: str, experiment_id: str, spec, spec_file: Path | None)
         tags={TAG_SWEEP: spec.name, TAG_KIND: "parent", TAG_FINGERPRINT: spec.fingerprint()},
     )
     params = {"model": spec.model, "dataset": spec.dataset.path, "metric": spec.metric, "mode": spec.mode}
+    params["axes"] = ",".join(spec.axes)  # axis order, for reports
     params.update({f"axis.{k}": str(v) for k, v in spec.axes.items()})
     params["num_trials"] = str(len(spec.points()))
     _log_params(c, run.info.run_id, flat_params(params))

@@ -71,3 +71,35 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
     return subprocess.run(
         [sys.executable, "-m", "sweep", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.fixture(scope="session")
+def sweeps_dir(tmp_path_factory):
+    """One working directory (so one MLflow store, results/mlflow.db) shared by the session's sweeps."""
+    return tmp_path_factory.mktemp("sweeps")
+
+
+@pytest.fixture(scope="session")
+def grid_sweep(sweeps_dir, tiny_model_path):
+    """A real 2 x 2 sweep (loss_type x beta), run once per session with `python -m sweep run`."""
+    spec = small_spec("grid", axes={"loss_type": ["sigmoid", "ipo"], "beta": [0.1, 0.5]})
+    return run_cli("run", str(write_spec(sweeps_dir / "grid.yaml", spec)), cwd=sweeps_dir)
+
+
+@pytest.fixture(scope="session")
+def failing_sweep(sweeps_dir, tiny_model_path):
+    """A sweep where one point fails at run time: LoRA on a module the model does not have."""
+    spec = small_spec("partly_bad", axes={"target_modules": ["all-linear", ["no_such_module"]]})
+    return run_cli("run", str(write_spec(sweeps_dir / "partly_bad.yaml", spec)), cwd=sweeps_dir)
+
+
+def mlflow_store(cwd: Path, name: str):
+    """(client, parent runs, trial runs) of the sweep `name` in cwd's results/mlflow.db."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'results' / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(name)
+    runs = c.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("sweep.kind") == "parent"]
+    children = [r for r in runs if r.data.tags.get("sweep.kind") == "trial"]
+    return c, parents, children

@@ -1,0 +1,120 @@
+"""Reports read from MLflow: terminal tables, CSV exports and plots agree with each other and the store."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import mlflow
+import pandas as pd
+import pytest
+from PIL import Image
+
+from .conftest import mlflow_store, run_cli
+
+
+@pytest.fixture(scope="module")
+def exported(grid_sweep, failing_sweep, sweeps_dir):
+    assert grid_sweep.returncode == 0, grid_sweep.stderr[-2000:]
+    out = sweeps_dir / "grid_export.csv"
+    proc = run_cli("export", "grid", "--out", str(out), cwd=sweeps_dir)
+    assert proc.returncode == 0, proc.stderr
+    return pd.read_csv(out)
+
+
+def test_export_matches_search_runs_and_metric_history(exported, sweeps_dir):
+    mlflow.set_tracking_uri(f"sqlite:///{sweeps_dir / 'results' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["grid"], filter_string="tags.`sweep.kind` = 'trial'")
+    runs = runs.set_index("run_id")
+    c, _, _ = mlflow_store(sweeps_dir, "grid")
+    assert len(exported) == 4
+    # stable leading columns, then the swept values, then every final metric
+    assert list(exported.columns[:7]) == ["trial", "trial_id", "run_id", "status", "loss_type", "beta", "eval_rewards/accuracies"]
+    for key in ("logps/chosen", "eval_logps/rejected", "rewards/chosen", "grad_norm", "learning_rate"):
+        assert key in exported.columns, key
+    for _, row in exported.iterrows():
+        run = runs.loc[row["run_id"]]
+        assert row["loss_type"] == run["params.sweep.loss_type"] and row["beta"] == float(run["params.sweep.beta"])
+        for key in ("eval_rewards/accuracies", "eval_rewards/margins", "eval_loss", "loss", "logps/chosen"):
+            assert row[key] == pytest.approx(run[f"metrics.{key}"]), key
+        history = [m.value for m in c.get_metric_history(row["run_id"], "eval_rewards/accuracies")]
+        assert row["best_eval_rewards/accuracies"] == pytest.approx(max(history))
+        assert row["eval_rewards/accuracies"] == pytest.approx(history[-1])
+
+
+def test_export_history_is_long_form_per_step(grid_sweep, sweeps_dir):
+    out = sweeps_dir / "grid_history.csv"
+    assert run_cli("export", "grid", "--out", str(out), "--history", cwd=sweeps_dir).returncode == 0
+    hist = pd.read_csv(out)
+    assert {"trial", "run_id", "loss_type", "beta", "metric", "step", "value"} <= set(hist.columns)
+    c, _, children = mlflow_store(sweeps_dir, "grid")
+    run = children[0]
+    mine = hist[(hist["run_id"] == run.info.run_id) & (hist["metric"] == "rewards/margins")]
+    expected = c.get_metric_history(run.info.run_id, "rewards/margins")
+    assert mine["step"].tolist() == [m.step for m in expected]
+    assert mine["value"].tolist() == pytest.approx([m.value for m in expected])
+
+
+def test_report_json_agrees_with_export(exported, sweeps_dir):
+    proc = run_cli("report", "grid", "--format", "json", cwd=sweeps_dir)
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["ranked_by"] == "eval_rewards/accuracies"
+    assert [t["run_id"] for t in rep["trials"]] == exported["run_id"].tolist()
+    # best trial per loss type = the top row of that loss type in the export
+    for best in rep["best_per_loss_type"]:
+        top = exported[exported["loss_type"] == best["loss_type"]].iloc[0]
+        assert best["eval_rewards/accuracies"] == pytest.approx(top["eval_rewards/accuracies"])
+    # the loss_type x beta pivot holds the same numbers
+    for _, row in exported.iterrows():
+        assert rep["pivot"][row["loss_type"]][str(row["beta"])] == pytest.approx(row["eval_rewards/accuracies"])
+
+
+def test_report_table_and_markdown(grid_sweep, sweeps_dir):
+    proc = run_cli("report", "grid", "--metric", "eval_rewards/margins", "--format", "markdown", cwd=sweeps_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "ranked by eval_rewards/margins" in proc.stdout
+    assert "## best trial per loss type" in proc.stdout and "## eval_rewards/margins: loss_type x beta" in proc.stdout
+    assert re.search(r"^\| status +\| loss_type", proc.stdout, re.M)
+    assert re.search(r"^\|[:-]+\|", proc.stdout, re.M)  # a markdown header rule
+
+
+def test_failed_trials_are_marked_not_dropped(failing_sweep, sweeps_dir):
+    proc = run_cli("report", "partly_bad", cwd=sweeps_dir)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "1 trial(s) did not finish" in proc.stdout
+    table = [l for l in lines if l.startswith(("FINISHED", "  FAILED", "FAILED"))]
+    assert [l.split()[0] for l in table] == ["FINISHED", "FAILED"]
+
+
+def test_plots_are_real_figures(grid_sweep, sweeps_dir):
+    out = sweeps_dir / "plots"
+    proc = run_cli("report", "grid", "--plots", str(out), cwd=sweeps_dir)
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["eval_rewards_accuracies_vs_beta.png", "training_curves.png"]
+    for name in names:
+        img = Image.open(out / name).convert("L")
+        assert img.width >= 600 and img.height >= 400
+        lo, hi = img.getextrema()
+        assert hi - lo > 100  # drawn lines and text, not a blank canvas
+        assert len(set(img.getdata())) > 20
+
+
+def test_compare_and_list(grid_sweep, failing_sweep, sweeps_dir):
+    proc = run_cli("compare", "grid", "partly_bad", "--format", "json", cwd=sweeps_dir)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["sweep"], r["rank"]) for r in rows][:4] == [("grid", 1), ("grid", 2), ("grid", 3), ("partly_bad", 1)]
+    proc = run_cli("list", cwd=sweeps_dir)
+    assert proc.returncode == 0, proc.stderr
+    by_name = {l.split()[0]: l.split() for l in proc.stdout.splitlines()[1:]}
+    assert by_name["grid"][1:4] == ["FINISHED", "4", "4"]
+    assert by_name["partly_bad"][1:5] == ["FAILED", "2", "1", "1"]
+
+
+def test_unknown_sweep_is_a_clear_error(grid_sweep, sweeps_dir):
+    proc = run_cli("report", "nope", cwd=sweeps_dir)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: no sweep named 'nope'") and "grid" in proc.stderr
