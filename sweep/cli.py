@@ -41,7 +41,7 @@ def cmd_run(args) -> int:
     from .orchestrate import run_sweep
     from .reports import report
 
-    outcome = run_sweep(spec, address=args.address, log=_say)
+    outcome = run_sweep(spec, address=args.address, log=_say, verbose=args.verbose, progress_interval=args.progress_interval)
     print(report(outcome.sweep))
     return EXIT_TRIALS_FAILED if outcome.exit_code else EXIT_OK
 
@@ -86,6 +86,22 @@ def cmd_compare(args) -> int:
     return EXIT_OK
 
 
+def cmd_status(args) -> int:
+    """Counts, best so far and the running trials' progress, read from MLflow."""
+    from . import reports
+
+    print(reports.status(reports.find_sweep(_store(args), args.name)))
+    return EXIT_OK
+
+
+def cmd_logs(args) -> int:
+    """Print one trial's full stdout/stderr."""
+    from . import reports
+
+    sys.stdout.write(reports.trial_log(reports.find_sweep(_store(args), args.name), args.trial))
+    return EXIT_OK
+
+
 def cmd_list(args) -> int:
     """Sweeps in the store with trial counts and status."""
     import pandas as pd
@@ -125,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a sweep")
     p.add_argument("spec", help="sweep spec (YAML)")
     p.add_argument("--address", help="existing Ray cluster to run on (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--verbose", action="store_true", help="let Ray's and the trials' own output through to the console")
+    p.add_argument("--progress-interval", type=float, default=30.0, metavar="S",
+                   help="seconds between status lines when the output is not a terminal (default: 30)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plan", help="validate a spec offline and list its trials")
@@ -159,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     store_options(p)
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser("status", help="where a sweep stands (works from another terminal while it runs)")
+    p.add_argument("name", help="sweep name")
+    store_options(p, formats=False)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="a trial's full stdout/stderr")
+    p.add_argument("name", help="sweep name")
+    p.add_argument("trial", help="run name (e.g. 'loss_type=ipo,beta=0.1'), trial id, or run id")
+    store_options(p, formats=False)
+    p.set_defaults(func=cmd_logs)
+
     p = sub.add_parser("list", help="sweeps in the store with trial counts and status")
     store_options(p)
     p.set_defaults(func=cmd_list)
@@ -167,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    _quiet_libraries(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except SpecError as e:
@@ -181,11 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(verbose: bool = False) -> None:
     """Library chatter belongs in trial logs, not on the sweep's console."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no box tables on the console
+    if verbose:
+        return
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
     for name in ("transformers", "datasets", "bitsandbytes", "ray", "mlflow", "alembic"):

@@ -7,7 +7,6 @@ limit); MLflow holds the results. This module is the glue between them and the s
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ import ray
 from ray import tune
 
 from . import tracking
-from .spec import SweepSpec, point_label
+from .progress import LiveView
+from .spec import SweepSpec
 from .trial import TrialContext, run_trial
 
 
@@ -40,7 +40,10 @@ def _tune_trial(config: dict, ctx: TrialContext) -> None:
     run_trial(ctx, point, report=tune.report)
 
 
-def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> SweepOutcome:
+def run_sweep(
+    spec: SweepSpec, *, address: str | None = None, log=print, verbose: bool = False, progress_interval: float = 30.0
+) -> SweepOutcome:
+    """Run every point of `spec` on Ray Tune; `verbose` lets Ray's and the trials' output through."""
     results_dir = Path(spec.results_dir).resolve() / spec.name
     uri = tracking.resolve_tracking_uri(spec.tracking.uri, spec.results_dir)
     points = spec.points()
@@ -67,8 +70,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> Swee
         experiment_id=experiment_id,
         parent_run_id=parent_run_id,
         trials_dir=str(results_dir / "trials"),
+        log_to_file=not verbose,
     )
-    _init_ray(address)
+    _init_ray(address, verbose)
     gpu = spec.resources.gpu
     if gpu is None:  # one GPU per trial where the cluster has GPUs
         gpu = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
@@ -86,9 +90,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> Swee
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=str(results_dir / "ray"),
-            verbose=0,
-            callbacks=[_ProgressLines(len(points), spec.metric, log)],
-            log_to_file=True,  # each trial's stdout/stderr in its Ray trial folder
+            verbose=1 if verbose else 0,
+            callbacks=[LiveView(len(points), spec.metric, spec.mode, interval=progress_interval)],
         ),
     )
     interrupted = False
@@ -121,42 +124,12 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> Swee
     return SweepOutcome(sweep, results_dir, summary, n_failed, interrupted)
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, verbose: bool) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"), "TOKENIZERS_PARALLELISM": "false"}}
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=False)
+        ray.init(address=address, runtime_env=env, log_to_driver=verbose)
     else:
-        ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False, configure_logging=False)
-
-
-class _ProgressLines(tune.Callback):
-    """A line per finished or failed trial, instead of Ray's periodic box tables."""
-
-    def __init__(self, total: int, metric: str, log):
-        self.total, self.metric, self.log, self.done = total, metric, log, 0
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
-        value = (trial.last_result or {}).get(self.metric)
-        shown = f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
-        self.log(f"[{self.done}/{self.total}] finished {_label(trial)}: {self.metric}={shown}")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.done += 1
-        self.log(f"[{self.done}/{self.total}] FAILED {_label(trial)}: {_error_line(trial)}")
-
-
-def _label(trial) -> str:
-    return point_label(dict(trial.config))
-
-
-def _error_line(trial) -> str:
-    path = getattr(trial, "error_file", None)
-    if path and Path(path).exists():
-        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-        if lines:
-            return lines[-1][:300]
-    return "see the trial's MLflow run"
+        ray.init(include_dashboard=False, runtime_env=env, log_to_driver=verbose, configure_logging=verbose)

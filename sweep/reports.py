@@ -12,6 +12,7 @@ held-out preference accuracy, and tables show margin / beta beside the margin.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,3 +289,82 @@ def compare(a: Sweep, b: Sweep, metric: str | None = None, top: int = 3) -> pd.D
     keep = ["sweep", "rank"] + [c for c in both if c in a.axes or c in b.axes]
     keep += [m for m in (metric, "eval_rewards/margins", "eval_margin/beta", "eval_loss", "steps") if m in both]
     return both[list(dict.fromkeys(keep))]
+
+
+def status(sweep: Sweep) -> str:
+    """Where a sweep stands, from MLflow alone: works while it runs, after it ended or crashed."""
+    c = tracking.client(sweep.uri)
+    runs = tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id)
+    planned = int(sweep.parent.data.params.get("num_trials", 0) or 0)
+    by_status = pd.Series([r.info.status for r in runs], dtype=object).value_counts().to_dict()
+    parent = c.get_run(sweep.parent_run_id)  # fresh: the sweep may have moved on
+    started = pd.Timestamp(parent.info.start_time, unit="ms")
+    age = time.time() - parent.info.start_time / 1000
+    counts = {
+        "finished": by_status.get("FINISHED", 0),
+        "running": by_status.get("RUNNING", 0),
+        "pending": max(0, planned - len(runs)),
+        "failed": by_status.get("FAILED", 0),
+        "killed": by_status.get("KILLED", 0),
+    }
+    lines = [
+        f"sweep {sweep.name}: {parent.info.status} (started {started:%Y-%m-%d %H:%M:%S} UTC, {_ago(age)} ago)",
+        f"{counts['finished']}/{planned} finished, " + ", ".join(f"{v} {k}" for k, v in counts.items() if k != "finished"),
+    ]
+    done = [r for r in runs if r.info.status == "FINISHED" and sweep.metric in r.data.metrics]
+    if done:
+        pick = max if sweep.mode == "max" else min
+        best = pick(done, key=lambda r: r.data.metrics[sweep.metric])
+        lines.append(f"best {sweep.metric}={best.data.metrics[sweep.metric]:.4g} ({best.info.run_name})")
+    running = [r for r in runs if r.info.status == "RUNNING"]
+    if running:
+        rows = []
+        for r in running:
+            m = r.data.metrics
+            step = int(m.get("global_step", 0))
+            total = r.data.params.get("trial.max_steps", "?")
+            row = {"trial": r.info.run_name, "step": f"{step}/{total}"}
+            for key in ("loss", "rewards/accuracies", "rewards/margins", sweep.metric):
+                if key in m:
+                    row[key] = m[key]
+            rows.append(row)
+        lines += ["running:", render(pd.DataFrame(rows))]
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    for r in failed:
+        reason = (r.data.tags.get(tracking.TAG_ERROR) or "").strip().split("\n")[0]
+        lines.append(f"failed: {r.info.run_name}: {reason}")
+    return "\n".join(lines)
+
+
+def trial_log(sweep: Sweep, trial: str) -> str:
+    """A trial's full stdout/stderr: the MLflow artifact once it ended, the live file while it runs.
+
+    `trial` is a run name (e.g. `loss_type=ipo,beta=0.1`), a trial id, or a run id (or a prefix of one).
+    """
+    runs = tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id)
+    matches = [r for r in runs if trial in (r.info.run_name, r.data.tags.get(tracking.TAG_TRIAL_ID))]
+    matches = matches or [r for r in runs if r.info.run_id.startswith(trial) or (r.data.tags.get(tracking.TAG_TRIAL_ID) or "").startswith(trial)]
+    if not matches:
+        names = ", ".join(r.info.run_name for r in runs) or "none"
+        raise SweepNotFound(f"no trial {trial!r} in sweep {sweep.name}; trials: {names}")
+    run = matches[-1]  # the latest attempt at that point
+    c = tracking.client(sweep.uri)
+    if any(a.path == "trial.log" for a in c.list_artifacts(run.info.run_id)):
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(c.download_artifacts(run.info.run_id, "trial.log", tmp)).read_text(errors="replace")
+    live = run.data.tags.get(tracking.TAG_LOG_PATH)
+    if live:
+        from pathlib import Path
+
+        if Path(live).exists():
+            return Path(live).read_text(errors="replace")
+    raise SweepNotFound(f"trial {run.info.run_name} has no log yet (status {run.info.status})")
+
+
+def _ago(seconds: float) -> str:
+    from .progress import fmt_duration
+
+    return fmt_duration(max(0.0, seconds))

@@ -24,6 +24,7 @@ TAG_POINT = "sweep.point"
 TAG_LOSS = "sweep.loss_type"
 TAG_ERROR = "sweep.error"
 TAG_FINGERPRINT = "sweep.spec_fingerprint"
+TAG_LOG_PATH = "sweep.log_path"
 
 
 def default_tracking_uri(results_dir: str | Path) -> str:
@@ -93,7 +94,7 @@ def start_parent_run(uri: str, experiment_id: str, spec, spec_file: Path | None)
 
 
 def start_trial_run(uri: str, experiment_id: str, parent_run_id: str, spec, point: dict, trial_id: str,
-                    params: dict[str, Any]) -> str:
+                    params: dict[str, Any], log_path: str | None = None) -> str:
     from .spec import point_label
 
     losses = point.get("loss_type", spec.train.get("loss_type", "sigmoid"))
@@ -105,6 +106,8 @@ def start_trial_run(uri: str, experiment_id: str, parent_run_id: str, spec, poin
         TAG_POINT: point_label(point),
         TAG_LOSS: "+".join(losses) if isinstance(losses, list) else str(losses),
     }
+    if log_path:
+        tags[TAG_LOG_PATH] = log_path  # the live log, readable before the artifact is uploaded
     c = client(uri)
     run = c.create_run(experiment_id, run_name=point_label(point) or trial_id, tags=tags)
     swept = flat_params(point, SWEPT_PREFIX)

@@ -11,8 +11,10 @@ train, final eval, and an MLflow run that always ends FINISHED, FAILED or KILLED
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +51,8 @@ class TrialContext:
     tracking_uri: str | None = None  # None: no MLflow logging
     experiment_id: str | None = None
     parent_run_id: str | None = None
-    trials_dir: str | None = None  # where each trial writes its resolved config
+    trials_dir: str | None = None  # where each trial writes its resolved config and log
+    log_to_file: bool = False  # send the trial's stdout/stderr to <trials_dir>/<trial_id>/trial.log
 
 
 def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict], None] | None = None) -> dict[str, float]:
@@ -67,6 +70,7 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
     trial_id = point_id(point)
     out_dir = Path(ctx.trials_dir or Path(spec.results_dir).resolve() / spec.name / "trials") / trial_id
     out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "trial.log"
     args, lora, bnb = build_configs(spec, point, out_dir, cuda)
     resolved = {
         "point": point,
@@ -85,25 +89,52 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
 
         fixed = {**{f"train.{k}": v for k, v in spec.train.items()}, **{f"lora.{k}": v for k, v in spec.lora.items()}}
         fixed.update(model=spec.model, dataset=spec.dataset.path, quantization=spec.quantization.get("mode"))
+        fixed["trial.max_steps"] = args.max_steps
         run_id = tracking.start_trial_run(
-            ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed
+            ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed, str(log_path)
         )
         tracking.client(ctx.tracking_uri).log_artifact(run_id, str(out_dir / "trial_config.json"))
 
+    status, reason = "FINISHED", None
     try:
-        metrics = _train(ctx, point, args, lora, bnb, cuda, run_id, report)
-    except BaseException as e:
+        with _output_to(log_path if ctx.log_to_file else None):
+            print(f"trial {trial_id}: {point}", flush=True)
+            try:
+                metrics = _train(ctx, point, args, lora, bnb, cuda, run_id, report)
+            except BaseException as e:
+                # SystemExit/KeyboardInterrupt: stopped from outside (scheduler, Ctrl-C) -> KILLED.
+                killed = isinstance(e, (SystemExit, KeyboardInterrupt))
+                status = "KILLED" if killed else "FAILED"
+                reason = "stopped" if killed else f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
+                print(reason if not killed else "trial stopped", flush=True)
+                raise
+    finally:
         if run_id is not None:
-            # SystemExit/KeyboardInterrupt: stopped from outside (scheduler, Ctrl-C) -> KILLED.
-            killed = isinstance(e, (SystemExit, KeyboardInterrupt))
-            reason = "stopped" if killed else f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
-            tracking.end_run(ctx.tracking_uri, run_id, "KILLED" if killed else "FAILED", reason)
-        raise
-    if run_id is not None:
-        tracking.end_run(ctx.tracking_uri, run_id, "FINISHED")
+            if log_path.exists():
+                tracking.client(ctx.tracking_uri).log_artifact(run_id, str(log_path))
+            tracking.end_run(ctx.tracking_uri, run_id, status, reason)
     if report is not None:
         report(metrics)
     return metrics
+
+
+@contextlib.contextmanager
+def _output_to(path: Path | None):
+    """Send this process's stdout and stderr (Python and native, library loggers included)
+    to `path` for the duration: a trial's chatter belongs in its log, not the sweep console."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "a", buffering=1) as log:
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
 
 
 def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: bool):
@@ -154,10 +185,6 @@ def _train(ctx, point, args, lora, bnb, cuda, run_id, report) -> dict[str, float
     last_eval = max((h["step"] for h in trainer.state.log_history if "eval_loss" in h), default=-1)
     if last_eval != trainer.state.global_step:  # always finish on a held-out measurement
         trainer.evaluate()
-    if run_id is not None:
-        from .tracking import log_metrics
-
-        log_metrics(ctx.tracking_uri, run_id, {"global_step": trainer.state.global_step}, trainer.state.global_step)
     return callbacks[0].latest
 
 
@@ -179,7 +206,7 @@ class MetricsCallback(TrainerCallback):
         if self.run_id is not None:
             from .tracking import log_metrics
 
-            log_metrics(self.uri, self.run_id, logs, state.global_step)
+            log_metrics(self.uri, self.run_id, {**logs, "global_step": state.global_step}, state.global_step)
         is_eval = any(k.startswith("eval_") for k in logs)
         if self.report is not None and is_eval and state.global_step < state.max_steps:
             self.report(dict(self.latest))

@@ -83,7 +83,7 @@ def sweeps_dir(tmp_path_factory):
 def grid_sweep(sweeps_dir, tiny_model_path):
     """A real 2 x 2 sweep (loss_type x beta), run once per session with `python -m sweep run`."""
     spec = small_spec("grid", axes={"loss_type": ["sigmoid", "ipo"], "beta": [0.1, 0.5]})
-    return run_cli("run", str(write_spec(sweeps_dir / "grid.yaml", spec)), cwd=sweeps_dir)
+    return run_cli("run", str(write_spec(sweeps_dir / "grid.yaml", spec)), "--progress-interval", "5", cwd=sweeps_dir)
 
 
 @pytest.fixture(scope="session")

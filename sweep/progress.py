@@ -1,0 +1,166 @@
+"""The live view of a running sweep: counts, best so far, elapsed time and an ETA.
+
+On a terminal it is a rich progress bar; anywhere else (CI, `nohup`, a cluster job log)
+it is a plain line every `interval` seconds, with no escape codes. Either way a line is
+printed whenever a trial finishes or fails, with its metric or its reason.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+from ray import tune
+from ray.tune.experiment import Trial
+
+from .spec import point_label
+
+
+def fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class LiveView(tune.Callback):
+    def __init__(self, total: int, metric: str, mode: str, *, interval: float = 30.0, stream=None, tty: bool | None = None):
+        self.total, self.metric, self.mode, self.interval = total, metric, mode, interval
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.t0 = time.time()
+        self.started: dict[str, float] = {}
+        self.durations: list[float] = []
+        self.finished, self.failed, self.stopped = set(), set(), set()
+        self.best: tuple[float, str] | None = None
+        self.max_running = 1
+        self._last_line = 0.0
+        self._progress = None
+
+    # ---- Ray Tune hooks ------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started[trial.trial_id] = time.time()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        done = "train_runtime" in result  # a trial stopped early by a scheduler never got there
+        (self.finished if done else self.stopped).add(trial.trial_id)
+        self._ended(trial)
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)):
+            better = self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])
+            if better:
+                self.best = (value, _label(trial))
+        shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
+        word = "finished" if done else "stopped early"
+        self._event(f"{word} {_label(trial)}: {self.metric}={shown} ({fmt_duration(self._duration(trial))})")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.failed.add(trial.trial_id)
+        self._ended(trial)
+        self._event(f"FAILED {_label(trial)}: {_error_line(trial)}")
+
+    def on_step_end(self, iteration, trials, **info):
+        running = sum(t.status == Trial.RUNNING for t in trials)
+        self.max_running = max(self.max_running, running)
+        now = time.time()
+        if self.tty:
+            if now - self._last_line >= 0.5:
+                self._last_line = now
+                self._render_bar(trials)
+        elif now - self._last_line >= self.interval:
+            self._last_line = now
+            self._write(self.status_line(trials))
+
+    def on_experiment_end(self, trials, **info):
+        if self._progress is not None:
+            self._render_bar(trials)
+            self._progress.stop()
+            self._progress = None
+        else:
+            self._write(self.status_line(trials))
+
+    # ---- text ------------------------------------------------------------------------------
+    def counts(self, trials) -> dict[str, int]:
+        running = sum(t.status == Trial.RUNNING for t in trials)
+        done = len(self.finished) + len(self.failed) + len(self.stopped)
+        return {
+            "finished": len(self.finished),
+            "running": running,
+            "pending": max(0, self.total - done - running),
+            "failed": len(self.failed),
+            "stopped early": len(self.stopped),
+        }
+
+    def eta(self, trials) -> float:
+        c = self.counts(trials)
+        left = c["running"] + c["pending"]
+        if not left:
+            return 0.0
+        if not self.durations:
+            return math.inf
+        mean = sum(self.durations) / len(self.durations)
+        return mean * math.ceil(left / max(1, self.max_running))
+
+    def status_line(self, trials) -> str:
+        c = self.counts(trials)
+        parts = [f"{c['finished']}/{self.total} finished"] + [f"{v} {k}" for k, v in c.items() if k != "finished"]
+        line = f"[{fmt_duration(time.time() - self.t0)}] " + ", ".join(parts)
+        if self.best:
+            line += f" | best {self.metric}={self.best[0]:.4g} ({self.best[1]})"
+        return line + f" | ETA {fmt_duration(self.eta(trials))}"
+
+    # ---- output ----------------------------------------------------------------------------
+    def _event(self, text: str) -> None:
+        done = len(self.finished) + len(self.failed) + len(self.stopped)
+        line = f"[{done}/{self.total}] {text}"
+        if self._progress is not None:
+            self._progress.console.print(line, highlight=False, markup=False)
+        else:
+            self._write(line)
+
+    def _write(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def _render_bar(self, trials) -> None:
+        if self._progress is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.description}"), console=Console(file=self.stream), transient=False,
+            )  # fmt: skip
+            self._task = self._progress.add_task("", total=self.total)
+            self._progress.start()
+        c = self.counts(trials)
+        desc = f"{c['running']} running, {c['pending']} pending, {c['failed']} failed, {c['stopped early']} stopped"
+        if self.best:
+            desc += f" | best {self.best[0]:.4g} ({self.best[1]})"
+        desc += f" | ETA {fmt_duration(self.eta(trials))}"
+        done = c["finished"] + c["failed"] + c["stopped early"]
+        self._progress.update(self._task, completed=done, description=desc)
+
+    def _ended(self, trial) -> None:
+        self.durations.append(self._duration(trial))
+
+    def _duration(self, trial) -> float:
+        return time.time() - self.started.get(trial.trial_id, self.t0)
+
+
+def _label(trial) -> str:
+    return point_label(dict(trial.config))
+
+
+def _error_line(trial) -> str:
+    """The last line of the trial's error (Ray keeps the traceback in a file)."""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).exists():
+        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        if lines:
+            return lines[-1][:300]
+    return "see the trial's MLflow run"
