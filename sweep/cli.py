@@ -14,7 +14,7 @@ import warnings
 
 from .spec import SpecError, load_spec, point_id
 
-EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def cmd_plan(args) -> int:
@@ -41,9 +41,12 @@ def cmd_run(args) -> int:
     from .orchestrate import run_sweep
     from .reports import report
 
-    outcome = run_sweep(spec, address=args.address, log=_say, verbose=args.verbose, progress_interval=args.progress_interval)
+    outcome = run_sweep(
+        spec, address=args.address, log=_say, verbose=args.verbose, progress_interval=args.progress_interval,
+        fresh=args.fresh, retry_failed=args.retry_failed,
+    )  # fmt: skip
     print(report(outcome.sweep))
-    return EXIT_TRIALS_FAILED if outcome.exit_code else EXIT_OK
+    return outcome.exit_code
 
 
 def cmd_report(args) -> int:
@@ -142,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="sweep spec (YAML)")
     p.add_argument("--address", help="existing Ray cluster to run on (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--verbose", action="store_true", help="let Ray's and the trials' own output through to the console")
+    p.add_argument("--fresh", action="store_true", help="start over under a new parent run instead of resuming")
+    p.add_argument("--retry-failed", action="store_true", help="when resuming, run failed trials again")
     p.add_argument("--progress-interval", type=float, default=30.0, metavar="S",
                    help="seconds between status lines when the output is not a terminal (default: 30)")
     p.set_defaults(func=cmd_run)
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _quiet_libraries(verbose: bool = False) -> None:

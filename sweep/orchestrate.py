@@ -7,6 +7,7 @@ limit); MLflow holds the results. This module is the glue between them and the s
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from ray import tune
 
 from . import tracking
 from .progress import LiveView
-from .spec import SweepSpec
+from .spec import SpecError, SweepSpec
 from .trial import TrialContext, run_trial
 
 
@@ -31,7 +32,7 @@ class SweepOutcome:
 
     @property
     def exit_code(self) -> int:
-        return 1 if (self.n_failed or self.interrupted) else 0
+        return 130 if self.interrupted else (1 if self.n_failed else 0)
 
 
 def _tune_trial(config: dict, ctx: TrialContext) -> None:
@@ -41,9 +42,22 @@ def _tune_trial(config: dict, ctx: TrialContext) -> None:
 
 
 def run_sweep(
-    spec: SweepSpec, *, address: str | None = None, log=print, verbose: bool = False, progress_interval: float = 30.0
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    log=print,
+    verbose: bool = False,
+    progress_interval: float = 30.0,
+    fresh: bool = False,
+    retry_failed: bool = False,
 ) -> SweepOutcome:
-    """Run every point of `spec` on Ray Tune; `verbose` lets Ray's and the trials' output through."""
+    """Run every point of `spec` on Ray Tune, or resume the sweep of that name.
+
+    Running the same spec again resumes it: finished trials are kept, interrupted ones run
+    again from scratch, failed ones stay failed unless `retry_failed`. A changed spec under the
+    same name is refused unless `fresh`, which starts a new parent run (the old one is kept).
+    `verbose` lets Ray's and the trials' own output through to the console.
+    """
     results_dir = Path(spec.results_dir).resolve() / spec.name
     uri = tracking.resolve_tracking_uri(spec.tracking.uri, spec.results_dir)
     points = spec.points()
@@ -58,9 +72,25 @@ def run_sweep(
     data = load_preference_data(spec.dataset)
     log(f"data: {len(data['train'])} train / {len(data['eval'])} eval pairs")
     model_path = resolve_model_path(spec.model, log=log)
+
+    experiment_name = spec.tracking.experiment or spec.name
+    previous = None if fresh else tracking.latest_parent_run(uri, experiment_name)
+    if previous is not None and previous.data.tags.get(tracking.TAG_FINGERPRINT) != spec.fingerprint():
+        raise SpecError(
+            "spec",
+            f"sweep {spec.name!r} already exists in {uri} with a different spec; "
+            "run with --fresh to start a new sweep under a new parent run (the old one is kept), or rename it",
+        )
     results_dir.mkdir(parents=True, exist_ok=True)
-    experiment_id = tracking.ensure_experiment(uri, spec.tracking.experiment or spec.name, Path(spec.results_dir).resolve() / "mlartifacts")
-    parent_run_id = tracking.start_parent_run(uri, experiment_id, spec, Path(spec.source) if spec.source else None)
+    experiment_id = tracking.ensure_experiment(uri, experiment_name, Path(spec.results_dir).resolve() / "mlartifacts")
+    if previous is not None:
+        parent_run_id = previous.info.run_id
+        # Runs a killed driver left RUNNING belong to no live process now.
+        stale = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "interrupted (driver stopped)")
+        tracking.client(uri).update_run(parent_run_id, status="RUNNING")
+        log(f"resuming sweep {spec.name} (parent run {parent_run_id}; {stale} interrupted trial run(s) marked KILLED)")
+    else:
+        parent_run_id = tracking.start_parent_run(uri, experiment_id, spec, Path(spec.source) if spec.source else None)
     log(f"tracking: {uri} (experiment {experiment_id}, parent run {parent_run_id})")
 
     ctx = TrialContext(
@@ -77,51 +107,78 @@ def run_sweep(
     if gpu is None:  # one GPU per trial where the cluster has GPUs
         gpu = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     trainable = tune.with_resources(tune.with_parameters(_tune_trial, ctx=ctx), {"cpu": spec.resources.cpu, "gpu": gpu})
-    tuner = tune.Tuner(
-        trainable,
-        param_space={name: tune.grid_search(values) for name, values in spec.axes.items()},
-        tune_config=tune.TuneConfig(
-            metric=spec.metric,
-            mode=spec.mode,
-            max_concurrent_trials=spec.max_concurrent_trials,
-            # A reused worker keeps torch/transformers/TRL imported between trials.
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=spec.name,
-            storage_path=str(results_dir / "ray"),
-            verbose=1 if verbose else 0,
-            callbacks=[LiveView(len(points), spec.metric, spec.mode, interval=progress_interval)],
-        ),
-    )
-    interrupted = False
+    # Ray's experiment folder is named after the parent run: one sweep attempt, one folder.
+    experiment_path = results_dir / "ray" / parent_run_id
+    if tune.Tuner.can_restore(str(experiment_path)):
+        tuner = tune.Tuner.restore(
+            str(experiment_path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=retry_failed
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={name: tune.grid_search(values) for name, values in spec.axes.items()},
+            tune_config=tune.TuneConfig(
+                metric=spec.metric,
+                mode=spec.mode,
+                max_concurrent_trials=spec.max_concurrent_trials,
+                # A reused worker keeps torch/transformers/TRL imported between trials.
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=parent_run_id,
+                storage_path=str(results_dir / "ray"),
+                verbose=1 if verbose else 0,
+                callbacks=[LiveView(len(points), spec.metric, spec.mode, interval=progress_interval)],
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            ),
+        )
+    # SIGTERM (a cluster scheduler, `kill`) stops the sweep like Ctrl-C: Tune saves its state.
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         tuner.fit()
     except KeyboardInterrupt:
-        interrupted = True
+        pass
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         killed = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "sweep interrupted")
         if killed:
             log(f"marked {killed} unfinished trial run(s) KILLED")
-            interrupted = True
 
     from . import reports
     from .plots import write_plots
 
     sweep = reports.sweep_from_run(uri, parent_run_id)
     summary = reports.trials_frame(sweep, all_metrics=True)
-    n_failed = int((summary["status"] != "FINISHED").sum()) if len(summary) else 0
+    n_done = len(summary)
+    n_failed = int((summary["status"] == "FAILED").sum()) if n_done else 0
+    interrupted = n_done < len(points) or bool((summary["status"] == "KILLED").any())
     summary.to_csv(results_dir / "summary.csv", index=False)
     c = tracking.client(uri)
     c.log_artifact(parent_run_id, str(results_dir / "summary.csv"))
-    if len(summary):
+    if n_done:
         history = reports.history_frame(sweep, metrics=list(reports.CURVES))
         for path in write_plots(summary, history, spec.metric, results_dir / "plots", spec.name):
             c.log_artifact(parent_run_id, str(path), artifact_path="plots")
+    if spec.save == "best":
+        _keep_best_adapter(summary, results_dir / "trials")
     status = "KILLED" if interrupted else ("FAILED" if n_failed else "FINISHED")
     c.set_terminated(parent_run_id, status=status)
     log(f"sweep {spec.name} {status.lower()} in {time.time() - t0:.0f}s; summary: {results_dir / 'summary.csv'}")
+    if interrupted:
+        log(f"{len(points) - int((summary['status'] == 'FINISHED').sum()) if n_done else len(points)} trial(s) not finished; "
+            f"run the same command again to resume")
     return SweepOutcome(sweep, results_dir, summary, n_failed, interrupted)
+
+
+def _keep_best_adapter(summary, trials_dir: Path) -> None:
+    """`save: best`: every trial saved its adapter; keep only the best finished trial's on disk."""
+    import shutil
+
+    done = summary[summary["status"] == "FINISHED"]
+    best = done["trial_id"].iloc[0] if len(done) else None  # summary is ranked, best first
+    for adapter in trials_dir.glob("*/adapter"):
+        if adapter.parent.name != best:
+            shutil.rmtree(adapter, ignore_errors=True)
 
 
 def _init_ray(address: str | None, verbose: bool) -> None:

@@ -31,6 +31,7 @@ class LiveView(tune.Callback):
     def __init__(self, total: int, metric: str, mode: str, *, interval: float = 30.0, stream=None, tty: bool | None = None):
         self.total, self.metric, self.mode, self.interval = total, metric, mode, interval
         self.stream = stream or sys.stdout
+        self._tty_arg = tty
         self.tty = self.stream.isatty() if tty is None else tty
         self.t0 = time.time()
         self.started: dict[str, float] = {}
@@ -42,19 +43,18 @@ class LiveView(tune.Callback):
         self._progress = None
 
     # ---- Ray Tune hooks ------------------------------------------------------------------
+    def setup(self, **info):
+        # Also runs when a restored sweep brings this (pickled) callback back in a new process.
+        self.t0 = time.time()
+        self.tty = self.stream.isatty() if self._tty_arg is None else self._tty_arg
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = time.time()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        result = trial.last_result or {}
-        done = "train_runtime" in result  # a trial stopped early by a scheduler never got there
-        (self.finished if done else self.stopped).add(trial.trial_id)
+        done = self._classify(trial)
         self._ended(trial)
-        value = result.get(self.metric)
-        if isinstance(value, (int, float)):
-            better = self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])
-            if better:
-                self.best = (value, _label(trial))
+        value = (trial.last_result or {}).get(self.metric)
         shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
         word = "finished" if done else "stopped early"
         self._event(f"{word} {_label(trial)}: {self.metric}={shown} ({fmt_duration(self._duration(trial))})")
@@ -64,7 +64,25 @@ class LiveView(tune.Callback):
         self._ended(trial)
         self._event(f"FAILED {_label(trial)}: {_error_line(trial)}")
 
+    def _classify(self, trial) -> bool:
+        """Count a completed trial once (also trials a resumed sweep finished earlier)."""
+        result = trial.last_result or {}
+        done = "train_runtime" in result  # a trial stopped early by a scheduler never got there
+        (self.finished if done else self.stopped).add(trial.trial_id)
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)):
+            better = self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])
+            if better:
+                self.best = (value, _label(trial))
+        return done
+
     def on_step_end(self, iteration, trials, **info):
+        for t in trials:
+            known = t.trial_id in self.finished or t.trial_id in self.stopped or t.trial_id in self.failed
+            if not known and t.status == Trial.TERMINATED:
+                self._classify(t)
+            elif not known and t.status == Trial.ERROR:
+                self.failed.add(t.trial_id)
         running = sum(t.status == Trial.RUNNING for t in trials)
         self.max_running = max(self.max_running, running)
         now = time.time()

@@ -60,20 +60,11 @@ class Sweep:
 
 def find_sweep(uri: str, name: str) -> Sweep:
     """The latest sweep called `name` in the store at `uri`."""
-    c = tracking.client(uri)
-    exp = c.get_experiment_by_name(name)
-    parents = []
-    if exp is not None:
-        parents = c.search_runs(
-            [exp.experiment_id],
-            filter_string=f"tags.`{tracking.TAG_KIND}` = 'parent'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-    if not parents:
+    parent = tracking.latest_parent_run(uri, name)
+    if parent is None:
         known = ", ".join(s["sweep"] for s in list_sweeps(uri)) or "none"
         raise SweepNotFound(f"no sweep named {name!r} in {uri}; sweeps there: {known}")
-    return sweep_from_run(uri, parents[0].info.run_id)
+    return sweep_from_run(uri, parent.info.run_id)
 
 
 def sweep_from_run(uri: str, parent_run_id: str) -> Sweep:
@@ -92,7 +83,7 @@ def list_sweeps(uri: str) -> list[dict[str, Any]]:
     rows = []
     for exp in c.search_experiments():
         for parent in c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = 'parent'"):
-            children = tracking.trial_runs(uri, exp.experiment_id, parent.info.run_id)
+            children = tracking.latest_attempts(tracking.trial_runs(uri, exp.experiment_id, parent.info.run_id))
             counts = pd.Series([r.info.status for r in children], dtype=object).value_counts().to_dict()
             rows.append(
                 {
@@ -121,7 +112,7 @@ def trials_frame(sweep: Sweep, *, all_metrics: bool = False, best: bool = True) 
     come last and are kept, never dropped.
     """
     c = tracking.client(sweep.uri)
-    runs = tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id)
+    runs = tracking.latest_attempts(tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id))
     rows = []
     for run in runs:
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
@@ -191,7 +182,7 @@ def history_frame(sweep: Sweep, metrics: list[str] | None = None) -> pd.DataFram
     """Per-step metrics in long form: one row per (trial, metric, step)."""
     c = tracking.client(sweep.uri)
     rows = []
-    for run in tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id):
+    for run in tracking.latest_attempts(tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id)):
         swept = {k.removeprefix(tracking.SWEPT_PREFIX): _number(v) for k, v in run.data.params.items() if k.startswith(tracking.SWEPT_PREFIX)}
         keys = metrics or sorted(k for k in run.data.metrics if k != "global_step")
         for key in keys:
@@ -294,7 +285,7 @@ def compare(a: Sweep, b: Sweep, metric: str | None = None, top: int = 3) -> pd.D
 def status(sweep: Sweep) -> str:
     """Where a sweep stands, from MLflow alone: works while it runs, after it ended or crashed."""
     c = tracking.client(sweep.uri)
-    runs = tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id)
+    runs = tracking.latest_attempts(tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id))
     planned = int(sweep.parent.data.params.get("num_trials", 0) or 0)
     by_status = pd.Series([r.info.status for r in runs], dtype=object).value_counts().to_dict()
     parent = c.get_run(sweep.parent_run_id)  # fresh: the sweep may have moved on
@@ -341,7 +332,7 @@ def trial_log(sweep: Sweep, trial: str) -> str:
 
     `trial` is a run name (e.g. `loss_type=ipo,beta=0.1`), a trial id, or a run id (or a prefix of one).
     """
-    runs = tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id)
+    runs = tracking.latest_attempts(tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id))
     matches = [r for r in runs if trial in (r.info.run_name, r.data.tags.get(tracking.TAG_TRIAL_ID))]
     matches = matches or [r for r in runs if r.info.run_id.startswith(trial) or (r.data.tags.get(tracking.TAG_TRIAL_ID) or "").startswith(trial)]
     if not matches:

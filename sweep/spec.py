@@ -49,6 +49,7 @@ DPO_LOSS_TYPES = (
 # Losses whose formula divides by or logs label_smoothing and need it > 0.
 NEEDS_LABEL_SMOOTHING = ("exo_pair",)
 QUANTIZATION_MODES = ("auto", "4bit", "8bit", "none")
+SAVE_MODES = ("none", "best", "all")
 DEFAULT_METRIC = "eval_rewards/accuracies"
 # Fields sweep sets itself for every trial; a spec setting them would be ignored or break tracking.
 RESERVED_TRAIN_FIELDS = ("output_dir", "report_to", "run_name", "logging_dir", "hub_token", "push_to_hub")
@@ -110,6 +111,12 @@ class SweepSpec:
     mode: str = "max"
     results_dir: str = "results"
     tracking: Tracking = field(default_factory=Tracking)
+    max_failures: int = 0
+    """Times Ray Tune retries a failed trial (each attempt is its own MLflow run)."""
+    stop_on_nonfinite: bool = True
+    """Stop a trial as FAILED ("non-finite loss") as soon as its loss or gradients are NaN/inf."""
+    save: str = "none"
+    """Adapters to keep: `none`, `best` (only the best trial's, at the end) or `all`."""
     source: str | None = None
     """Path of the YAML file the spec came from (set by `load_spec`)."""
 
@@ -198,6 +205,9 @@ def parse_spec(raw: Any) -> SweepSpec:
         mode=raw.get("mode", "max"),
         results_dir=_check_type("results_dir", raw.get("results_dir", "results"), str),
         tracking=_sub_dataclass("tracking", raw.get("tracking", {}), Tracking),
+        max_failures=raw.get("max_failures", 0),
+        stop_on_nonfinite=_check_type("stop_on_nonfinite", raw.get("stop_on_nonfinite", True), bool),
+        save=raw.get("save", "none"),
     )
     _validate(spec)
     return spec
@@ -206,6 +216,10 @@ def parse_spec(raw: Any) -> SweepSpec:
 def _validate(spec: SweepSpec) -> None:
     if spec.mode not in ("max", "min"):
         raise SpecError("mode", f"must be 'max' or 'min', got {spec.mode!r}")
+    if spec.save not in SAVE_MODES:
+        raise SpecError("save", _unknown("mode", spec.save, SAVE_MODES, None))
+    if not isinstance(spec.max_failures, int) or isinstance(spec.max_failures, bool) or spec.max_failures < 0:
+        raise SpecError("max_failures", f"must be a whole number >= 0, got {spec.max_failures!r}")
     if spec.max_concurrent_trials is not None and (
         not isinstance(spec.max_concurrent_trials, int) or spec.max_concurrent_trials < 1
     ):

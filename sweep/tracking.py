@@ -153,6 +153,47 @@ def trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list:
             return runs
 
 
+def latest_parent_run(uri: str, experiment_name: str):
+    """The newest parent run of the sweep named `experiment_name`, or None."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment_name)
+    if exp is None:
+        return None
+    runs = c.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'parent'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )  # fmt: skip
+    return runs[0] if runs else None
+
+
+def latest_attempts(runs: list) -> list:
+    """One run per point (trial id): its FINISHED run if it has one, else its latest attempt.
+
+    A resumed or retried point has several runs (KILLED or FAILED attempts, then one that
+    finished); tables count each point once, so nothing is duplicated or silently dropped.
+    """
+    chosen: dict[str, Any] = {}
+    for run in runs:  # oldest first
+        key = run.data.tags.get(TAG_TRIAL_ID) or run.info.run_id
+        kept = chosen.get(key)
+        if kept is None or kept.info.status != "FINISHED":
+            chosen[key] = run
+    return list(chosen.values())
+
+
+def finished_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str):
+    """The FINISHED run of point `trial_id` in this sweep, if it has one."""
+    runs = client(uri).search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
 def kill_unfinished(uri: str, experiment_id: str, parent_run_id: str, reason: str) -> int:
     """Mark a sweep's RUNNING child runs KILLED (e.g. after Ctrl-C). Returns how many."""
     n = 0

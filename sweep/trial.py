@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import traceback
@@ -87,6 +88,14 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
     if ctx.tracking_uri:
         from . import tracking
 
+        done = tracking.finished_trial_run(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id)
+        if done is not None:
+            # Finished before the driver was stopped (MLflow knew, Ray's state did not yet):
+            # never train a point twice, hand back what it measured.
+            metrics = dict(done.data.metrics)
+            if report is not None:
+                report(metrics)
+            return metrics
         fixed = {**{f"train.{k}": v for k, v in spec.train.items()}, **{f"lora.{k}": v for k, v in spec.lora.items()}}
         fixed.update(model=spec.model, dataset=spec.dataset.path, quantization=spec.quantization.get("mode"))
         fixed["trial.max_steps"] = args.max_steps
@@ -105,7 +114,7 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
                 # SystemExit/KeyboardInterrupt: stopped from outside (scheduler, Ctrl-C) -> KILLED.
                 killed = isinstance(e, (SystemExit, KeyboardInterrupt))
                 status = "KILLED" if killed else "FAILED"
-                reason = "stopped" if killed else f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
+                reason = "stopped" if killed else f"{failure_reason(e)}\n\n{traceback.format_exc()}"
                 print(reason if not killed else "trial stopped", flush=True)
                 raise
     finally:
@@ -169,6 +178,8 @@ def _train(ctx, point, args, lora, bnb, cuda, run_id, report) -> dict[str, float
     model = load_base_model(model_path, bnb, cuda, bf16=args.bf16)
 
     callbacks = [MetricsCallback(ctx.tracking_uri, run_id, report)]
+    if spec.stop_on_nonfinite:
+        callbacks.append(FiniteGuard())
     trainer = DPOTrainer(
         model=model,
         args=args,
@@ -185,7 +196,49 @@ def _train(ctx, point, args, lora, bnb, cuda, run_id, report) -> dict[str, float
     last_eval = max((h["step"] for h in trainer.state.log_history if "eval_loss" in h), default=-1)
     if last_eval != trainer.state.global_step:  # always finish on a held-out measurement
         trainer.evaluate()
+    if spec.save != "none":  # the adapter alone (a few MB on real models), not Trainer checkpoints
+        trainer.model.save_pretrained(str(Path(args.output_dir) / "adapter"))
+        if run_id is not None:
+            from .tracking import client
+
+            client(ctx.tracking_uri).log_artifacts(run_id, str(Path(args.output_dir) / "adapter"), "adapter")
     return callbacks[0].latest
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or the gradients became NaN/inf: the trial is stopped and recorded FAILED."""
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line saying why a trial failed; CUDA out-of-memory is named as such."""
+    import torch
+
+    if isinstance(e, torch.cuda.OutOfMemoryError) or "CUDA out of memory" in str(e):
+        return f"CUDA out of memory: {str(e).splitlines()[0]}"
+    if isinstance(e, NonFiniteLoss):
+        return f"non-finite loss: {e}"
+    return f"{type(e).__name__}: {e}"
+
+
+class FiniteGuard(TrainerCallback):
+    """Stops a trial the moment its loss or its gradients stop being finite.
+
+    Checked before every optimizer step (only parameters with gradients, i.e. the adapter),
+    so a diverging point fails at once instead of burning its remaining steps on NaNs.
+    """
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        import torch
+
+        for name, p in model.named_parameters():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise NonFiniteLoss(f"gradient of {name} is not finite at step {state.global_step + 1}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise NonFiniteLoss(f"{key} is {value} at step {state.global_step}")
 
 
 class MetricsCallback(TrainerCallback):

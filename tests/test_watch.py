@@ -56,7 +56,7 @@ def test_status_and_logs_during_and_after_a_running_sweep(tmp_path, tiny_model_p
         deadline = time.time() + 240
         while time.time() < deadline and sweep.poll() is None and not (seen_running and seen_log):
             time.sleep(2)
-            if not (tmp_path / "results" / "mlflow.db").exists():
+            if not (tmp_path / "results" / "watched" / "ray").exists():  # store initialised, parent run exists
                 continue
             st = run_cli("status", "watched", cwd=tmp_path)
             m = re.search(r"^\s*(beta=0\.\d)\s+(\d+)/60\b", st.stdout, re.M)

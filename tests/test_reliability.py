@@ -1,0 +1,134 @@
+"""A sweep survives crashes, failing trials and bad input, and loses nothing (real processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sweep.cli import main
+
+from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
+
+
+def _start(spec_path, cwd):
+    """`python -m sweep run` in its own process group, like a job under a shell or a scheduler."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweep", "run", str(spec_path), "--progress-interval", "2"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def _wait_for(cwd, name, predicate, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(1)
+        # Ray's folder appears after the store is initialised and the parent run exists
+        # (opening a sqlite store while its schema is being created races the migration).
+        if (cwd / "results" / name / "ray").exists():
+            _, parents, children = mlflow_store(cwd, name)
+            if predicate(children):
+                return children
+    raise AssertionError(f"timed out waiting on sweep {name}")
+
+
+def _statuses(children):
+    return sorted(r.info.status for r in children)
+
+
+@pytest.fixture(scope="module")
+def resume_spec(tmp_path_factory, tiny_model_path):
+    cwd = tmp_path_factory.mktemp("resume")
+    spec = small_spec("resumable", axes={"beta": [0.1, 0.2, 0.3]}, max_concurrent_trials=1,
+                      train={"max_steps": 30, "eval_steps": 15})  # fmt: skip
+    return cwd, write_spec(cwd / "resumable.yaml", spec)
+
+
+def test_killed_sweep_resumes_without_duplicates(resume_spec):
+    cwd, spec_path = resume_spec
+    proc = _start(spec_path, cwd)
+    try:
+        # Kill the whole process group (driver, Ray, trials) once one trial finished and the next runs.
+        before = _wait_for(cwd, "resumable", lambda ch: "FINISHED" in _statuses(ch) and "RUNNING" in _statuses(ch))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finished_before = {r.data.tags["sweep.trial_id"]: r.info.run_id for r in before if r.info.status == "FINISHED"}
+    _, parents, children = mlflow_store(cwd, "resumable")
+    assert "RUNNING" in _statuses(children)  # SIGKILL left no one to clean up: resume must
+
+    again = run_cli("run", str(spec_path), cwd=cwd)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming sweep resumable" in again.stdout
+    c, parents, children = mlflow_store(cwd, "resumable")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert "RUNNING" not in _statuses(children)
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    # exactly one FINISHED run per point; the trials finished before the kill were not re-run
+    assert sorted(r.data.params["sweep.beta"] for r in finished) == ["0.1", "0.2", "0.3"]
+    for trial_id, run_id in finished_before.items():
+        assert [r.info.run_id for r in finished if r.data.tags["sweep.trial_id"] == trial_id] == [run_id]
+    assert _statuses(children).count("KILLED") >= 1  # the interrupted attempt, marked as such
+
+    # Running it once more re-runs nothing.
+    third = run_cli("run", str(spec_path), cwd=cwd)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert len(mlflow_store(cwd, "resumable")[2]) == len(children)
+
+
+def test_changed_spec_is_refused_unless_fresh(resume_spec):
+    cwd, spec_path = resume_spec
+    changed = cwd / "changed.yaml"
+    changed.write_text(spec_path.read_text().replace("learning_rate: 0.0005", "learning_rate: 0.001"))
+    assert changed.read_text() != spec_path.read_text()
+    proc = run_cli("run", str(changed), cwd=cwd)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: spec: sweep 'resumable' already exists")
+    assert "--fresh" in proc.stderr
+
+
+def test_sigterm_stops_cleanly_and_marks_runs_killed(tmp_path, tiny_model_path):
+    spec = small_spec("terminated", axes={"beta": [0.1, 0.2, 0.3, 0.4]}, train={"max_steps": 200, "eval_steps": 100})
+    proc = _start(write_spec(tmp_path / "t.yaml", spec), tmp_path)
+    try:
+        _wait_for(tmp_path, "terminated", lambda ch: _statuses(ch).count("RUNNING") >= 1)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = proc.stdout.read()
+    assert code == 130, out[-2000:] + proc.stderr.read()[-2000:]
+    _, parents, children = mlflow_store(tmp_path, "terminated")
+    assert parents[0].info.status == "KILLED"
+    assert children and "RUNNING" not in _statuses(children)
+    assert "run the same command again to resume" in out
+
+
+def test_nonfinite_trial_fails_fast_and_retries_are_counted_once(tmp_path, tiny_model_path):
+    """discopop with tau=0 divides by zero: NaN gradients at the first step. The trial is FAILED
+    with reason `non-finite loss` (retried once: max_failures=1), the other point finishes."""
+    spec = small_spec(
+        "diverging",
+        axes={"discopop_tau": [0.05, 0.0]},
+        train={"loss_type": "discopop", "max_steps": 8, "eval_steps": 4},
+        max_failures=1,
+    )
+    proc = run_cli("run", str(write_spec(tmp_path / "d.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    _, _, children = mlflow_store(tmp_path, "diverging")
+    bad = [r for r in children if r.data.params["sweep.discopop_tau"] == "0.0"]
+    assert len(bad) == 2 and {r.info.status for r in bad} == {"FAILED"}  # first try + one retry
+    for r in bad:
+        assert r.data.tags["sweep.error"].startswith("non-finite loss: gradient of")
+        assert r.data.metrics.get("global_step", 0) <= 1  # stopped at once, not after 8 steps
+    good = [r for r in children if r.data.params["sweep.discopop_tau"] == "0.05"]
+    assert [r.info.status for r in good] == ["FINISHED"]
+    st = run_cli("status", "diverging", cwd=tmp_path).stdout
+    assert "1/2 finished, 0 running, 0 pending, 1 failed" in st  # the retried point counts once
