@@ -228,3 +228,5 @@ def _quiet_libraries(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     for name in ("transformers", "datasets", "bitsandbytes", "ray", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if "datasets" in sys.modules:  # imported already (e.g. in-process use): the env var came too late
+        sys.modules["datasets"].disable_progress_bars()

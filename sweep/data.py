@@ -8,6 +8,7 @@ the spec (`dataset.columns`). Rows may be plain text or conversational (lists of
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 from .spec import DatasetSpec, SpecError
@@ -27,6 +28,8 @@ def load_preference_data(ds: DatasetSpec):
     if ds.eval_split and ds.eval_split in source:
         evaluation = source[ds.eval_split]
     else:
+        if len(train) < 2:
+            raise SpecError("dataset", f"{ds.path} has {len(train)} row(s): too few to hold out an eval split")
         parts = train.train_test_split(test_size=ds.eval_fraction, seed=ds.seed)
         train, evaluation = parts["train"], parts["test"]
 
@@ -66,6 +69,10 @@ def _load_source(ds: DatasetSpec):
         fmt = FILE_FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise SpecError("dataset.path", f"unsupported file type {path.suffix!r}; use {', '.join(FILE_FORMATS)}")
+        if path.stat().st_size == 0:
+            raise SpecError("dataset.path", f"{path} is empty")
+        if fmt in ("json", "csv"):
+            _check_utf8(path)
         try:
             return datasets.load_dataset(fmt, data_files={"train": str(path)})
         except Exception as e:  # a malformed or non-UTF-8 file
@@ -84,6 +91,58 @@ def _load_source(ds: DatasetSpec):
         raise SpecError("dataset.path", f"cannot load {ds.path!r} from the hub: {_first_line(e)}") from None
 
 
+def _check_utf8(path: Path) -> None:
+    """Text formats must be UTF-8; pyarrow would otherwise pass invalid bytes through silently."""
+    offset = 0
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                raise SpecError("dataset.path", f"{path} is not UTF-8 text (byte {chunk[e.start]:#04x} at offset {offset + e.start})") from None
+            offset += len(chunk)
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+def check_lengths(data, tokenizer, max_length: int | None, log=print) -> None:
+    """Warn (with counts) about pairs `max_length` will truncate or drop; refuse a split it empties.
+
+    TRL drops pairs whose prompt alone fills `max_length` (keep_start truncation) and cuts the
+    completions of the rest: without this check a too-small max_length trains on nothing, silently.
+    """
+    if max_length is None:
+        return
+    for name, split in data.items():
+        rows = split.select(range(min(len(split), 20_000)))  # bounded cost on big datasets
+        dropped = truncated = 0
+        for row in rows:
+            prompt, longest = _token_lengths(tokenizer, row)
+            dropped += prompt >= max_length
+            truncated += prompt < max_length < longest
+        if dropped == len(rows):
+            raise SpecError(
+                "train.max_length",
+                f"{max_length} tokens is too short: every {name} pair's prompt is at least that long; raise it",
+            )
+        if dropped or truncated:
+            log(
+                f"warning: of {len(rows)} {name} pairs, {dropped} have prompts of max_length={max_length} tokens "
+                f"or more and will be dropped, {truncated} more will be truncated"
+            )
+
+
+def _token_lengths(tokenizer, row) -> tuple[int, int]:
+    """(prompt tokens, prompt + longer completion tokens) as TRL will tokenize them."""
+    if isinstance(row["prompt"], list):  # conversational: the chat template applies
+        def n(messages, **kw):
+            return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kw)["input_ids"])
+
+        prompt = n(row["prompt"], add_generation_prompt=True)
+        return prompt, max(n(row["prompt"] + row[k]) for k in ("chosen", "rejected"))
+    prompt = len(tokenizer(row["prompt"])["input_ids"])
+    return prompt, max(len(tokenizer(row["prompt"] + row[k])["input_ids"]) for k in ("chosen", "rejected"))

@@ -18,7 +18,7 @@ from ray import tune
 
 from . import tracking
 from .progress import LiveView
-from .spec import SpecError, SweepSpec
+from .spec import SpecError, SweepSpec, resolved_section
 from .trial import TrialContext, run_trial
 
 
@@ -65,13 +65,15 @@ def run_sweep(
 
     # Prepare once, in the driver, before any trial starts: bad data fails here (SpecError,
     # exit 2) before anything is written, and no two trials race to build the model.
-    from .data import load_preference_data
-    from .model import resolve_model_path
+    from .data import check_lengths, load_preference_data
+    from .model import load_tokenizer, resolve_model_path
 
     t0 = time.time()
     data = load_preference_data(spec.dataset)
     log(f"data: {len(data['train'])} train / {len(data['eval'])} eval pairs")
     model_path = resolve_model_path(spec.model, log=log)
+    max_lengths = [resolved_section(spec, "train", p).get("max_length", 1024) for p in points]
+    check_lengths(data, load_tokenizer(model_path), min((m for m in max_lengths if m), default=None), log=log)
 
     experiment_name = spec.tracking.experiment or spec.name
     previous = None if fresh else tracking.latest_parent_run(uri, experiment_name)
@@ -160,7 +162,7 @@ def run_sweep(
         for path in write_plots(summary, history, spec.metric, results_dir / "plots", spec.name):
             c.log_artifact(parent_run_id, str(path), artifact_path="plots")
     if spec.save == "best":
-        _keep_best_adapter(summary, results_dir / "trials")
+        _keep_best_adapter(summary, results_dir / "trials", c)
     status = "KILLED" if interrupted else ("FAILED" if n_failed else "FINISHED")
     c.set_terminated(parent_run_id, status=status)
     log(f"sweep {spec.name} {status.lower()} in {time.time() - t0:.0f}s; summary: {results_dir / 'summary.csv'}")
@@ -170,14 +172,17 @@ def run_sweep(
     return SweepOutcome(sweep, results_dir, summary, n_failed, interrupted)
 
 
-def _keep_best_adapter(summary, trials_dir: Path) -> None:
-    """`save: best`: every trial saved its adapter; keep only the best finished trial's on disk."""
+def _keep_best_adapter(summary, trials_dir: Path, client) -> None:
+    """`save: best`: every trial saved its adapter; keep only the best finished trial's, on disk
+    and as its MLflow run's `adapter/` artifact, so disk use stays bounded by one adapter."""
     import shutil
 
-    done = summary[summary["status"] == "FINISHED"]
-    best = done["trial_id"].iloc[0] if len(done) else None  # summary is ranked, best first
+    done = summary[summary["status"] == "FINISHED"]  # ranked, best first
+    best = done.iloc[0] if len(done) else None
     for adapter in trials_dir.glob("*/adapter"):
-        if adapter.parent.name != best:
+        if best is not None and adapter.parent.name == best["trial_id"]:
+            client.log_artifacts(best["run_id"], str(adapter), "adapter")
+        else:
             shutil.rmtree(adapter, ignore_errors=True)
 
 

@@ -54,13 +54,23 @@ def is_secret(name: str) -> bool:
     return bool(SECRET_PATTERN.search(name))
 
 
+def redact(value: Any) -> Any:
+    """A copy of `value` with every secret-named key's value (at any depth) replaced."""
+    if isinstance(value, dict):
+        return {k: "<redacted>" if is_secret(str(k)) and v else redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v) for v in value)
+    return value
+
+
 def flat_params(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Params as MLflow strings, secrets dropped, long values cut to MLflow's 6000-char limit."""
+    """Params as MLflow strings: secret-named keys dropped (nested ones redacted), values cut
+    to MLflow's 6000-character limit."""
     out = {}
     for key, value in values.items():
         if is_secret(key) or value is None:
             continue
-        out[f"{prefix}{key}"] = str(value)[:6000]
+        out[f"{prefix}{key}"] = str(redact(value))[:6000]
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from transformers import TrainerCallback
 
 from .spec import SweepSpec, point_id, resolved_section
+from .tracking import redact
 
 # Settings a preference-tuning sweep wants unless the spec says otherwise.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -82,7 +83,7 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
         "lora": lora.to_dict(),
         "quantization": bnb.to_dict() if bnb is not None else None,
     }
-    (out_dir / "trial_config.json").write_text(json.dumps(resolved, indent=2, default=str))
+    (out_dir / "trial_config.json").write_text(json.dumps(redact(resolved), indent=2, default=str))
 
     run_id = None
     if ctx.tracking_uri:
@@ -198,7 +199,7 @@ def _train(ctx, point, args, lora, bnb, cuda, run_id, report) -> dict[str, float
         trainer.evaluate()
     if spec.save != "none":  # the adapter alone (a few MB on real models), not Trainer checkpoints
         trainer.model.save_pretrained(str(Path(args.output_dir) / "adapter"))
-        if run_id is not None:
+        if run_id is not None and spec.save == "all":  # `best`: the driver logs the winner's at the end
             from .tracking import client
 
             client(ctx.tracking_uri).log_artifacts(run_id, str(Path(args.output_dir) / "adapter"), "adapter")

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+SECRET = "hf_TESTSECRETdoNotLeak0123456789"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,6 +22,7 @@ def sweep_env(tmp_path_factory):
     os.environ["SWEEP_CACHE"] = str(cache)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["HF_TOKEN"] = SECRET  # present in every sweep of the session: must never be stored
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("RAY_ADDRESS", None)
     return cache

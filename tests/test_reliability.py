@@ -132,3 +132,43 @@ def test_nonfinite_trial_fails_fast_and_retries_are_counted_once(tmp_path, tiny_
     assert [r.info.status for r in good] == ["FINISHED"]
     st = run_cli("status", "diverging", cwd=tmp_path).stdout
     assert "1/2 finished, 0 running, 0 pending, 1 failed" in st  # the retried point counts once
+
+
+def test_four_concurrent_trials_lose_no_metric_point_and_keep_one_adapter(tmp_path, tiny_model_path):
+    """4 trials at once (half a CPU each) write to one sqlite store: every point arrives.
+    `save: best` keeps exactly one adapter, the best trial's, on disk and in MLflow."""
+    spec = small_spec(
+        "concurrent", axes={"beta": [0.1, 0.2, 0.3, 0.5]}, resources={"cpu": 0.5}, save="best",
+        train={"max_steps": 10, "logging_steps": 1, "eval_steps": 5},
+    )  # fmt: skip
+    proc = run_cli("run", str(write_spec(tmp_path / "c.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c, _, children = mlflow_store(tmp_path, "concurrent")
+    assert len(children) == 4
+    starts = [r.info.start_time for r in children]
+    ends = [r.info.end_time for r in children]
+    assert max(starts) < min(ends), "the 4 trials did not run at the same time"
+    for run in children:
+        for key in ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "grad_norm"):
+            assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == list(range(1, 11)), key
+        assert [m.step for m in c.get_metric_history(run.info.run_id, "eval_rewards/accuracies")] == [5, 10]
+    adapters = sorted(p.parent.name for p in (tmp_path / "results" / "concurrent" / "trials").glob("*/adapter"))
+    summary = __import__("pandas").read_csv(tmp_path / "results" / "concurrent" / "summary.csv")
+    assert adapters == [summary["trial_id"].iloc[0]]
+    with_adapter = [r for r in children if any(a.path == "adapter" for a in c.list_artifacts(r.info.run_id))]
+    assert [r.info.run_id for r in with_adapter] == [summary["run_id"].iloc[0]]
+    assert (tmp_path / "results" / "concurrent" / "trials" / adapters[0] / "adapter" / "adapter_config.json").exists()
+
+
+def test_secrets_never_reach_mlflow_logs_or_exports(grid_sweep, failing_sweep, sweeps_dir):
+    """HF_TOKEN was set for every sweep of this session; nothing the sweeps wrote contains it."""
+    from .conftest import SECRET
+
+    assert run_cli("export", "grid", "--out", str(sweeps_dir / "secret_check.csv"), cwd=sweeps_dir).returncode == 0
+    leaks = [p for p in sweeps_dir.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert leaks == []
+    from sweep.tracking import flat_params, redact
+
+    params = flat_params({"hub_token": "x", "api_key": "y", "beta": 0.1, "model_init_kwargs": {"token": "z", "dtype": "bf16"}})
+    assert params == {"beta": "0.1", "model_init_kwargs": "{'token': '<redacted>', 'dtype': 'bf16'}"}
+    assert redact({"a": [{"password": "p"}]}) == {"a": [{"password": "<redacted>"}]}

@@ -149,3 +149,36 @@ def test_run_with_bad_input_writes_nothing(tmp_path):
     assert len(err.splitlines()) == 1 and err.startswith("error: dataset.columns:") and "prompt, chosen, rejected" in err
     assert "question, good, bad" in err
     assert not (tmp_path / "results").exists()
+
+
+def _rows(n, **extra):
+    return "".join(
+        __import__("json").dumps({"prompt": f"q{i}", "chosen": "yes", "rejected": "no", **extra}) + "\n" for i in range(n)
+    )
+
+
+BAD_DATA = [
+    # (case, file name, file bytes or None for missing, extra spec changes, field named, words)
+    ("missing file", "gone.jsonl", None, {}, "dataset.path", "file not found"),
+    ("missing columns", "cols.jsonl", _rows(20).replace('"chosen"', '"good"').encode(), {}, "dataset.columns", "lacks column(s) chosen"),
+    ("empty file", "empty.jsonl", b"", {}, "dataset.path", "is empty"),
+    ("non-UTF-8", "latin1.jsonl", _rows(5).encode() + '{"prompt": "café"}\n'.encode("latin-1"), {}, "dataset.path", "not UTF-8"),
+    ("unsupported type", "data.txt", b"hello", {}, "dataset.path", "unsupported file type"),
+    ("prompts longer than max_length", "long.jsonl", _rows(20).replace('"q', '"' + "word " * 100 + "q").encode(),
+     {"train": {"max_length": 64}}, "train.max_length", "too short"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case,fname,content,change,field,words", BAD_DATA, ids=[c[0] for c in BAD_DATA])
+def test_bad_data_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, tiny_model_path, case, fname, content, change, field, words):
+    if content is not None:
+        (tmp_path / fname).write_bytes(content)
+    spec = small_spec("bad_data", dataset={"path": str(tmp_path / fname), "max_train_rows": None, "max_eval_rows": None})
+    for key, value in change.items():
+        spec[key] = {**spec[key], **value}
+    path = write_spec(tmp_path / "spec.yaml", spec)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {field}:") and words in err, err
+    assert not (tmp_path / "results").exists()  # no MLflow store, no results
