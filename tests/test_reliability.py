@@ -90,6 +90,15 @@ def test_changed_spec_is_refused_unless_fresh(resume_spec):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: spec: sweep 'resumable' already exists")
     assert "--fresh" in proc.stderr
+    # --fresh: a new parent run with every point run again; the old sweep stays in MLflow
+    proc = run_cli("run", str(changed), "--fresh", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    c, parents, children = mlflow_store(cwd, "resumable")
+    assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
+    newest = max(parents, key=lambda p: p.info.start_time)
+    fresh_runs = [r for r in children if r.data.tags["mlflow.parentRunId"] == newest.info.run_id]
+    assert sorted(r.info.status for r in fresh_runs) == ["FINISHED"] * 3
+    assert newest.data.params["num_trials"] == "3"
 
 
 def test_sigterm_stops_cleanly_and_marks_runs_killed(tmp_path, tiny_model_path):

@@ -24,7 +24,10 @@ def exported(grid_sweep, failing_sweep, sweeps_dir):
 
 def test_export_matches_search_runs_and_metric_history(exported, sweeps_dir):
     mlflow.set_tracking_uri(f"sqlite:///{sweeps_dir / 'results' / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["grid"], filter_string="tags.`sweep.kind` = 'trial'")
+    try:
+        runs = mlflow.search_runs(experiment_names=["grid"], filter_string="tags.`sweep.kind` = 'trial'")
+    finally:
+        mlflow.set_tracking_uri(None)  # it also set $MLFLOW_TRACKING_URI, which later sweeps would inherit
     runs = runs.set_index("run_id")
     c, _, _ = mlflow_store(sweeps_dir, "grid")
     assert len(exported) == 4

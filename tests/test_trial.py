@@ -65,3 +65,14 @@ def test_4bit_cpu_eval_keeps_training(tiny_model_path, tmp_path, monkeypatch):
     monkeypatch.setattr("sweep.model.disable_bnb_cpu_repack", lambda model: 0)
     broken = run_trial(ctx(_four_bit(tmp_path, "q_broken", True)), {"beta": 0.5})
     assert broken["train_loss"] != pytest.approx(without["train_loss"], abs=1e-6)
+
+
+def test_failure_reasons_name_oom_and_nonfinite():
+    import torch
+
+    from sweep.trial import NonFiniteLoss, failure_reason
+
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)")
+    assert failure_reason(oom).startswith("CUDA out of memory: ")
+    assert failure_reason(NonFiniteLoss("loss is nan at step 3")) == "non-finite loss: loss is nan at step 3"
+    assert failure_reason(ValueError("bad")) == "ValueError: bad"
