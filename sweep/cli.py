@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from .spec import SpecError, load_spec, point_id
 
@@ -38,7 +39,9 @@ def cmd_run(args) -> int:
     spec = load_spec(args.spec)
     if spec.model.startswith("builtin:") and spec.dataset.path.startswith("builtin:"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: never reach for a hub
-    from .orchestrate import run_sweep
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        _ray_token_auth_for_explicit_address()
+    from .orchestrate import run_sweep  # imports ray: after the line above
     from .reports import report
 
     outcome = run_sweep(
@@ -105,6 +108,47 @@ def cmd_logs(args) -> int:
     return EXIT_OK
 
 
+def cmd_ui(args) -> int:
+    """The MLflow UI on the sweeps' store; prints the URL of the sweep's runs table."""
+    from pathlib import Path
+
+    from . import reports
+    from .server import free_port, serve_until_interrupted, start_mlflow_server
+
+    uri = _store(args)
+    experiment = reports.find_sweep(uri, args.name).experiment_id if args.name else None
+    if uri.startswith(("http://", "https://")):  # already a tracking server: its UI is right there
+        print(_ui_url(uri.rstrip("/"), experiment))
+        return EXIT_OK
+    port = args.port or free_port(args.host)
+    proc = start_mlflow_server(uri, args.host, port, Path(args.results_dir).resolve() / "mlartifacts")
+    print(f"MLflow UI on {uri}", file=sys.stderr)
+    print(_ui_url(f"http://{args.host}:{port}", experiment), flush=True)
+    print("Ctrl-C to stop", file=sys.stderr)
+    return serve_until_interrupted(proc)
+
+
+def cmd_server(args) -> int:
+    """A tracking server for sweeps whose trials run in other processes or on other nodes."""
+    from pathlib import Path
+
+    from .server import serve_until_interrupted, start_mlflow_server
+    from .tracking import resolve_tracking_uri
+
+    store = resolve_tracking_uri(args.backend_store_uri, args.results_dir)
+    Path(args.results_dir).mkdir(parents=True, exist_ok=True)
+    proc = start_mlflow_server(store, args.host, args.port, Path(args.results_dir).resolve() / "mlartifacts")
+    print(f"tracking server on {store}", file=sys.stderr)
+    print(f"MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
+    return serve_until_interrupted(proc)
+
+
+def _ui_url(base: str, experiment_id: str | None) -> str:
+    # MLflow 3 opens an experiment on a GenAI "Overview" page; the runs table (children
+    # nested under their parent) is this route.
+    return f"{base}/#/experiments/{experiment_id}/runs" if experiment_id else f"{base}/#/experiments"
+
+
 def cmd_list(args) -> int:
     """Sweeps in the store with trial counts and status."""
     import pandas as pd
@@ -131,6 +175,17 @@ def _store(args) -> str:
         if not db.exists():
             raise SpecError("tracking", f"no MLflow store at {db}; run a sweep first or pass --tracking-uri")
     return uri
+
+
+def _ray_token_auth_for_explicit_address() -> None:
+    """`ray start --head` (Ray 2.60) turns token auth on by default and keeps the token in
+    ~/.ray/auth_token, but ray.init never enables token auth by itself for an explicit address
+    (ray/_private/worker.py), so `--address` to such a head fails with InvalidAuthToken. Where a
+    token is at hand and RAY_AUTH_MODE is unset, ask for token auth. Ray reads the variable at
+    import: this must run before `import ray` (tests/test_scale.py covers it)."""
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.exists()):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _say(message: str) -> None:
@@ -194,6 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
     store_options(p, formats=False)
     p.set_defaults(func=cmd_logs)
 
+    p = sub.add_parser("ui", help="the MLflow UI on the sweeps' store (127.0.0.1 unless --host)")
+    p.add_argument("name", nargs="?", help="sweep whose runs table to open")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    store_options(p, formats=False)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("server", help="an MLflow tracking server for multi-process and multi-node sweeps")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1; 0.0.0.0 for other nodes)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--backend-store-uri", help="where runs are stored (default: sqlite at <results-dir>/mlflow.db)")
+    p.add_argument("--results-dir", default="results")
+    p.set_defaults(func=cmd_server)
+
     p = sub.add_parser("list", help="sweeps in the store with trial counts and status")
     store_options(p)
     p.set_defaults(func=cmd_list)
@@ -221,6 +290,7 @@ def _quiet_libraries(verbose: bool = False) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "🏃 View run ..." per run end
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no box tables on the console
     if verbose:
         return

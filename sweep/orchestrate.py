@@ -75,6 +75,8 @@ def run_sweep(
     max_lengths = [resolved_section(spec, "train", p).get("max_length", 1024) for p in points]
     check_lengths(data, load_tokenizer(model_path), min((m for m in max_lengths if m), default=None), log=log)
 
+    _init_ray(address, verbose)
+    _check_store_reachable(uri)  # before the store is touched
     experiment_name = spec.tracking.experiment or spec.name
     previous = None if fresh else tracking.latest_parent_run(uri, experiment_name)
     if previous is not None and previous.data.tags.get(tracking.TAG_FINGERPRINT) != spec.fingerprint():
@@ -104,7 +106,6 @@ def run_sweep(
         trials_dir=str(results_dir / "trials"),
         log_to_file=not verbose,
     )
-    _init_ray(address, verbose)
     gpu = spec.resources.gpu
     if gpu is None:  # one GPU per trial where the cluster has GPUs
         gpu = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
@@ -184,6 +185,18 @@ def _keep_best_adapter(summary, trials_dir: Path, client) -> None:
             client.log_artifacts(best["run_id"], str(adapter), "adapter")
         else:
             shutil.rmtree(adapter, ignore_errors=True)
+
+
+def _check_store_reachable(uri: str) -> None:
+    """On a multi-node Ray cluster, trials on other nodes cannot write to this node's sqlite file."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and uri.startswith("sqlite:"):
+        raise SpecError(
+            "tracking.uri",
+            f"this Ray cluster has {len(nodes)} nodes, and trials on the others cannot write to the node-local "
+            f"store {uri}; start `python -m sweep server --host 0.0.0.0` and set tracking.uri (or "
+            "MLFLOW_TRACKING_URI) to its http:// address",
+        )
 
 
 def _init_ray(address: str | None, verbose: bool) -> None:

@@ -252,6 +252,8 @@ def report(sweep: Sweep, metric: str | None = None, fmt: str = "table") -> str:
             indent=2,
         )
     heading = (lambda s: f"## {s}\n") if fmt == "markdown" else (lambda s: f"{s}\n")
+    if df.empty:
+        return heading(f"sweep {sweep.name}: no trial has started yet")
     parts = [
         heading(f"sweep {sweep.name}: {len(df)} trials, ranked by {metric} ({sweep.mode}, final value)"),
         render(terminal_view(df, metric), fmt),

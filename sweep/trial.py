@@ -100,6 +100,7 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
         fixed = {**{f"train.{k}": v for k, v in spec.train.items()}, **{f"lora.{k}": v for k, v in spec.lora.items()}}
         fixed.update(model=spec.model, dataset=spec.dataset.path, quantization=spec.quantization.get("mode"))
         fixed["trial.max_steps"] = args.max_steps
+        fixed["trial.node"] = _node_name()
         run_id = tracking.start_trial_run(
             ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed, str(log_path)
         )
@@ -126,6 +127,20 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
     if report is not None:
         report(metrics)
     return metrics
+
+
+def _node_name() -> str:
+    """Which machine (Ray node) runs this trial: shows where trials went on a cluster."""
+    import socket
+
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    except ImportError:
+        pass
+    return socket.gethostname()
 
 
 @contextlib.contextmanager

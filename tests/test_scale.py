@@ -1,0 +1,159 @@
+"""Beyond one machine: an existing Ray head, a 2-node cluster, job launchers, and the MLflow UI
+in a real browser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env():
+    return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONPATH": str(REPO)}
+
+
+def test_job_launchers_are_valid():
+    jobs = REPO / "jobs"
+    for script in ("ray_job_submit.sh", "slurm_sweep.sh"):
+        subprocess.run(["bash", "-n", str(jobs / script)], check=True)
+        text = (jobs / script).read_text()
+        assert "python -m sweep run" in text and os.access(jobs / script, os.X_OK), script
+    assert "ray job submit" in (jobs / "ray_job_submit.sh").read_text()
+    slurm = (jobs / "slurm_sweep.sh").read_text()
+    assert "#SBATCH --nodes" in slurm and "ray start --head" in slurm and '--address "$HEAD_IP:$PORT"' in slurm
+    manifest = yaml.safe_load((jobs / "kuberay_rayjob.yaml").read_text())
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayJob"
+    assert manifest["spec"]["entrypoint"].startswith("python -m sweep run search_spaces/")
+    assert (REPO / manifest["spec"]["entrypoint"].split()[-1]).exists()
+    groups = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert any("nvidia.com/gpu" in c["resources"]["limits"] for g in groups for c in g["template"]["spec"]["containers"])
+
+
+def _ray_start(*args: str, **env) -> None:
+    proc = subprocess.run([RAY, "start", "--disable-usage-stats", *args], env={**_env(), **env}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head started by hand, as on a machine where Ray already runs."""
+    port = _free_port()
+    _ray_start("--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false")
+    yield f"127.0.0.1:{port}"
+    subprocess.run([RAY, "stop", "--force"], env=_env(), capture_output=True)
+
+
+@pytest.fixture
+def two_node_cluster():
+    """Two Ray nodes (a head and a worker, 1 CPU each) on this machine: real multi-node scheduling.
+
+    Not ray.cluster_utils.Cluster: with Ray 2.60 its actors died before running ("cancelled
+    before it started running") when the driver was a separate process, as `sweep run` is."""
+    port = _free_port()
+    _ray_start("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false")
+    # the head turned token auth on; a node joining an explicit address must ask for it
+    _ray_start(f"--address=127.0.0.1:{port}", "--num-cpus=1", RAY_AUTH_MODE="token")
+    yield f"127.0.0.1:{port}"
+    subprocess.run([RAY, "stop", "--force"], env=_env(), capture_output=True)
+
+
+def test_sweep_runs_on_a_separately_started_ray_head(tmp_path, tiny_model_path, ray_head):
+    spec = small_spec("on_head", axes={"beta": [0.1, 0.5]})
+    proc = run_cli("run", str(write_spec(tmp_path / "s.yaml", spec)), "--address", ray_head, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parents, children = mlflow_store(tmp_path, "on_head")
+    assert sorted(r.info.status for r in children) == ["FINISHED", "FINISHED"]
+    assert all("/" in r.data.params["trial.node"] for r in children)  # ran as Ray tasks on that head
+
+
+@pytest.fixture
+def tracking_server(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "server", "--port", str(port), "--results-dir", str(tmp_path / "server")],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    line = proc.stdout.readline().strip()
+    assert line == f"MLFLOW_TRACKING_URI=http://127.0.0.1:{port}", line + proc.stderr.read()[-2000:]
+    yield line.split("=", 1)[1]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_two_node_cluster_needs_a_server_and_uses_both_nodes(tmp_path, tiny_model_path, two_node_cluster, tracking_server):
+    spec = small_spec("two_nodes", axes={"beta": [0.1, 0.5]})
+    # A node-local sqlite store is refused before anything is written.
+    proc = run_cli("run", str(write_spec(tmp_path / "local.yaml", spec)), "--address", two_node_cluster, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert re.search(r"^error: tracking\.uri: this Ray cluster has 2 nodes", proc.stderr, re.M), proc.stdout + proc.stderr[:3000]
+    assert not (tmp_path / "results" / "mlflow.db").exists()
+
+    spec["tracking"] = {"uri": tracking_server}
+    proc = run_cli("run", str(write_spec(tmp_path / "server.yaml", spec)), "--address", two_node_cluster, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=tracking_server)
+    exp = c.get_experiment_by_name("two_nodes")
+    children = [r for r in c.search_runs([exp.experiment_id]) if r.data.tags.get("sweep.kind") == "trial"]
+    assert sorted(r.info.status for r in children) == ["FINISHED", "FINISHED"]
+    nodes = {r.data.params["trial.node"].split("/")[1] for r in children}
+    assert len(nodes) == 2, nodes  # one trial on each node (1 CPU each)
+    # artifacts went through the server
+    assert all({"trial.log", "trial_config.json"} <= {a.path for a in c.list_artifacts(r.info.run_id)} for r in children)
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_sweep_ui_shows_the_sweep_in_a_real_browser(grid_sweep, sweeps_dir):
+    from playwright.sync_api import sync_playwright
+
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "ui", "grid"], cwd=sweeps_dir, env=_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = ui.stdout.readline().strip()
+        m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/#/experiments/(\d+)/runs", url)
+        assert m, url + ui.stderr.read()[-2000:]
+        _, parents, children = mlflow_store(sweeps_dir, "grid")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium"),
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                      "--disable-sync", "--no-first-run"],
+            )  # fmt: skip
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(url)
+            parent_link = page.locator(f'a[href$="/runs/{parents[0].info.run_id}"]')
+            parent_link.wait_for(timeout=60_000)
+            assert parent_link.inner_text().strip() == "grid"
+            # expand the parent row: its children are nested under it
+            parent_link.locator("xpath=ancestor::div[.//button][1]//button").first.click()
+            for run in children:
+                page.get_by_text(run.info.run_name, exact=True).wait_for(timeout=30_000)
+            browser.close()
+    finally:
+        ui.send_signal(signal.SIGINT)
+        code = ui.wait(timeout=30)
+    assert code == 0
+    with socket.socket() as s:  # the server is gone with it
+        assert s.connect_ex(("127.0.0.1", int(m.group(1)))) != 0
