@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sweep.cli import main
-from sweep.spec import DPO_LOSS_TYPES, SpecError, load_spec, parse_spec, point_id, point_label
+from sweep.spec import DPO_LOSS_TYPES, SpecError, load_spec, parse_spec, point_id
 
 from .conftest import REPO, run_cli, small_spec, write_spec
 
