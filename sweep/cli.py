@@ -19,18 +19,29 @@ EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def cmd_plan(args) -> int:
-    """Validate a spec offline and list every trial it would run."""
+    """Validate a spec offline and list every trial it would run (or the space it samples)."""
+    import pandas as pd
+
+    from .spec import describe_axis
+
     spec = load_spec(args.spec)
-    points = spec.points()
     print(f"sweep {spec.name}: model {spec.model}, dataset {spec.dataset.path}, ranked by {spec.metric} ({spec.mode})")
     if spec.train:
         print("fixed: " + ", ".join(f"{k}={v}" for k, v in spec.train.items()))
-    import pandas as pd
-
-    table = pd.DataFrame([{"#": i + 1, **p, "trial_id": point_id(p)} for i, p in enumerate(points)])
-    with pd.option_context("display.width", 200, "display.max_rows", 10_000, "display.max_columns", 50):
-        print(table.to_string(index=False))
-    print(f"{len(points)} {'trial' if len(points) == 1 else 'trials'}")
+    points = [p for p in spec.points() if p]
+    if points:
+        table = pd.DataFrame([{"#": i + 1, **p} for i, p in enumerate(points)])
+        if not spec.sampled:
+            table["trial_id"] = [point_id(p) for p in points]
+        with pd.option_context("display.width", 200, "display.max_rows", 10_000, "display.max_columns", 50):
+            print(table.to_string(index=False))
+    for name, kind_args in spec.sampled.items():
+        print(f"{name}: {describe_axis(kind_args)}")
+    n = spec.num_trials()
+    if spec.search.method != "grid":
+        grid = f" x {len(spec.points())} grid points" if points and spec.search.method == "random" else ""
+        print(f"search: {spec.search.method}, {spec.samples()} samples{grid}")
+    print(f"{n} {'trial' if n == 1 else 'trials'}")
     return EXIT_OK
 
 

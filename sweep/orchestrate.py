@@ -31,14 +31,41 @@ class SweepOutcome:
     interrupted: bool
 
     @property
+    def status(self) -> str:
+        """The parent run's final MLflow status."""
+        return "KILLED" if self.interrupted else ("FAILED" if self.n_failed else "FINISHED")
+
+    @property
     def exit_code(self) -> int:
         return 130 if self.interrupted else (1 if self.n_failed else 0)
 
 
 def _tune_trial(config: dict, ctx: TrialContext) -> None:
     """Ray Tune entry point: the point comes in as `config`, metrics go out via tune.report."""
-    point = {name: config[name] for name in ctx.spec.axes}  # the spec's axis order
+    flat = {}
+    for key, value in config.items():  # a zipped group arrives as one dict of fields
+        flat.update(value if key in ctx.spec.zipped else {key: value})
+    point = {name: flat[name] for name in ctx.spec.axis_names()}  # the spec's axis order
     run_trial(ctx, point, report=tune.report)
+
+
+def param_space(spec: SweepSpec) -> dict:
+    """The spec's axes as Ray Tune's search space."""
+    optuna = spec.search.method == "optuna"
+    space: dict = {}
+    for name, values in spec.axes.items():  # Optuna takes no grid_search: a list becomes a choice
+        space[name] = tune.choice(values) if optuna else tune.grid_search(values)
+    for group, fields in spec.zipped.items():
+        space[group] = tune.grid_search([dict(zip(fields, vals)) for vals in zip(*fields.values())])
+    for name, kind_args in spec.sampled.items():
+        kind, args = next(iter(kind_args.items()))
+        if kind == "choice":
+            space[name] = tune.choice(args)
+        elif kind == "randint":
+            space[name] = tune.randint(args[0], args[1] + 1)  # Ray's upper bound is exclusive; ours is not
+        else:
+            space[name] = getattr(tune, kind)(*args)
+    return space
 
 
 def run_sweep(
@@ -58,45 +85,17 @@ def run_sweep(
     same name is refused unless `fresh`, which starts a new parent run (the old one is kept).
     `verbose` lets Ray's and the trials' own output through to the console.
     """
+    t0 = time.time()
     results_dir = Path(spec.results_dir).resolve() / spec.name
     uri = tracking.resolve_tracking_uri(spec.tracking.uri, spec.results_dir)
     points = spec.points()
-    log(f"sweep {spec.name}: {len(points)} trials, model {spec.model}, dataset {spec.dataset.path}")
-
-    # Prepare once, in the driver, before any trial starts: bad data fails here (SpecError,
-    # exit 2) before anything is written, and no two trials race to build the model.
-    from .data import check_lengths, load_preference_data
-    from .model import load_tokenizer, resolve_model_path
-
-    t0 = time.time()
-    data = load_preference_data(spec.dataset)
-    log(f"data: {len(data['train'])} train / {len(data['eval'])} eval pairs")
-    model_path = resolve_model_path(spec.model, log=log)
-    max_lengths = [resolved_section(spec, "train", p).get("max_length", 1024) for p in points]
-    check_lengths(data, load_tokenizer(model_path), min((m for m in max_lengths if m), default=None), log=log)
+    n_trials = spec.num_trials()
+    log(f"sweep {spec.name}: {n_trials} trials ({spec.search.method}), model {spec.model}, dataset {spec.dataset.path}")
+    model_path = _prepare(spec, points, log)
 
     _init_ray(address, verbose)
     _check_store_reachable(uri)  # before the store is touched
-    experiment_name = spec.tracking.experiment or spec.name
-    previous = None if fresh else tracking.latest_parent_run(uri, experiment_name)
-    if previous is not None and previous.data.tags.get(tracking.TAG_FINGERPRINT) != spec.fingerprint():
-        raise SpecError(
-            "spec",
-            f"sweep {spec.name!r} already exists in {uri} with a different spec; "
-            "run with --fresh to start a new sweep under a new parent run (the old one is kept), or rename it",
-        )
-    results_dir.mkdir(parents=True, exist_ok=True)
-    experiment_id = tracking.ensure_experiment(uri, experiment_name, Path(spec.results_dir).resolve() / "mlartifacts")
-    if previous is not None:
-        parent_run_id = previous.info.run_id
-        # Runs a killed driver left RUNNING belong to no live process now.
-        stale = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "interrupted (driver stopped)")
-        tracking.client(uri).update_run(parent_run_id, status="RUNNING")
-        log(f"resuming sweep {spec.name} (parent run {parent_run_id}; {stale} interrupted trial run(s) marked KILLED)")
-    else:
-        parent_run_id = tracking.start_parent_run(uri, experiment_id, spec, Path(spec.source) if spec.source else None)
-    log(f"tracking: {uri} (experiment {experiment_id}, parent run {parent_run_id})")
-
+    experiment_id, parent_run_id = _open_parent_run(spec, uri, fresh, log)
     ctx = TrialContext(
         spec=spec,
         model_path=model_path,
@@ -106,35 +105,8 @@ def run_sweep(
         trials_dir=str(results_dir / "trials"),
         log_to_file=not verbose,
     )
-    gpu = spec.resources.gpu
-    if gpu is None:  # one GPU per trial where the cluster has GPUs
-        gpu = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    trainable = tune.with_resources(tune.with_parameters(_tune_trial, ctx=ctx), {"cpu": spec.resources.cpu, "gpu": gpu})
-    # Ray's experiment folder is named after the parent run: one sweep attempt, one folder.
-    experiment_path = results_dir / "ray" / parent_run_id
-    if tune.Tuner.can_restore(str(experiment_path)):
-        tuner = tune.Tuner.restore(
-            str(experiment_path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=retry_failed
-        )
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={name: tune.grid_search(values) for name, values in spec.axes.items()},
-            tune_config=tune.TuneConfig(
-                metric=spec.metric,
-                mode=spec.mode,
-                max_concurrent_trials=spec.max_concurrent_trials,
-                # A reused worker keeps torch/transformers/TRL imported between trials.
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=parent_run_id,
-                storage_path=str(results_dir / "ray"),
-                verbose=1 if verbose else 0,
-                callbacks=[LiveView(len(points), spec.metric, spec.mode, interval=progress_interval)],
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            ),
-        )
+    tuner = _tuner(spec, ctx, results_dir / "ray", verbose, progress_interval, retry_failed)
+
     # SIGTERM (a cluster scheduler, `kill`) stops the sweep like Ctrl-C: Tune saves its state.
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
@@ -146,31 +118,113 @@ def run_sweep(
         killed = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "sweep interrupted")
         if killed:
             log(f"marked {killed} unfinished trial run(s) KILLED")
+    outcome = _finish(spec, uri, parent_run_id, results_dir, n_trials)
+    log(f"sweep {spec.name} {outcome.status.lower()} in {time.time() - t0:.0f}s; summary: {results_dir / 'summary.csv'}")
+    if outcome.interrupted:
+        done = int((outcome.summary["status"] == "FINISHED").sum()) if len(outcome.summary) else 0
+        log(f"{n_trials - done} trial(s) not finished; run the same command again to resume")
+    return outcome
 
+
+def _prepare(spec: SweepSpec, points: list[dict], log) -> str:
+    """Once per sweep, in the driver, before any trial: bad data fails here (SpecError, exit 2)
+    before anything is written, and no two trials race to build the builtin model."""
+    from .data import check_lengths, load_preference_data
+    from .model import load_tokenizer, resolve_model_path
+
+    data = load_preference_data(spec.dataset)
+    log(f"data: {len(data['train'])} train / {len(data['eval'])} eval pairs")
+    model_path = resolve_model_path(spec.model, log=log)
+    max_lengths = [resolved_section(spec, "train", p).get("max_length", 1024) for p in points]
+    check_lengths(data, load_tokenizer(model_path), min((m for m in max_lengths if m), default=None), log=log)
+    return model_path
+
+
+def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log) -> tuple[str, str]:
+    """(experiment id, parent run id): the existing sweep's to resume it, or a new one."""
+    experiment_name = spec.tracking.experiment or spec.name
+    previous = None if fresh else tracking.latest_parent_run(uri, experiment_name)
+    if previous is not None and previous.data.tags.get(tracking.TAG_FINGERPRINT) != spec.fingerprint():
+        raise SpecError(
+            "spec",
+            f"sweep {spec.name!r} already exists in {uri} with a different spec; "
+            "run with --fresh to start a new sweep under a new parent run (the old one is kept), or rename it",
+        )
+    (Path(spec.results_dir).resolve() / spec.name).mkdir(parents=True, exist_ok=True)
+    experiment_id = tracking.ensure_experiment(uri, experiment_name, Path(spec.results_dir).resolve() / "mlartifacts")
+    if previous is not None:
+        parent_run_id = previous.info.run_id
+        # Runs a killed driver left RUNNING belong to no live process now.
+        stale = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "interrupted (driver stopped)")
+        tracking.client(uri).update_run(parent_run_id, status="RUNNING")
+        log(f"resuming sweep {spec.name} (parent run {parent_run_id}; {stale} interrupted trial run(s) marked KILLED)")
+    else:
+        parent_run_id = tracking.start_parent_run(uri, experiment_id, spec, Path(spec.source) if spec.source else None)
+    log(f"tracking: {uri} (experiment {experiment_id}, parent run {parent_run_id})")
+    return experiment_id, parent_run_id
+
+
+def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, progress_interval: float,
+           retry_failed: bool) -> tune.Tuner:  # fmt: skip
+    """A new Tuner for the sweep, or the interrupted one restored from its folder."""
+    gpu = spec.resources.gpu
+    if gpu is None:  # one GPU per trial where the cluster has GPUs
+        gpu = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    trainable = tune.with_resources(tune.with_parameters(_tune_trial, ctx=ctx), {"cpu": spec.resources.cpu, "gpu": gpu})
+    # Ray's experiment folder is named after the parent run: one sweep, one folder.
+    experiment_path = storage / ctx.parent_run_id
+    if tune.Tuner.can_restore(str(experiment_path)):
+        return tune.Tuner.restore(
+            str(experiment_path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=retry_failed
+        )
+    search_alg = None
+    if spec.search.method == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(seed=spec.train.get("seed", 42))  # TPE; metric/mode from TuneConfig
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            search_alg=search_alg,
+            num_samples=spec.samples(),
+            max_concurrent_trials=spec.max_concurrent_trials,
+            # A reused worker keeps torch/transformers/TRL imported between trials.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=ctx.parent_run_id,
+            storage_path=str(storage),
+            verbose=1 if verbose else 0,
+            callbacks=[LiveView(spec.num_trials(), spec.metric, spec.mode, interval=progress_interval)],
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        ),
+    )
+
+
+def _finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_points: int) -> SweepOutcome:
+    """Summary CSV and plots (on disk and on the parent run), adapters to keep, parent status."""
     from . import reports
     from .plots import write_plots
 
     sweep = reports.sweep_from_run(uri, parent_run_id)
     summary = reports.trials_frame(sweep, all_metrics=True)
-    n_done = len(summary)
-    n_failed = int((summary["status"] == "FAILED").sum()) if n_done else 0
-    interrupted = n_done < len(points) or bool((summary["status"] == "KILLED").any())
+    n_failed = int((summary["status"] == "FAILED").sum()) if len(summary) else 0
+    interrupted = len(summary) < n_points or bool((summary["status"] == "KILLED").any())
     summary.to_csv(results_dir / "summary.csv", index=False)
     c = tracking.client(uri)
     c.log_artifact(parent_run_id, str(results_dir / "summary.csv"))
-    if n_done:
+    if len(summary):
         history = reports.history_frame(sweep, metrics=list(reports.CURVES))
         for path in write_plots(summary, history, spec.metric, results_dir / "plots", spec.name):
             c.log_artifact(parent_run_id, str(path), artifact_path="plots")
     if spec.save == "best":
         _keep_best_adapter(summary, results_dir / "trials", c)
-    status = "KILLED" if interrupted else ("FAILED" if n_failed else "FINISHED")
-    c.set_terminated(parent_run_id, status=status)
-    log(f"sweep {spec.name} {status.lower()} in {time.time() - t0:.0f}s; summary: {results_dir / 'summary.csv'}")
-    if interrupted:
-        log(f"{len(points) - int((summary['status'] == 'FINISHED').sum()) if n_done else len(points)} trial(s) not finished; "
-            f"run the same command again to resume")
-    return SweepOutcome(sweep, results_dir, summary, n_failed, interrupted)
+    outcome = SweepOutcome(sweep, results_dir, summary, n_failed, interrupted)
+    c.set_terminated(parent_run_id, status=outcome.status)
+    return outcome
 
 
 def _keep_best_adapter(summary, trials_dir: Path, client) -> None:

@@ -97,11 +97,27 @@ class Tracking:
 
 
 @dataclass
+class Search:
+    method: str = "grid"
+    """`grid` (every combination), `random` (sample `num_samples` points) or `optuna`
+    (Bayesian TPE through Ray Tune's OptunaSearch, guided by `metric`/`mode`)."""
+    num_samples: int | None = None
+    """grid: repeats of the whole grid (default 1); random/optuna: trials to sample (default 10).
+    As in Ray Tune, grid axes mixed with sampled ones give num_samples x grid points."""
+
+
+@dataclass
 class SweepSpec:
     name: str
     model: str = "builtin:tiny"
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     axes: dict[str, list] = field(default_factory=dict)
+    """Grid axes: field -> values. Sampled and zipped axes live in `sampled` and `zipped`."""
+    sampled: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """field -> {choice: [...]} | {uniform: [lo, hi]} | {loguniform: [lo, hi]} | {randint: [lo, hi]}."""
+    zipped: dict[str, dict[str, list]] = field(default_factory=dict)
+    """group -> {field: values, ...}: values that move together (one grid dimension)."""
+    search: Search = field(default_factory=Search)
     train: dict[str, Any] = field(default_factory=dict)
     lora: dict[str, Any] = field(default_factory=dict)
     quantization: str | dict[str, Any] = "auto"
@@ -122,9 +138,26 @@ class SweepSpec:
 
     # ---- derived views -------------------------------------------------------------
     def points(self) -> list[dict[str, Any]]:
-        """Every grid point, in a stable order (the axes' order, last axis fastest)."""
-        names = list(self.axes)
-        return [dict(zip(names, values)) for values in itertools.product(*self.axes.values())]
+        """Every grid point (grid and zipped axes; sampled axes left out), in a stable order:
+        the axes' order, last axis fastest."""
+        dims = [[{name: v} for v in values] for name, values in self.axes.items()]
+        dims += [[dict(zip(group, vals)) for vals in zip(*group.values())] for group in self.zipped.values()]
+        return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*dims)]
+
+    def axis_names(self) -> list[str]:
+        """Every swept field: grid, zipped, then sampled."""
+        return list(self.axes) + [f for group in self.zipped.values() for f in group] + list(self.sampled)
+
+    def num_trials(self) -> int:
+        """How many trials the sweep runs (Ray Tune's count: num_samples x grid points)."""
+        if self.search.method == "optuna":
+            return self.samples()
+        return self.samples() * len(self.points())
+
+    def samples(self) -> int:
+        if self.search.num_samples is not None:
+            return self.search.num_samples
+        return 1 if self.search.method == "grid" else 10
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -188,7 +221,7 @@ def parse_spec(raw: Any) -> SweepSpec:
     """Build a validated SweepSpec from plain data (a parsed YAML mapping)."""
     if not isinstance(raw, dict):
         raise SpecError("spec", "must be a YAML mapping with at least `name`")
-    _check_keys("", raw, [f.name for f in dataclasses.fields(SweepSpec) if f.name != "source"])
+    _check_keys("", raw, [f.name for f in dataclasses.fields(SweepSpec) if f.name not in ("source", "sampled", "zipped")])
     if "name" not in raw:
         raise SpecError("name", "is required (letters, digits, '_', '-', '.')")
     spec = SweepSpec(
@@ -196,6 +229,7 @@ def parse_spec(raw: Any) -> SweepSpec:
         model=_check_type("model", raw.get("model", "builtin:tiny"), str),
         dataset=_sub_dataclass("dataset", raw.get("dataset", {}), DatasetSpec),
         axes=_check_mapping("axes", raw.get("axes", {})),
+        search=_sub_dataclass("search", raw.get("search", {}), Search),
         train=_check_mapping("train", raw.get("train", {})),
         lora=_check_mapping("lora", raw.get("lora", {})),
         quantization=raw.get("quantization", "auto"),
@@ -242,27 +276,110 @@ def _validate(spec: SweepSpec) -> None:
             raise SpecError(f"train.{name}", "is set by sweep for every trial and cannot be set in a spec")
     spec.quantization = _normalise_quantization(spec.quantization)
 
-    # Axes: a known field of one of the three configs, a non-empty list of valid values.
-    all_fields = [n for fields in catalogue.values() for n in fields]
-    for name, values in spec.axes.items():
-        section = section_of(name)
-        if section is None:
-            raise SpecError(f"axes.{name}", _unknown("axis", name, all_fields, "a field of DPOConfig, LoraConfig or BitsAndBytesConfig"))
-        fixed = spec.quantization if section == "quantization" else getattr(spec, section)
-        if name in fixed:
-            raise SpecError(f"axes.{name}", f"is also set in `{section}`; set it in one place only")
-        if not isinstance(values, list) or not values:
-            raise SpecError(f"axes.{name}", f"must be a non-empty list of values, got {values!r}")
-        spec.axes[name] = [_check_field(f"axes.{name}[{i}]", section, name, v) for i, v in enumerate(values)]
-        if len({json.dumps(v, sort_keys=True, default=str) for v in spec.axes[name]}) != len(values):
-            raise SpecError(f"axes.{name}", "has duplicate values")
+    _validate_axes(spec)
 
     # Every point must make a valid configuration (conditional fields, cross-field rules).
     for point in spec.points():
-        _validate_point(spec, point)
+        validate_point(spec, point)
 
 
-def _validate_point(spec: SweepSpec, point: dict[str, Any]) -> None:
+SAMPLERS = ("choice", "uniform", "loguniform", "randint")
+SEARCH_METHODS = ("grid", "random", "optuna")
+
+
+def _validate_axes(spec: SweepSpec) -> None:
+    """Sort `axes` into grid, sampled and zipped axes and check every value against its field.
+
+        beta: [0.1, 0.5]                      # grid (or {grid: [...]})
+        learning_rate: {loguniform: [1e-6, 1e-4]}
+        lora_alpha: {choice: [16, 32]}
+        r: {randint: [4, 16]}                 # both ends included
+        schedule: {zip: {max_steps: [200, 800], warmup_steps: [20, 80]}}
+    """
+    if spec.search.method not in SEARCH_METHODS:
+        raise SpecError("search.method", _unknown("method", spec.search.method, SEARCH_METHODS, None))
+    if spec.search.num_samples is not None and spec.search.num_samples < 1:
+        raise SpecError("search.num_samples", f"must be >= 1, got {spec.search.num_samples}")
+    grid: dict[str, list] = {}
+    seen: dict[str, str] = {}
+    for name, value in spec.axes.items():
+        if isinstance(value, dict) and list(value) == ["zip"] and section_of(name) is None:
+            group = _check_mapping(f"axes.{name}.zip", value["zip"])
+            if not group:
+                raise SpecError(f"axes.{name}.zip", "needs at least one field: values")
+            lengths = {f: len(v) if isinstance(v, list) else -1 for f, v in group.items()}
+            if len(set(lengths.values())) != 1 or -1 in lengths.values() or 0 in lengths.values():
+                raise SpecError(f"axes.{name}.zip", f"needs non-empty lists of equal length, got lengths {lengths}")
+            spec.zipped[name] = {f: _grid_values(spec, f"axes.{name}.zip.{f}", f, v, seen) for f, v in group.items()}
+            continue
+        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("grid", *SAMPLERS):
+            kind, args = next(iter(value.items()))
+        elif isinstance(value, dict):
+            raise SpecError(f"axes.{name}", f"must be a list of values or one of {{{', '.join(('grid', *SAMPLERS, 'zip'))}: ...}}, got {value!r}")
+        else:
+            kind, args = "grid", value
+        if kind == "grid":
+            grid[name] = _grid_values(spec, f"axes.{name}", name, args, seen)
+        elif kind == "choice":
+            spec.sampled[name] = {"choice": _grid_values(spec, f"axes.{name}.choice", name, args, seen)}
+        else:
+            spec.sampled[name] = {kind: _range(spec, f"axes.{name}.{kind}", name, kind, args, seen)}
+    spec.axes = grid
+    if spec.sampled and spec.search.method == "grid":
+        first = next(iter(spec.sampled))
+        raise SpecError(f"axes.{first}", "is sampled: set search.method to random or optuna (grid needs lists of values)")
+    if spec.search.method == "optuna" and spec.zipped:
+        raise SpecError(f"axes.{next(iter(spec.zipped))}", "zipped axes work with search.method grid or random, not optuna")
+
+
+def _axis_section(spec: SweepSpec, where: str, name: str, seen: dict[str, str]) -> str:
+    section = section_of(name)
+    if section is None:
+        all_fields = [n for fields in config_fields().values() for n in fields]
+        raise SpecError(where, _unknown("axis", name, all_fields, "a field of DPOConfig, LoraConfig or BitsAndBytesConfig"))
+    fixed = spec.quantization if section == "quantization" else getattr(spec, section)
+    if name in fixed:
+        raise SpecError(where, f"is also set in `{section}`; set it in one place only")
+    if name in seen:
+        raise SpecError(where, f"is swept twice (also at {seen[name]})")
+    seen[name] = where
+    return section
+
+
+def _grid_values(spec: SweepSpec, where: str, name: str, values: Any, seen: dict[str, str]) -> list:
+    section = _axis_section(spec, where, name, seen)
+    if not isinstance(values, list) or not values:
+        raise SpecError(where, f"must be a non-empty list of values, got {values!r}")
+    checked = [_check_field(f"{where}[{i}]", section, name, v) for i, v in enumerate(values)]
+    if len({json.dumps(v, sort_keys=True, default=str) for v in checked}) != len(checked):
+        raise SpecError(where, "has duplicate values")
+    return checked
+
+
+def _range(spec: SweepSpec, where: str, name: str, kind: str, bounds: Any, seen: dict[str, str]) -> list:
+    section = _axis_section(spec, where, name, seen)
+    if not (isinstance(bounds, list) and len(bounds) == 2):
+        raise SpecError(where, f"needs [low, high], got {bounds!r}")
+    low, high = (_check_field(f"{where}[{i}]", section, name, b) for i, b in enumerate(bounds))
+    low, high = (float(low), float(high)) if kind != "randint" else (low, high)
+    if kind == "randint" and not all(isinstance(b, int) and not isinstance(b, bool) for b in (low, high)):
+        raise SpecError(where, f"needs whole numbers, got {bounds!r}")
+    if not low < high:
+        raise SpecError(where, f"needs low < high, got {bounds!r}")
+    if kind == "loguniform" and low <= 0:
+        raise SpecError(where, f"needs low > 0 for a log scale, got {bounds!r}")
+    return [low, high]
+
+
+def describe_axis(kind_args: dict[str, Any]) -> str:
+    kind, args = next(iter(kind_args.items()))
+    if kind == "choice":
+        return "choice of " + ", ".join(map(str, args))
+    lo, hi = args
+    return f"{kind} in [{lo:g}, {hi:g}]"
+
+
+def validate_point(spec: SweepSpec, point: dict[str, Any]) -> None:
     train = resolved_section(spec, "train", point)
     where = point_label(point) or "train"
     losses = train.get("loss_type", ["sigmoid"])

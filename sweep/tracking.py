@@ -94,9 +94,14 @@ def start_parent_run(uri: str, experiment_id: str, spec, spec_file: Path | None)
         tags={TAG_SWEEP: spec.name, TAG_KIND: "parent", TAG_FINGERPRINT: spec.fingerprint()},
     )
     params = {"model": spec.model, "dataset": spec.dataset.path, "metric": spec.metric, "mode": spec.mode}
-    params["axes"] = ",".join(spec.axes)  # axis order, for reports
+    from .spec import describe_axis
+
+    params["axes"] = ",".join(spec.axis_names())  # axis order, for reports
     params.update({f"axis.{k}": str(v) for k, v in spec.axes.items()})
-    params["num_trials"] = str(len(spec.points()))
+    params.update({f"axis.{f}": f"{v} (zipped: {g})" for g, fs in spec.zipped.items() for f, v in fs.items()})
+    params.update({f"axis.{k}": describe_axis(v) for k, v in spec.sampled.items()})
+    params["search"] = f"{spec.search.method} x{spec.samples()}"
+    params["num_trials"] = str(spec.num_trials())
     _log_params(c, run.info.run_id, flat_params(params))
     if spec_file is not None:
         c.log_artifact(run.info.run_id, str(spec_file), artifact_path="spec")

@@ -69,6 +69,10 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
         torch.set_num_threads(max(1, int(spec.resources.cpu)))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    if spec.sampled:  # sampled points could not all be checked up front
+        from .spec import validate_point
+
+        validate_point(spec, point)
     trial_id = point_id(point)
     out_dir = Path(ctx.trials_dir or Path(spec.results_dir).resolve() / spec.name / "trials") / trial_id
     out_dir.mkdir(parents=True, exist_ok=True)

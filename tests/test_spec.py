@@ -181,3 +181,55 @@ def test_bad_data_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, tiny
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {field}:") and words in err, err
     assert not (tmp_path / "results").exists()  # no MLflow store, no results
+
+
+def test_sampled_and_zipped_axes_plan(tmp_path, capsys):
+    spec = small_spec(
+        "searchy",
+        axes={
+            "loss_type": ["sigmoid", "ipo"],
+            "learning_rate": {"loguniform": ["1e-5", 1.0e-3]},
+            "r": {"randint": [4, 16]},
+            "lora_alpha": {"choice": [16, 32]},
+            "schedule": {"zip": {"max_steps": [20, 40], "warmup_steps": [2, 4]}},
+        },
+        search={"method": "random", "num_samples": 3},
+    )
+    del spec["train"]["learning_rate"], spec["train"]["max_steps"]
+    path = write_spec(tmp_path / "s.yaml", spec)
+    loaded = load_spec(path)
+    assert loaded.axis_names() == ["loss_type", "max_steps", "warmup_steps", "learning_rate", "r", "lora_alpha"]
+    assert loaded.sampled["learning_rate"] == {"loguniform": [1e-5, 1e-3]}
+    assert loaded.points() == [
+        {"loss_type": lt, "max_steps": ms, "warmup_steps": ws} for lt in ("sigmoid", "ipo") for ms, ws in ((20, 2), (40, 4))
+    ]
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "12 trials" and out[-2] == "search: random, 3 samples x 4 grid points"
+    assert "learning_rate: loguniform in [1e-05, 0.001]" in out and "r: randint in [4, 16]" in out
+
+    spec["search"] = {"method": "optuna", "num_samples": 5}
+    del spec["axes"]["schedule"]
+    assert parse_spec(spec).num_trials() == 5
+
+
+BAD_AXES = [
+    ("low >= high", {"learning_rate": {"uniform": [1e-3, 1e-4]}}, {"method": "random"}, "axes.learning_rate.uniform", "low < high"),
+    ("log of zero", {"label_smoothing": {"loguniform": [0.0, 0.1]}}, {"method": "random"}, "axes.label_smoothing.loguniform", "low > 0"),
+    ("randint floats", {"r": {"randint": [4.5, 8]}}, {"method": "random"}, "axes.r.randint[0]", "expected int"),
+    ("sampled in a grid", {"beta": {"uniform": [0.1, 0.5]}}, {}, "axes.beta", "search.method to random or optuna"),
+    ("optuna and zip", {"z": {"zip": {"max_steps": [2, 4], "warmup_steps": [0, 1]}}}, {"method": "optuna"}, "axes.z", "not optuna"),
+    ("zip lengths", {"z": {"zip": {"max_steps": [2, 4], "warmup_steps": [0]}}}, {}, "axes.z.zip", "equal length"),
+    ("unknown method", {"beta": [0.1]}, {"method": "bayes"}, "search.method", "valid: grid, random, optuna"),
+    ("swept twice", {"beta": [0.1], "z": {"zip": {"beta": [0.2], "max_steps": [3]}}}, {}, "axes.z.zip.beta", "swept twice"),
+    ("unknown sampler", {"beta": {"normal": [0, 1]}}, {"method": "random"}, "axes.beta", "must be a list of values or one of"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("what,axes,search,field,words", BAD_AXES, ids=[c[0] for c in BAD_AXES])
+def test_bad_search_spaces(what, axes, search, field, words):
+    spec = small_spec("bad_axes", axes=axes, search=search)
+    del spec["train"]["learning_rate"], spec["train"]["max_steps"]
+    with pytest.raises(SpecError) as err:
+        parse_spec(spec)
+    assert err.value.field == field and words in str(err.value), str(err.value)

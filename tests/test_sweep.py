@@ -72,3 +72,51 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(failing_sweep, sweeps_d
     assert list(summary["status"]) == ["FINISHED", "FAILED"]  # failed ranked last, not dropped
     assert "no_such_module" in summary["error"].iloc[1]
     assert "FAILED" in failing_sweep.stdout
+
+
+def _tiny(name, **overrides):
+    from .conftest import small_spec
+
+    return small_spec(name, dataset={"max_train_rows": 64, "max_eval_rows": 16},
+                      train={"max_steps": 4, "eval_steps": 2, "logging_steps": 2}, **overrides)  # fmt: skip
+
+
+def test_random_search_with_grid_and_zipped_axes(tmp_path, tiny_model_path):
+    """Ray Tune's semantics (num_samples x grid points, zipped values together); sampled values
+    within their bounds. (`plan`'s count for a 2 x 2 grid is checked in test_spec.)"""
+    from .conftest import run_cli, write_spec
+
+    spec = _tiny(
+        "random_search",
+        axes={"loss_type": ["ipo"], "learning_rate": {"loguniform": [1.0e-4, 1.0e-3]},
+              "schedule": {"zip": {"max_steps": [4], "warmup_steps": [1]}}},
+        search={"method": "random", "num_samples": 2},
+    )  # fmt: skip
+    del spec["train"]["learning_rate"], spec["train"]["max_steps"]
+    proc = run_cli("run", str(write_spec(tmp_path / "r.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parents, children = mlflow_store(tmp_path, "random_search")
+    assert parents[0].data.params["num_trials"] == "2" and len(children) == 2  # 2 samples x 1 grid point
+    assert [r.data.params["sweep.loss_type"] for r in children] == ["ipo", "ipo"]
+    lrs = [float(r.data.params["sweep.learning_rate"]) for r in children]
+    assert all(1e-4 <= lr <= 1e-3 for lr in lrs) and len(set(lrs)) == 2
+    assert {r.data.params["sweep.warmup_steps"] for r in children} == {"1"}
+    assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_optuna_search_runs_trials_it_proposes(tmp_path, tiny_model_path):
+    from .conftest import run_cli, write_spec
+
+    spec = _tiny(
+        "bayes",
+        axes={"beta": {"uniform": [0.05, 0.5]}, "loss_type": ["sigmoid", "ipo"]},
+        search={"method": "optuna", "num_samples": 3},
+    )
+    proc = run_cli("run", str(write_spec(tmp_path / "o.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parents, children = mlflow_store(tmp_path, "bayes")
+    assert parents[0].data.params["search"] == "optuna x3"
+    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    assert all(0.05 <= float(r.data.params["sweep.beta"]) <= 0.5 for r in children)
+    assert all(r.data.params["sweep.loss_type"] in ("sigmoid", "ipo") for r in children)
+    assert "eval_rewards/accuracies" in children[0].data.metrics
