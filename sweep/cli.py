@@ -70,8 +70,6 @@ def cmd_report(args) -> int:
     sweep = reports.find_sweep(_store(args), args.name)
     print(reports.report(sweep, metric=args.metric, fmt=args.format))
     if args.plots:
-        from pathlib import Path
-
         from .plots import write_plots
 
         metric = args.metric or sweep.metric
@@ -121,8 +119,6 @@ def cmd_logs(args) -> int:
 
 def cmd_ui(args) -> int:
     """The MLflow UI on the sweeps' store; prints the URL of the sweep's runs table."""
-    from pathlib import Path
-
     from . import reports
     from .server import free_port, serve_until_interrupted, start_mlflow_server
 
@@ -141,8 +137,6 @@ def cmd_ui(args) -> int:
 
 def cmd_server(args) -> int:
     """A tracking server for sweeps whose trials run in other processes or on other nodes."""
-    from pathlib import Path
-
     from .server import serve_until_interrupted, start_mlflow_server
     from .tracking import resolve_tracking_uri
 
@@ -176,8 +170,6 @@ def cmd_list(args) -> int:
 
 def _store(args) -> str:
     """The tracking URI for read commands; refuses to invent an empty default store."""
-    from pathlib import Path
-
     from .tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, args.results_dir)

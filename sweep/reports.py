@@ -12,8 +12,10 @@ held-out preference accuracy, and tables show margin / beta beside the margin.
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -343,17 +345,11 @@ def trial_log(sweep: Sweep, trial: str) -> str:
     run = matches[-1]  # the latest attempt at that point
     c = tracking.client(sweep.uri)
     if any(a.path == "trial.log" for a in c.list_artifacts(run.info.run_id)):
-        import tempfile
-        from pathlib import Path
-
         with tempfile.TemporaryDirectory() as tmp:
             return Path(c.download_artifacts(run.info.run_id, "trial.log", tmp)).read_text(errors="replace")
     live = run.data.tags.get(tracking.TAG_LOG_PATH)
-    if live:
-        from pathlib import Path
-
-        if Path(live).exists():
-            return Path(live).read_text(errors="replace")
+    if live and Path(live).exists():
+        return Path(live).read_text(errors="replace")
     raise SweepNotFound(f"trial {run.info.run_name} has no log yet (status {run.info.status})")
 
 
