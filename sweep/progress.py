@@ -53,11 +53,11 @@ class LiveView(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         done = self._classify(trial)
-        self._ended(trial)
+        took = self._ended(trial)
         value = (trial.last_result or {}).get(self.metric)
         shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
         word = "finished" if done else "stopped early"
-        self._event(f"{word} {_label(trial)}: {self.metric}={shown} ({fmt_duration(self._duration(trial))})")
+        self._event(f"{word} {_label(trial)}: {self.metric}={shown} ({fmt_duration(took)})")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.failed.add(trial.trial_id)
@@ -78,7 +78,7 @@ class LiveView(tune.Callback):
 
     def on_step_end(self, iteration, trials, **info):
         for t in trials:
-            known = t.trial_id in self.finished or t.trial_id in self.stopped or t.trial_id in self.failed
+            known = t.trial_id in self.finished | self.stopped | self.failed
             if not known and t.status == Trial.TERMINATED:
                 self._classify(t)
             elif not known and t.status == Trial.ERROR:
@@ -103,13 +103,17 @@ class LiveView(tune.Callback):
             self._write(self.status_line(trials))
 
     # ---- text ------------------------------------------------------------------------------
+    @property
+    def n_done(self) -> int:
+        """Trials that ended: finished, failed or stopped early."""
+        return len(self.finished) + len(self.failed) + len(self.stopped)
+
     def counts(self, trials) -> dict[str, int]:
         running = sum(t.status == Trial.RUNNING for t in trials)
-        done = len(self.finished) + len(self.failed) + len(self.stopped)
         return {
             "finished": len(self.finished),
             "running": running,
-            "pending": max(0, self.total - done - running),
+            "pending": max(0, self.total - self.n_done - running),
             "failed": len(self.failed),
             "stopped early": len(self.stopped),
         }
@@ -134,8 +138,7 @@ class LiveView(tune.Callback):
 
     # ---- output ----------------------------------------------------------------------------
     def _event(self, text: str) -> None:
-        done = len(self.finished) + len(self.failed) + len(self.stopped)
-        line = f"[{done}/{self.total}] {text}"
+        line = f"[{self.n_done}/{self.total}] {text}"
         if self._progress is not None:
             self._progress.console.print(line, highlight=False, markup=False)
         else:
@@ -160,14 +163,13 @@ class LiveView(tune.Callback):
         if self.best:
             desc += f" | best {self.best[0]:.4g} ({self.best[1]})"
         desc += f" | ETA {fmt_duration(self.eta(trials))}"
-        done = c["finished"] + c["failed"] + c["stopped early"]
-        self._progress.update(self._task, completed=done, description=desc)
+        self._progress.update(self._task, completed=self.n_done, description=desc)
 
-    def _ended(self, trial) -> None:
-        self.durations.append(self._duration(trial))
-
-    def _duration(self, trial) -> float:
-        return time.time() - self.started.get(trial.trial_id, self.t0)
+    def _ended(self, trial) -> float:
+        """Record and return how long the trial took (for the ETA and its event line)."""
+        took = time.time() - self.started.get(trial.trial_id, self.t0)
+        self.durations.append(took)
+        return took
 
 
 def _label(trial) -> str:

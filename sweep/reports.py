@@ -86,7 +86,7 @@ def list_sweeps(uri: str) -> list[dict[str, Any]]:
     for exp in c.search_experiments():
         for parent in c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = 'parent'"):
             children = tracking.latest_attempts(tracking.trial_runs(uri, exp.experiment_id, parent.info.run_id))
-            counts = pd.Series([r.info.status for r in children], dtype=object).value_counts().to_dict()
+            counts = _status_counts(children)
             rows.append(
                 {
                     "sweep": exp.name,
@@ -291,7 +291,7 @@ def status(sweep: Sweep) -> str:
     c = tracking.client(sweep.uri)
     runs = tracking.latest_attempts(tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id))
     planned = int(sweep.parent.data.params.get("num_trials", 0) or 0)
-    by_status = pd.Series([r.info.status for r in runs], dtype=object).value_counts().to_dict()
+    by_status = _status_counts(runs)
     parent = c.get_run(sweep.parent_run_id)  # fresh: the sweep may have moved on
     started = pd.Timestamp(parent.info.start_time, unit="ms")
     age = time.time() - parent.info.start_time / 1000
@@ -351,6 +351,11 @@ def trial_log(sweep: Sweep, trial: str) -> str:
     if live and Path(live).exists():
         return Path(live).read_text(errors="replace")
     raise SweepNotFound(f"trial {run.info.run_name} has no log yet (status {run.info.status})")
+
+
+def _status_counts(runs) -> dict[str, int]:
+    """{MLflow status: number of runs}."""
+    return pd.Series([r.info.status for r in runs], dtype=object).value_counts().to_dict()
 
 
 def _ago(seconds: float) -> str:
