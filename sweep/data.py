@@ -2,13 +2,21 @@
 
 Sources: `builtin:prefs`, a local .jsonl/.json/.parquet/.csv file, a directory written by
 `datasets.save_to_disk`, or a hub id (where a hub is reachable). Columns can be renamed in
-the spec (`dataset.columns`). Rows may be plain text or conversational (lists of
-{role, content} messages); TRL applies the model's chat template to the latter.
+the spec (`dataset.columns`). Supported layouts, without user code:
+
+    prompt/chosen/rejected     plain text or lists of {role, content} messages
+    orca_dpo_pairs             columns: {system: system, prompt: question, chosen: chatgpt, rejected: llama2-13b-chat}
+    stack-exchange-paired      columns: {prompt: question, chosen: response_j, rejected: response_k}
+    hh-rlhf                    format: transcript (whole chosen/rejected conversations)
+
+Rows are turned into chat messages (system prompt first) so that TRL formats them with the
+model's chat template, as the published recipes do; `chat_template: false` keeps raw text.
 """
 
 from __future__ import annotations
 
 import codecs
+import re
 from pathlib import Path
 
 from .spec import DatasetSpec, SpecError
@@ -17,8 +25,13 @@ REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-def load_preference_data(ds: DatasetSpec):
-    """Return a `datasets.DatasetDict` with `train` and `eval` splits holding only prompt/chosen/rejected."""
+def load_preference_data(ds: DatasetSpec, log=None):
+    """Return a `datasets.DatasetDict` with `train` and `eval` splits holding only prompt/chosen/rejected.
+
+    Rows come out conversational (lists of messages, system prompt first where there is one)
+    unless `dataset.chat_template` is false; rows with an empty prompt or answer are dropped
+    (counted in a warning through `log`).
+    """
     import datasets
 
     source = _load_source(ds)
@@ -35,24 +48,93 @@ def load_preference_data(ds: DatasetSpec):
 
     splits = {}
     for name, split in (("train", train), ("eval", evaluation)):
-        split = split.rename_columns({src: dst for dst, src in ds.columns.items() if src in split.column_names})
-        missing = [c for c in REQUIRED_COLUMNS if c not in split.column_names]
-        if missing:
-            mapped = {dst: src for dst, src in ds.columns.items()}
-            hint = f" (mapped from {', '.join(repr(mapped[m]) for m in missing if m in mapped)})" if any(m in mapped for m in missing) else ""
-            raise SpecError(
-                "dataset.columns",
-                f"{name} split lacks column(s) {', '.join(missing)}{hint}; it has {', '.join(split.column_names)}; "
-                "map them with dataset.columns, e.g. {prompt: question, chosen: chatgpt, rejected: llama2-13b-chat}",
-            )
-        split = split.select_columns(list(REQUIRED_COLUMNS))
+        split = split.rename_columns({src: dst for dst, src in ds.columns.items() if src in split.column_names and src != dst})
+        needed = ("chosen", "rejected") if ds.format == "transcript" else REQUIRED_COLUMNS
+        _check_columns(ds, name, split, needed + (("system",) if "system" in ds.columns else ()))
         limit = ds.max_train_rows if name == "train" else ds.max_eval_rows
         if limit is not None and len(split) > limit:
             split = split.shuffle(seed=ds.seed).select(range(limit))
+        keep = [c for c in (*REQUIRED_COLUMNS, "system") if c in split.column_names]
+        split = split.select_columns(keep).map(_formatter(ds), remove_columns=keep)
+        before = len(split)
+        split = split.filter(_complete)
         if len(split) == 0:
-            raise SpecError("dataset", f"the {name} split of {ds.path} is empty")
+            raise SpecError("dataset", f"the {name} split of {ds.path} is empty" + (" (every row has an empty prompt or answer)" if before else ""))
+        if before > len(split) and log is not None:
+            log(f"warning: dropped {before - len(split)} of {before} {name} rows with an empty prompt, chosen or rejected answer")
         splits[name] = split
     return datasets.DatasetDict(splits)
+
+
+def _check_columns(ds: DatasetSpec, name: str, split, needed) -> None:
+    missing = [c for c in needed if c not in split.column_names]
+    if missing:
+        mapped = dict(ds.columns)
+        hint = f" (mapped from {', '.join(repr(mapped[m]) for m in missing if m in mapped)})" if any(m in mapped for m in missing) else ""
+        raise SpecError(
+            "dataset.columns",
+            f"{name} split lacks column(s) {', '.join(missing)}{hint}; it has {', '.join(split.column_names)}; "
+            "map them with dataset.columns, e.g. {prompt: question, chosen: chatgpt, rejected: llama2-13b-chat}",
+        )
+
+
+def _formatter(ds: DatasetSpec):
+    """The row -> {prompt, chosen, rejected} function for the spec's format and chat settings."""
+
+    def format_row(row):
+        if ds.format == "transcript":
+            prompt, chosen, rejected = split_transcripts(row["chosen"], row["rejected"])
+        else:
+            prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
+        if ds.chat_template:
+            system = row.get("system") or ds.system_prompt
+            prompt = _as_messages(prompt, "user")
+            if system and not (prompt and prompt[0]["role"] == "system"):
+                prompt = [{"role": "system", "content": system}] + prompt
+            chosen, rejected = _as_messages(chosen, "assistant"), _as_messages(rejected, "assistant")
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+    return format_row
+
+
+def _as_messages(value, role: str) -> list[dict]:
+    if isinstance(value, list):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    return [{"role": role, "content": value or ""}]
+
+
+def _complete(row) -> bool:
+    def text(v):
+        return "".join(m.get("content") or "" for m in v) if isinstance(v, list) else (v or "")
+
+    return all(text(row[c]).strip() for c in REQUIRED_COLUMNS)
+
+
+TURN = re.compile(r"\n\n(Human|Assistant): ?")
+
+
+def split_transcripts(chosen, rejected):
+    """(prompt, chosen answer, rejected answer) from two whole conversations (hh-rlhf style).
+
+    Text transcripts ("\n\nHuman: ...\n\nAssistant: ...") become message lists; the turns
+    both share are the prompt, the rest of each is its answer."""
+    chosen, rejected = _transcript_messages(chosen), _transcript_messages(rejected)
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+        shared += 1
+    # The answer starts at the last assistant turn that differs; a shared prefix ends on a user turn.
+    while shared > 0 and chosen[shared]["role"] != "assistant":
+        shared -= 1
+    return chosen[:shared], chosen[shared:], rejected[shared:]
+
+
+def _transcript_messages(value) -> list[dict]:
+    if isinstance(value, list):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    parts = TURN.split(value if value.startswith("\n\n") else "\n\n" + value.lstrip("\n"))
+    # parts: [before, role, text, role, text, ...]
+    return [{"role": "user" if role == "Human" else "assistant", "content": text.strip()}
+            for role, text in zip(parts[1::2], parts[2::2])]  # fmt: skip
 
 
 def _load_source(ds: DatasetSpec):

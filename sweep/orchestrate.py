@@ -132,11 +132,15 @@ def _prepare(spec: SweepSpec, points: list[dict], log) -> str:
     from .data import check_lengths, load_preference_data
     from .model import load_tokenizer, resolve_model_path
 
-    data = load_preference_data(spec.dataset)
+    data = load_preference_data(spec.dataset, log=log)
     log(f"data: {len(data['train'])} train / {len(data['eval'])} eval pairs")
     model_path = resolve_model_path(spec.model, log=log)
+    tokenizer = load_tokenizer(model_path)
+    if isinstance(data["train"][0]["prompt"], list) and not tokenizer.chat_template:
+        raise SpecError("dataset.chat_template", f"{spec.model}'s tokenizer has no chat template to format "
+                                                 "conversational rows; set dataset.chat_template: false to train on raw text")
     max_lengths = [resolved_section(spec, "train", p).get("max_length", 1024) for p in points]
-    check_lengths(data, load_tokenizer(model_path), min((m for m in max_lengths if m), default=None), log=log)
+    check_lengths(data, tokenizer, min((m for m in max_lengths if m), default=None), log=log)
     return model_path
 
 

@@ -173,7 +173,10 @@ class LiveView(tune.Callback):
 
 
 def _label(trial) -> str:
-    return point_label(dict(trial.config))
+    flat: dict = {}
+    for key, value in trial.config.items():  # a zipped group arrives as one dict of fields
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return point_label(flat)
 
 
 def _error_line(trial) -> str:

@@ -39,17 +39,13 @@ from typing import Any
 
 import yaml
 
-# DPOTrainer loss names in TRL 1.16 (its `_compute_loss`; the config accepts any string
-# and fails only at the first step, so we check up front). tests/test_spec.py checks this
-# list against the installed TRL.
-DPO_LOSS_TYPES = (
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
-    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
-)  # fmt: skip
+from .families import DPO_LOSS_TYPES, LOSS_TYPES, families_with, family_fields, family_of, train_fields
+
 # Losses whose formula divides by or logs label_smoothing and need it > 0.
 NEEDS_LABEL_SMOOTHING = ("exo_pair",)
 QUANTIZATION_MODES = ("auto", "4bit", "8bit", "none")
 SAVE_MODES = ("none", "best", "all")
+DATASET_FORMATS = ("pairs", "transcript")
 DEFAULT_METRIC = "eval_rewards/accuracies"
 # Fields sweep sets itself for every trial; a spec setting them would be ignored or break tracking.
 RESERVED_TRAIN_FIELDS = ("output_dir", "report_to", "run_name", "logging_dir", "hub_token", "push_to_hub")
@@ -74,7 +70,17 @@ class DatasetSpec:
     """Named held-out split; if the source has none, `eval_fraction` of train is held out."""
     eval_fraction: float = 0.1
     columns: dict[str, str] = field(default_factory=dict)
-    """Rename source columns to `prompt`/`chosen`/`rejected`, e.g. {prompt: question}."""
+    """Source column of `prompt`/`chosen`/`rejected`/`system`, e.g. orca_dpo_pairs:
+    {system: system, prompt: question, chosen: chatgpt, rejected: llama2-13b-chat}."""
+    format: str = "pairs"
+    """`pairs`: prompt/chosen/rejected columns, plain text or lists of {role, content} messages.
+    `transcript`: whole `chosen`/`rejected` conversations sharing a prompt prefix (hh-rlhf's
+    "\n\nHuman: ... \n\nAssistant: ..." text, or message lists); the shared turns become the prompt."""
+    system_prompt: str | None = None
+    """A system message for every row without one of its own (a `system` column wins)."""
+    chat_template: bool = True
+    """Format rows with the model's chat template: plain-text rows become a user turn and an
+    assistant turn (after the system message). false: train on the raw text (models without a template)."""
     max_train_rows: int | None = None
     max_eval_rows: int | None = None
     seed: int = 0
@@ -174,14 +180,15 @@ class SweepSpec:
 
 @functools.cache
 def config_fields() -> dict[str, dict[str, Any]]:
-    """{"train": {field: type}, "lora": {...}, "quantization": {...}} from TRL/PEFT/transformers."""
+    """{"train": {field: type}, "lora": {...}, "quantization": {...}} from TRL/PEFT/transformers.
+
+    `train` is the union of DPOConfig, KTOConfig, CPOConfig and ORPOConfig (see families.py)."""
     from peft import LoraConfig
     from transformers import BitsAndBytesConfig
-    from trl import DPOConfig
 
     bnb = inspect.signature(BitsAndBytesConfig.__init__).parameters
     return {
-        "train": typing.get_type_hints(DPOConfig),
+        "train": train_fields(),
         "lora": typing.get_type_hints(LoraConfig),
         "quantization": {n: p.annotation for n, p in bnb.items() if n not in ("self", "kwargs")},
     }
@@ -281,6 +288,7 @@ def _validate(spec: SweepSpec) -> None:
     # Every point must make a valid configuration (conditional fields, cross-field rules).
     for point in spec.points():
         validate_point(spec, point)
+    _check_fields_used(spec)
 
 
 SAMPLERS = ("choice", "uniform", "loguniform", "randint")
@@ -310,7 +318,11 @@ def _validate_axes(spec: SweepSpec) -> None:
             lengths = {f: len(v) if isinstance(v, list) else -1 for f, v in group.items()}
             if len(set(lengths.values())) != 1 or -1 in lengths.values() or 0 in lengths.values():
                 raise SpecError(f"axes.{name}.zip", f"needs non-empty lists of equal length, got lengths {lengths}")
-            spec.zipped[name] = {f: _grid_values(spec, f"axes.{name}.zip.{f}", f, v, seen) for f, v in group.items()}
+            zipped = {f: _grid_values(spec, f"axes.{name}.zip.{f}", f, v, seen, unique=False) for f, v in group.items()}
+            columns = [json.dumps(col, sort_keys=True, default=str) for col in zip(*zipped.values())]
+            if len(set(columns)) != len(columns):
+                raise SpecError(f"axes.{name}.zip", "has two identical columns (the same values for every field)")
+            spec.zipped[name] = zipped
             continue
         if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("grid", *SAMPLERS):
             kind, args = next(iter(value.items()))
@@ -346,12 +358,12 @@ def _axis_section(spec: SweepSpec, where: str, name: str, seen: dict[str, str]) 
     return section
 
 
-def _grid_values(spec: SweepSpec, where: str, name: str, values: Any, seen: dict[str, str]) -> list:
+def _grid_values(spec: SweepSpec, where: str, name: str, values: Any, seen: dict[str, str], unique: bool = True) -> list:
     section = _axis_section(spec, where, name, seen)
     if not isinstance(values, list) or not values:
         raise SpecError(where, f"must be a non-empty list of values, got {values!r}")
     checked = [_check_field(f"{where}[{i}]", section, name, v) for i, v in enumerate(values)]
-    if len({json.dumps(v, sort_keys=True, default=str) for v in checked}) != len(checked):
+    if unique and len({json.dumps(v, sort_keys=True, default=str) for v in checked}) != len(checked):
         raise SpecError(where, "has duplicate values")
     return checked
 
@@ -384,6 +396,21 @@ def validate_point(spec: SweepSpec, point: dict[str, Any]) -> None:
     where = point_label(point) or "train"
     losses = train.get("loss_type", ["sigmoid"])
     losses = [losses] if isinstance(losses, str) else losses
+    family = family_of(losses)
+    for name, value in point.items():  # a swept field must mean something at every point
+        applies = name == "loss_type" or name in family_fields(family.name)
+        if section_of(name) == "train" and value is not None and not applies:
+            raise SpecError(f"axes.{name}", f"does not apply to loss_type {_short(losses)} (at {where}); "
+                                            f"it is a field of {_families_text(name)}")
+    steps, epochs = train.get("max_steps", -1), train.get("num_train_epochs", 3.0)
+    if steps == 0 or (steps < 0 and not epochs > 0):
+        raise SpecError("train.max_steps", f"must be > 0 (or -1 with num_train_epochs > 0), got {steps}")
+    if "label_smoothing" in train and not 0 <= train["label_smoothing"] < 0.5:
+        raise SpecError("train.label_smoothing", f"must be in [0, 0.5), got {train['label_smoothing']}")
+    if family.name == "kto" and train.get("per_device_train_batch_size", 8) < 2:
+        raise SpecError("train.per_device_train_batch_size", f"KTO needs >= 2 (its KL term pairs rows of a batch) (at {where})")
+    if family.name != "dpo":
+        return
     weights = train.get("loss_weights")
     if weights is not None and len(weights) != len(losses):
         raise SpecError(
@@ -391,11 +418,21 @@ def validate_point(spec: SweepSpec, point: dict[str, Any]) -> None:
         )
     if any(lt in NEEDS_LABEL_SMOOTHING for lt in losses) and not train.get("label_smoothing", 0) > 0:
         raise SpecError("train.label_smoothing", f"must be > 0 for loss_type {losses} (at {where})")
-    steps, epochs = train.get("max_steps", -1), train.get("num_train_epochs", 3.0)
-    if steps == 0 or (steps < 0 and not epochs > 0):
-        raise SpecError("train.max_steps", f"must be > 0 (or -1 with num_train_epochs > 0), got {steps}")
-    if "label_smoothing" in train and not 0 <= train["label_smoothing"] < 0.5:
-        raise SpecError("train.label_smoothing", f"must be in [0, 0.5), got {train['label_smoothing']}")
+
+
+def _families_text(field_name: str) -> str:
+    return "; ".join(f"{f.config.split(':')[1]} (loss types {', '.join(f.loss_types[:4])}{'...' if len(f.loss_types) > 4 else ''})"
+                     for f in families_with(field_name))
+
+
+def _check_fields_used(spec: SweepSpec) -> None:
+    """A fixed `train` field that no trial's loss family has would be silently ignored: refuse it."""
+    losses = [resolved_section(spec, "train", p).get("loss_type") for p in spec.points()]
+    losses += spec.sampled.get("loss_type", {}).get("choice", [])
+    used = {family_of(lt).name for lt in losses}
+    for name in spec.train:
+        if name != "loss_type" and not any(name in family_fields(f) for f in used):
+            raise SpecError(f"train.{name}", f"is used by no trial of this sweep: it is a field of {_families_text(name)}")
 
 
 def resolved_section(spec: SweepSpec, section: str, point: dict[str, Any]) -> dict[str, Any]:
@@ -408,8 +445,8 @@ def resolved_section(spec: SweepSpec, section: str, point: dict[str, Any]) -> di
 
 
 def point_label(point: dict[str, Any]) -> str:
-    """Human-readable name of a point, e.g. `loss_type=ipo,beta=0.1` (MLflow run name)."""
-    return ",".join(f"{k}={_short(v)}" for k, v in point.items())
+    """Human-readable name of a point, e.g. `loss_type=ipo,beta=0.1` (MLflow run name); unset (null) values left out."""
+    return ",".join(f"{k}={_short(v)}" for k, v in point.items() if v is not None)
 
 
 def point_id(point: dict[str, Any]) -> str:
@@ -435,10 +472,14 @@ def _check_field(where: str, section: str, name: str, value: Any) -> Any:
     if name == "loss_type":
         losses = [value] if isinstance(value, str) else value
         if not losses:
-            raise SpecError(where, f"needs at least one loss type; valid: {', '.join(DPO_LOSS_TYPES)}")
+            raise SpecError(where, f"needs at least one loss type; valid: {', '.join(LOSS_TYPES)}")
         for lt in losses:
-            if lt not in DPO_LOSS_TYPES:
-                raise SpecError(where, _unknown("loss type", lt, DPO_LOSS_TYPES, None))
+            if lt not in LOSS_TYPES:
+                raise SpecError(where, _unknown("loss type", lt, LOSS_TYPES, None))
+        if len(losses) > 1 and any(lt not in DPO_LOSS_TYPES for lt in losses):
+            other = next(lt for lt in losses if lt not in DPO_LOSS_TYPES)
+            raise SpecError(where, f"{other!r} cannot be combined with other losses; combined losses (with "
+                                   f"loss_weights) take DPO loss types only: {', '.join(DPO_LOSS_TYPES)}")
     positive = ("beta", "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "r",
                 "gradient_accumulation_steps")  # fmt: skip
     if name in positive and not value > 0:
@@ -625,8 +666,14 @@ def _validate_dataset(ds: DatasetSpec) -> None:
         if value is not None and value < 1:
             raise SpecError(f"dataset.{name}", f"must be a positive number of rows, got {value}")
     for target in ds.columns:
-        if target not in ("prompt", "chosen", "rejected"):
-            raise SpecError(f"dataset.columns.{target}", "can only map to prompt, chosen or rejected")
+        if target not in ("prompt", "chosen", "rejected", "system"):
+            raise SpecError(f"dataset.columns.{target}", "can only map to prompt, chosen, rejected or system")
+    if ds.format not in DATASET_FORMATS:
+        raise SpecError("dataset.format", _unknown("format", ds.format, DATASET_FORMATS, None))
+    if ds.format == "transcript" and "prompt" in ds.columns:
+        raise SpecError("dataset.columns.prompt", "format transcript takes the prompt from the shared turns; map only chosen and rejected")
+    if not ds.chat_template and (ds.system_prompt or "system" in ds.columns):
+        raise SpecError("dataset.system_prompt", "a system prompt needs the chat template (dataset.chat_template: true)")
 
 
 def _validate_resources(r: Resources) -> None:

@@ -1,12 +1,13 @@
-"""One trial = one point of the grid = TRL's DPOTrainer with a LoRA adapter.
+"""One trial = one point of the grid = a TRL preference trainer with a LoRA adapter.
 
 `run_trial` is a plain function: Ray Tune calls it (see orchestrate.py), and so can you:
 
     spec = load_spec("search_spaces/beta_grid.yaml")
     metrics = run_trial(TrialContext(spec=spec), {"loss_type": "ipo", "beta": 0.1})
 
-Read top to bottom it is the whole training path: threads, model, data, configs, trainer,
-train, final eval, and an MLflow run that always ends FINISHED, FAILED or KILLED.
+Read top to bottom it is the whole training path: threads, model, data, configs, trainer
+(DPOTrainer, or KTO/CPO/ORPO's per `loss_type`, see families.py), train, final eval, and
+an MLflow run that always ends FINISHED, FAILED or KILLED.
 """
 
 from __future__ import annotations
@@ -77,10 +78,11 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
     out_dir = Path(ctx.trials_dir or Path(spec.results_dir).resolve() / spec.name / "trials") / trial_id
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "trial.log"
-    args, lora, bnb = build_configs(spec, point, out_dir, cuda)
+    family, args, lora, bnb = build_configs(spec, point, out_dir, cuda)
     resolved = {
         "point": point,
         "trial_id": trial_id,
+        "trainer": family.trainer.replace(":", "."),
         "model": spec.model,
         "dataset": spec.dataset.path,
         "train": args.to_dict(),
@@ -103,6 +105,7 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
             return metrics
         fixed = {**{f"train.{k}": v for k, v in spec.train.items()}, **{f"lora.{k}": v for k, v in spec.lora.items()}}
         fixed.update(model=spec.model, dataset=spec.dataset.path, quantization=spec.quantization.get("mode"))
+        fixed["trial.family"] = family.name
         fixed["trial.max_steps"] = args.max_steps
         fixed["trial.node"] = _node_name()
         run_id = tracking.start_trial_run(
@@ -115,7 +118,7 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
         with _output_to(log_path if ctx.log_to_file else None):
             print(f"trial {trial_id}: {point}", flush=True)
             try:
-                metrics = _train(ctx, point, args, lora, bnb, cuda, run_id, report)
+                metrics = _train(ctx, family, args, lora, bnb, cuda, run_id, report)
             except BaseException as e:
                 # SystemExit/KeyboardInterrupt: stopped from outside (scheduler, Ctrl-C) -> KILLED.
                 killed = isinstance(e, (SystemExit, KeyboardInterrupt))
@@ -167,10 +170,10 @@ def _output_to(path: Path | None):
 
 
 def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: bool):
-    """DPOConfig, LoraConfig and BitsAndBytesConfig (or None) for one point."""
+    """(family, its trainer config, LoraConfig, BitsAndBytesConfig or None) for one point."""
     from peft import LoraConfig
-    from trl import DPOConfig
 
+    from .families import config_kwargs, family_of
     from .model import quantization_config
 
     train = {**TRAIN_DEFAULTS, **resolved_section(spec, "train", point)}
@@ -179,15 +182,14 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
         train.update(use_cpu=True, bf16=False, fp16=False)
     # sweep owns output and tracking: its own MLflow logger, no Trainer integrations.
     train.update(output_dir=str(out_dir), report_to=[], run_name=point_id(point))
-    args = DPOConfig(**train)
+    family = family_of(train.get("loss_type"))
+    args = family.config_class()(**config_kwargs(family, train))
     lora = LoraConfig(**{**LORA_DEFAULTS, **resolved_section(spec, "lora", point)})
     q = {"mode": spec.quantization.get("mode", "auto"), **resolved_section(spec, "quantization", point)}
-    return args, lora, quantization_config(q, cuda)
+    return family, args, lora, quantization_config(q, cuda)
 
 
-def _train(ctx, point, args, lora, bnb, cuda, run_id, report) -> dict[str, float]:
-    from trl import DPOTrainer
-
+def _train(ctx, family, args, lora, bnb, cuda, run_id, report) -> dict[str, float]:
     from .data import load_preference_data
     from .model import disable_bnb_cpu_repack, load_base_model, load_tokenizer, resolve_model_path
 
@@ -200,11 +202,20 @@ def _train(ctx, point, args, lora, bnb, cuda, run_id, report) -> dict[str, float
     callbacks = [MetricsCallback(ctx.tracking_uri, run_id, report)]
     if spec.stop_on_nonfinite:
         callbacks.append(FiniteGuard())
-    trainer = DPOTrainer(
+    train_data, eval_data = data["train"], data["eval"]
+    trainer_class = family.trainer_class()
+    if not family.paired:  # KTO: one row per completion, labelled desirable or not
+        from trl.data_utils import unpair_preference_dataset
+
+        # Shuffle after unpairing, or early batches are all "desirable" (STACK-NOTES).
+        train_data = unpair_preference_dataset(train_data).shuffle(seed=args.seed)
+        eval_data = unpair_preference_dataset(eval_data)
+        trainer_class = _with_paired_accuracy(trainer_class, data["eval"], tokenizer, args, cuda)
+    trainer = trainer_class(
         model=model,
         args=args,
-        train_dataset=data["train"],
-        eval_dataset=data["eval"],
+        train_dataset=train_data,
+        eval_dataset=eval_data,
         processing_class=tokenizer,
         peft_config=lora,
         callbacks=callbacks,
@@ -223,6 +234,34 @@ def _train(ctx, point, args, lora, bnb, cuda, run_id, report) -> dict[str, float
 
             client(ctx.tracking_uri).log_artifacts(run_id, str(Path(args.output_dir) / "adapter"), "adapter")
     return callbacks[0].latest
+
+
+def _with_paired_accuracy(trainer_class, pairs, tokenizer, args, cuda):
+    """`trainer_class` whose evaluations also log DPO's held-out `eval_rewards/accuracies`.
+
+    KTO trains on unpaired rows and logs no accuracy; its implicit reward is DPO's
+    (beta x log-ratio to the reference), so the paired accuracy on the same held-out pairs
+    makes KTO trials comparable with DPO/IPO ones in one table (and rankable by the default metric).
+    """
+    from .evaluation import PairedEval
+
+    class WithPairedAccuracy(trainer_class):
+        _paired: PairedEval | None = None
+
+        def log(self, logs, start_time=None):
+            if "eval_loss" in logs:
+                if self._paired is None:
+                    self._paired = PairedEval(
+                        self.model, tokenizer, pairs, beta=args.beta, max_length=args.max_length,
+                        batch_size=args.per_device_eval_batch_size, cpu=not cuda, bf16=args.bf16,
+                    )  # fmt: skip
+                paired = self._paired()
+                logs["eval_rewards/accuracies"] = paired["eval_rewards/accuracies"]
+                logs.setdefault("eval_rewards/margins", paired["eval_rewards/margins"])
+            super().log(logs, start_time)
+
+    WithPairedAccuracy.__name__ = trainer_class.__name__
+    return WithPairedAccuracy
 
 
 class NonFiniteLoss(RuntimeError):

@@ -39,7 +39,7 @@ def test_fields_of_all_three_configs_are_settable_by_their_own_names():
     assert len(spec.points()) == 4
     from sweep.trial import build_configs
 
-    args, lora, bnb = build_configs(spec, {"beta": 0.1, "r": 4, "bnb_4bit_quant_type": "fp4"}, Path("/tmp/x"), cuda=False)
+    _, args, lora, bnb = build_configs(spec, {"beta": 0.1, "r": 4, "bnb_4bit_quant_type": "fp4"}, Path("/tmp/x"), cuda=False)
     assert (args.beta, args.learning_rate, args.loss_type, args.label_smoothing) == (0.1, 5e-4, ["robust"], 0.1)
     assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (4, 32, 0.05)
     assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "fp4" and not bnb.bnb_4bit_use_double_quant
@@ -62,7 +62,16 @@ BAD_SPECS = [
     ("missing name", {"name": None}, "name", "required"),
     ("bad name", {"name": "my sweep!"}, "name", "letters"),
     ("unknown axis", {"axes": {"betta": [0.1]}}, "axes.betta", "did you mean 'beta'"),
-    ("unknown loss type", {"axes": {"loss_type": ["sigmoid", "kto"]}}, "axes.loss_type[1]", "valid: sigmoid, hinge, ipo"),
+    ("unknown loss type", {"axes": {"loss_type": ["sigmoid", "kpo"]}}, "axes.loss_type[1]", "did you mean 'kto'?; valid: sigmoid, hinge, ipo"),
+    ("KTO in a combined loss", {"train": {"loss_type": ["sigmoid", "kto"]}}, "train.loss_type", "take DPO loss types only"),
+    ("field of no trial's family", {"train": {"simpo_gamma": 0.5}}, "train.simpo_gamma", "CPOConfig (loss types simpo, cpo)"),
+    ("swept field a point ignores", {"axes": {"loss_type": ["sigmoid", "simpo"], "simpo_gamma": [0.5, 1.0]}},
+     "axes.simpo_gamma", "does not apply to loss_type sigmoid"),
+    ("KTO batch of one", {"axes": {"loss_type": ["kto"]}, "train": {"per_device_train_batch_size": 1}},
+     "train.per_device_train_batch_size", "KTO needs >= 2"),
+    ("zipped duplicate columns", {"axes": {"z": {"zip": {"loss_type": ["ipo", "ipo"], "beta": [0.1, 0.1]}}}}, "axes.z.zip", "identical"),
+    ("unknown dataset format", {"dataset": {"format": "hh"}}, "dataset.format", "valid: pairs, transcript"),
+    ("system column target", {"dataset": {"columns": {"instructions": "system"}}}, "dataset.columns.instructions", "system"),
     ("wrong type", {"train": {"learning_rate": "fast"}}, "train.learning_rate", "expected float"),
     ("beta <= 0", {"axes": {"beta": [0.1, 0.0]}}, "axes.beta[1]", "must be > 0"),
     ("lr <= 0", {"train": {"learning_rate": -1e-5}}, "train.learning_rate", "must be > 0"),
@@ -132,12 +141,42 @@ def test_plan_lists_every_trial(capsys):
     assert out.count("sigmoid") == 4 and out.count("ipo") == 4
 
 
+SHIPPED = {"beta_grid": 8, "hf_pref_tuning": 54, "determined_dpo": 9, "neuralhermes": 1, "loss_families": 6}
+
+
+@pytest.mark.parametrize("name,count", SHIPPED.items())
+def test_every_shipped_spec_plans_offline(name, count, capsys):
+    """`plan` validates the real-scale specs without a hub (HF_HUB_OFFLINE is set for the session)."""
+    assert main(["plan", str(REPO / "search_spaces" / f"{name}.yaml")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (f"{count} trials" if count > 1 else "1 trial")
+
+
+def test_hf_study_sweeps_three_families_and_routes_their_fields():
+    from sweep.families import family_of
+
+    spec = load_spec(REPO / "search_spaces" / "hf_pref_tuning.yaml")
+    assert {family_of(p["loss_type"]).name for p in spec.points()} == {"dpo", "kto"}
+    assert sorted({p["beta"] for p in spec.points()}) == [round(0.1 * i, 1) for i in range(1, 10)]
+    from sweep.trial import build_configs
+
+    family, args, _, _ = build_configs(spec, {"loss_type": "kto", "beta": 0.3, "max_steps": 200}, Path("/tmp/x"), cuda=False)
+    assert type(args).__name__ == "KTOConfig" and args.loss_type == "kto" and args.beta == 0.3
+    spec = load_spec(REPO / "search_spaces" / "loss_families.yaml")
+    configs = {}
+    for point in spec.points():
+        family, args, _, _ = build_configs(spec, point, Path("/tmp/x"), cuda=False)
+        configs[str(point["loss_type"])] = args
+    assert configs["simpo"].loss_type == "simpo" and configs["simpo"].cpo_alpha == 0.0 and configs["simpo"].simpo_gamma == 0.5
+    assert configs["['sigmoid', 'sft']"].loss_weights == [1.0, 0.5]
+    assert type(configs["orpo"]).__name__ == "ORPOConfig" and not hasattr(configs["sigmoid"], "simpo_gamma")
+
+
 def test_run_with_bad_input_writes_nothing(tmp_path):
     """A bad spec, or a dataset without the needed columns, stops `run` before any store is touched."""
-    spec = small_spec("bad_run", axes={"loss_type": ["kto"]})
+    spec = small_spec("bad_run", axes={"loss_type": ["kto_pair"]})
     proc = run_cli("run", str(write_spec(tmp_path / "s.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "unknown loss type 'kto'" in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "unknown loss type 'kto_pair'" in proc.stderr
 
     data = tmp_path / "prefs.jsonl"
     data.write_text('{"question": "2+2?", "good": "4", "bad": "5"}\n' * 20)

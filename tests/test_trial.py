@@ -76,3 +76,44 @@ def test_failure_reasons_name_oom_and_nonfinite():
     assert failure_reason(oom).startswith("CUDA out of memory: ")
     assert failure_reason(NonFiniteLoss("loss is nan at step 3")) == "non-finite loss: loss is nan at step 3"
     assert failure_reason(ValueError("bad")) == "ValueError: bad"
+
+
+@pytest.mark.parametrize("loss_type,trainer", [("kto", "KTOTrainer"), ("simpo", "CPOTrainer"), ("orpo", "ORPOTrainer")])
+def test_other_loss_families_train_with_their_trainers_and_log_core_metrics(tiny_model_path, tmp_path, loss_type, trainer):
+    spec = parse_spec(small_spec(f"fam_{loss_type}", results_dir=str(tmp_path), axes={"loss_type": [loss_type]},
+                                 train={"max_steps": 6, "eval_steps": 3}))  # fmt: skip
+    reports = []
+    metrics = run_trial(TrialContext(spec=spec, model_path=str(tiny_model_path)), {"loss_type": loss_type}, report=reports.append)
+    saved = json.loads(next((tmp_path / f"fam_{loss_type}" / "trials").glob("*/trial_config.json")).read_text())
+    assert saved["trainer"].endswith(trainer)
+    # The same core names as DPO trials, so every family lands in one table and ranks by one metric.
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies"):
+        assert key in metrics, key
+    assert 0 < metrics["eval_rewards/accuracies"] <= 1 and [r["global_step"] for r in reports] == [3, 6]
+    assert all("eval_rewards/accuracies" in r for r in reports)
+
+
+def test_paired_eval_measures_against_the_base_model_not_a_copy_of_the_adapter(tiny_model_path):
+    """TRL's DPOTrainer, given a PeftModel, adds a "ref" copy of the adapter as the reference;
+    `PairedEval` removes it (else every reward is 0 and a KTO trainer sharing the model would
+    measure against the copy too)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sweep.data import load_preference_data
+    from sweep.evaluation import PairedEval
+    from sweep.spec import DatasetSpec
+
+    pairs = load_preference_data(DatasetSpec(max_eval_rows=32))["eval"]
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_path), LoraConfig(r=4, target_modules="all-linear"))
+    scorer = PairedEval(model, AutoTokenizer.from_pretrained(tiny_model_path), pairs, beta=0.5, max_length=128, batch_size=16, cpu=True)
+    assert list(model.peft_config) == ["default"]
+    fresh = scorer()  # LoRA B starts at zero: the policy is the base model
+    assert fresh["eval_rewards/margins"] == 0 and fresh["eval_rewards/accuracies"] == 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    moved = scorer()
+    assert moved["eval_rewards/margins"] != 0 and moved["eval_rewards/chosen"] != 0

@@ -1,0 +1,110 @@
+"""Dataset formats the field uses, loaded without user code into chat-formatted pairs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sweep.data import load_preference_data, split_transcripts
+from sweep.spec import DatasetSpec, SpecError
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _prompt_text(tokenizer, row):
+    return tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+
+
+def test_orca_style_with_system_prompts_uses_the_chat_template(tmp_path, tiny_model_path):
+    from transformers import AutoTokenizer
+
+    rows = [{"system": f"You are helper {i}.", "question": f"What is {i}+1?", "chatgpt": str(i + 1),
+             "llama2-13b-chat": "I am not sure."} for i in range(30)]  # fmt: skip
+    rows[3]["system"] = ""  # orca has rows without a system prompt
+    ds = DatasetSpec(path=_jsonl(tmp_path / "orca.jsonl", rows), eval_fraction=0.2,
+                     columns={"system": "system", "prompt": "question", "chosen": "chatgpt", "rejected": "llama2-13b-chat"})  # fmt: skip
+    data = load_preference_data(ds)
+    assert (len(data["train"]), len(data["eval"])) == (24, 6)
+    by_question = {r["prompt"][-1]["content"]: r for split in data.values() for r in split}
+    row = by_question["What is 5+1?"]
+    assert row["prompt"] == [{"role": "system", "content": "You are helper 5."}, {"role": "user", "content": "What is 5+1?"}]
+    assert row["chosen"] == [{"role": "assistant", "content": "6"}]
+    assert row["rejected"] == [{"role": "assistant", "content": "I am not sure."}]
+    assert by_question["What is 3+1?"]["prompt"] == [{"role": "user", "content": "What is 3+1?"}]
+    text = _prompt_text(AutoTokenizer.from_pretrained(tiny_model_path), row)
+    assert text.startswith("<|im_start|>system\nYou are helper 5.<|im_end|>") and text.endswith("<|im_start|>assistant\n")
+
+
+def test_stack_exchange_style_with_a_spec_system_prompt(tmp_path):
+    rows = [{"qid": i, "question": f"How do I sort list {i}?", "response_j": "Use sorted().", "response_k": "You can't."}
+            for i in range(10)]  # fmt: skip
+    ds = DatasetSpec(path=_jsonl(tmp_path / "se.jsonl", rows), eval_fraction=0.2, system_prompt="Answer briefly.",
+                     columns={"prompt": "question", "chosen": "response_j", "rejected": "response_k"})  # fmt: skip
+    row = load_preference_data(ds)["train"][0]
+    assert row["prompt"][0] == {"role": "system", "content": "Answer briefly."}
+    assert row["prompt"][1]["content"].startswith("How do I sort list")
+    assert row["chosen"][0]["content"] == "Use sorted()." and row["rejected"][0]["content"] == "You can't."
+
+
+def test_hh_rlhf_transcripts_share_their_prompt(tmp_path):
+    chosen = "\n\nHuman: What is 2+2?\n\nAssistant: 4\n\nHuman: And 3+3?\n\nAssistant: 6."
+    rejected = "\n\nHuman: What is 2+2?\n\nAssistant: 4\n\nHuman: And 3+3?\n\nAssistant: I won't say."
+    prompt, good, bad = split_transcripts(chosen, rejected)
+    assert [m["role"] for m in prompt] == ["user", "assistant", "user"] and prompt[2]["content"] == "And 3+3?"
+    assert good == [{"role": "assistant", "content": "6."}] and bad == [{"role": "assistant", "content": "I won't say."}]
+
+    rows = [{"chosen": chosen, "rejected": rejected}] * 8
+    ds = DatasetSpec(path=_jsonl(tmp_path / "hh.jsonl", rows), format="transcript", eval_fraction=0.25)
+    row = load_preference_data(ds)["eval"][0]
+    assert row["prompt"] == prompt and row["chosen"] == good and row["rejected"] == bad
+
+
+def test_message_list_transcripts_like_dpo_mix(tmp_path):
+    def convo(answer):
+        return [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": answer}]
+
+    rows = [{"chosen": convo("Blue."), "rejected": convo("Seven."), "rating_chosen": 5}] * 6
+    ds = DatasetSpec(path=_jsonl(tmp_path / "mix.jsonl", rows), format="transcript", eval_fraction=0.5)
+    row = load_preference_data(ds)["train"][0]
+    assert row["prompt"] == [{"role": "user", "content": "Name a colour."}]
+    assert row["chosen"][0]["content"] == "Blue." and row["rejected"][0]["content"] == "Seven."
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "saved"])
+def test_file_types_splits_limits_and_raw_text(tmp_path, fmt):
+    import datasets
+
+    table = datasets.Dataset.from_list([{"prompt": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(40)])
+    held = datasets.Dataset.from_list([{"prompt": f"t{i}", "chosen": "yes", "rejected": "no"} for i in range(10)])
+    if fmt == "saved":
+        path = tmp_path / "saved"
+        datasets.DatasetDict({"train": table, "validation": held}).save_to_disk(str(path))
+        ds = DatasetSpec(path=str(path), eval_split="validation", max_train_rows=25, chat_template=False)
+        data = load_preference_data(ds)
+        assert {r["prompt"] for r in data["eval"]} == {f"t{i}" for i in range(10)}  # the named split
+    else:
+        path = tmp_path / f"data.{fmt}"
+        getattr(table, f"to_{fmt}")(str(path))
+        ds = DatasetSpec(path=str(path), eval_fraction=0.25, max_train_rows=25, seed=3, chat_template=False)
+        data = load_preference_data(ds)
+        assert len(data["eval"]) == 10 and not {r["prompt"] for r in data["eval"]} & {r["prompt"] for r in data["train"]}
+        assert load_preference_data(ds)["train"]["prompt"] == data["train"]["prompt"]  # the seed fixes the split
+    assert len(data["train"]) == 25 and data["train"][0]["chosen"] == "yes"  # raw text kept
+
+
+def test_empty_rows_are_dropped_with_counts_and_an_all_empty_split_is_an_error(tmp_path):
+    rows = [{"prompt": f"q{i}", "chosen": "" if i % 4 == 0 else "yes", "rejected": "no"} for i in range(40)]
+    ds = DatasetSpec(path=_jsonl(tmp_path / "holes.jsonl", rows), eval_fraction=0.25)
+    lines = []
+    data = load_preference_data(ds, log=lines.append)
+    assert len(data["train"]) + len(data["eval"]) == 30
+    assert any(line.startswith("warning: dropped") and "train rows with an empty" in line for line in lines), lines
+
+    empty = [{"prompt": "q", "chosen": " ", "rejected": "no"}] * 8
+    with pytest.raises(SpecError, match="every row has an empty prompt or answer") as err:
+        load_preference_data(DatasetSpec(path=_jsonl(tmp_path / "empty.jsonl", empty)))
+    assert err.value.field == "dataset"
