@@ -50,10 +50,12 @@ class Family:
 FAMILIES = {
     "dpo": Family("dpo", "trl:DPOConfig", "trl:DPOTrainer", DPO_LOSS_TYPES),
     "kto": Family("kto", "trl:KTOConfig", "trl:KTOTrainer", ("kto", "apo_zero_unpaired"), paired=False),
-    "cpo": Family("cpo", "trl.experimental.cpo:CPOConfig", "trl.experimental.cpo:CPOTrainer", ("simpo", "cpo"),
-                  uses_reference=False),  # fmt: skip
-    "orpo": Family("orpo", "trl.experimental.orpo:ORPOConfig", "trl.experimental.orpo:ORPOTrainer", ("orpo",),
-                   uses_reference=False),  # fmt: skip
+    "cpo": Family(
+        "cpo", "trl.experimental.cpo:CPOConfig", "trl.experimental.cpo:CPOTrainer", ("simpo", "cpo"), uses_reference=False
+    ),
+    "orpo": Family(
+        "orpo", "trl.experimental.orpo:ORPOConfig", "trl.experimental.orpo:ORPOTrainer", ("orpo",), uses_reference=False
+    ),
 }
 LOSS_TYPES = tuple(lt for f in FAMILIES.values() for lt in f.loss_types)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display needed; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from .reports import CURVES  # noqa: E402
+from .reports import CURVES
 
 
 def write_plots(df: pd.DataFrame, history: pd.DataFrame, metric: str, out_dir: Path, title: str) -> list[Path]:

@@ -39,7 +39,14 @@ from typing import Any
 
 import yaml
 
-from .families import DPO_LOSS_TYPES, LOSS_TYPES, families_with, family_fields, family_of, train_fields
+from .families import (
+    DPO_LOSS_TYPES,
+    LOSS_TYPES,
+    families_with,
+    family_fields,
+    family_of,
+    train_fields,
+)
 
 # Losses whose formula divides by or logs label_smoothing and need it > 0.
 NEEDS_LABEL_SMOOTHING = ("exo_pair",)

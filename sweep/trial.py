@@ -18,9 +18,10 @@ import math
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from transformers import TrainerCallback
 
@@ -191,7 +192,12 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
 
 def _train(ctx, family, args, lora, bnb, cuda, run_id, report) -> dict[str, float]:
     from .data import load_preference_data
-    from .model import disable_bnb_cpu_repack, load_base_model, load_tokenizer, resolve_model_path
+    from .model import (
+        disable_bnb_cpu_repack,
+        load_base_model,
+        load_tokenizer,
+        resolve_model_path,
+    )
 
     spec = ctx.spec
     model_path = ctx.model_path or resolve_model_path(spec.model)

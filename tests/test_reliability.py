@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-
 from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
 
 

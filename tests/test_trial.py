@@ -53,7 +53,7 @@ def test_4bit_cpu_eval_keeps_training(tiny_model_path, tmp_path, monkeypatch):
     steps trains exactly like a run without evals."""
     import bitsandbytes.nn.modules as bnb_modules
 
-    ctx = lambda spec: TrialContext(spec=spec, model_path=str(tiny_model_path))  # noqa: E731
+    ctx = lambda spec: TrialContext(spec=spec, model_path=str(tiny_model_path))
     with_evals = run_trial(ctx(_four_bit(tmp_path, "q_evals", True)), {"beta": 0.5})
     without = run_trial(ctx(_four_bit(tmp_path, "q_plain", False)), {"beta": 0.5})
     assert with_evals["train_loss"] == pytest.approx(without["train_loss"], abs=1e-6)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-
 from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
 
 STATUS_LINE = re.compile(
