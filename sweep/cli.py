@@ -40,7 +40,7 @@ def cmd_plan(args) -> int:
     n = spec.num_trials()
     if spec.search.method != "grid":
         grid = f" x {len(spec.points())} grid points" if points and spec.search.method == "random" else ""
-        print(f"search: {spec.search.method}, {spec.samples()} samples{grid}")
+        print(f"search: {spec.search.method}, {spec.sample_count()} samples{grid}")
     print(f"{n} {'trial' if n == 1 else 'trials'}")
     return EXIT_OK
 
@@ -69,6 +69,10 @@ def cmd_report(args) -> int:
 
     sweep = reports.find_sweep(_store(args), args.name)
     print(reports.report(sweep, metric=args.metric, fmt=args.format))
+    if args.samples:
+        table = reports.samples_frame(sweep, top=args.top)
+        print("\nsamples: the base model and the top trials, greedy, on held-out prompts\n")
+        print(reports.render(table, args.format) if args.format != "table" else reports.render_samples(table))
     if args.plots:
         from .plots import write_plots
 
@@ -77,6 +81,47 @@ def cmd_report(args) -> int:
         history = reports.history_frame(sweep, metrics=list(reports.CURVES))
         for path in write_plots(df, history, metric, Path(args.plots), sweep.name):
             print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    """Recompute finished trials' held-out accuracy and margin from their saved adapters."""
+    import pandas as pd
+
+    from . import reports
+    from .evaluation import VERIFIED, verify
+
+    sweep = reports.find_sweep(_store(args), args.name)
+    if args.trial:
+        runs = [reports.find_trial(sweep, args.trial)]
+    else:
+        df = reports.trials_frame(sweep, best=False)
+        runs = [reports.find_trial(sweep, rid) for rid in df.loc[df["status"] == "FINISHED", "run_id"]]
+    rows, worst = [], 0.0
+    for run in runs:
+        result = verify(sweep.uri, run)
+        row = {"trial": run.info.run_name}
+        for key in VERIFIED:
+            row[f"{key} (recomputed)"] = result[key]
+            if f"logged_{key}" in result:
+                row[f"{key} (logged)"] = result[f"logged_{key}"]
+                row[f"|diff| {key.split('/')[-1]}"] = abs(result[key] - result[f"logged_{key}"])
+                worst = max(worst, row[f"|diff| {key.split('/')[-1]}"])
+        rows.append(row)
+    print(reports.render(pd.DataFrame(rows), args.format))
+    print(f"largest difference from the logged values: {worst:.2g} (logged to each run as verified_*)", file=sys.stderr)
+    return EXIT_OK if worst <= args.tolerance else EXIT_TRIALS_FAILED
+
+
+def cmd_promote(args) -> int:
+    """Merge the best (or a chosen) trial's adapter into its base model and save it."""
+    from . import reports
+    from .evaluation import promote
+
+    sweep = reports.find_sweep(_store(args), args.name)
+    run = reports.find_trial(sweep, args.trial)
+    promote(sweep.uri, run, Path(args.out), sweep.name, log=lambda m: print(m, file=sys.stderr))
+    print(args.out)
     return EXIT_OK
 
 
@@ -223,8 +268,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="sweep name (the spec's `name`)")
     p.add_argument("--metric", help="metric to rank and pivot by (default: the spec's metric)")
     p.add_argument("--plots", metavar="DIR", help="also write PNG figures to DIR")
+    p.add_argument("--samples", action="store_true", help="also show the top trials' generations beside the base model's")
+    p.add_argument("--top", type=int, default=3, help="trials whose samples to show (default: 3)")
     store_options(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("evaluate", help="recompute finished trials' held-out metrics from their saved adapters")
+    p.add_argument("name", help="sweep name")
+    p.add_argument("--trial", help="one trial (run name, trial id or run id); default: every finished trial")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="exit 1 if a recomputed value differs more (default: 1e-3)")
+    store_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("promote", help="merge the best trial's adapter into its base model and save it")
+    p.add_argument("name", help="sweep name")
+    p.add_argument("--trial", help="trial to promote (default: the best by the sweep's metric)")
+    p.add_argument("--out", required=True, help="directory for the merged model and tokenizer")
+    store_options(p, formats=False)
+    p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("export", help="write a sweep's trials (or --history) as CSV")
     p.add_argument("name", help="sweep name")
@@ -301,5 +362,6 @@ def _quiet_libraries(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     for name in ("transformers", "datasets", "bitsandbytes", "ray", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # "Loading weights" bars in evaluate/promote
     if "datasets" in sys.modules:  # imported already (e.g. in-process use): the env var came too late
         sys.modules["datasets"].disable_progress_bars()

@@ -13,8 +13,11 @@ no new adapter, no training) rather than a second copy of its tokenisation and m
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -26,6 +29,7 @@ class PairedEval:
 
     def __init__(self, model, tokenizer, pairs, *, beta: float, max_length: int | None, batch_size: int,
                  cpu: bool, bf16: bool = False, truncation_mode: str = "keep_start"):  # fmt: skip
+        from transformers import PrinterCallback
         from trl import DPOConfig, DPOTrainer
 
         self._dir = tempfile.mkdtemp(prefix="sweep-eval-")
@@ -38,6 +42,7 @@ class PairedEval:
         self.trainer = DPOTrainer(
             model=model, args=args, train_dataset=pairs.select(range(1)), eval_dataset=pairs, processing_class=tokenizer
         )
+        self.trainer.remove_callback(PrinterCallback)  # it prints every eval's log dict
         # Given a PeftModel, TRL 1.16's DPOTrainer adds a "ref" adapter copying the current one and
         # uses it as the reference (right for re-training an adapter, wrong here: the reference
         # is the base model). It would also become the reference of a KTO trainer sharing the
@@ -55,3 +60,151 @@ def paired_metrics(model, tokenizer, pairs, **kwargs: Any) -> dict[str, float]:
     """One-shot `PairedEval`."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return PairedEval(model, tokenizer, pairs, **kwargs)()
+
+
+def generate_samples(model, tokenizer, prompts: list, max_new_tokens: int):
+    """Greedy answers of the adapted model and of the base model (adapter disabled) to `prompts`,
+    as a DataFrame with columns prompt, base, answer."""
+    import pandas as pd
+    import torch
+
+    rows = []
+    was_training = model.training
+    model.eval()
+    for prompt in prompts:
+        if isinstance(prompt, list):
+            ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            shown = prompt[-1]["content"]
+        else:
+            ids = tokenizer(prompt, return_tensors="pt")
+            shown = prompt
+        ids = {k: v.to(model.device) for k, v in ids.items()}
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        with torch.no_grad():
+            answer = model.generate(**ids, **kwargs)
+            with model.disable_adapter():
+                base = model.generate(**ids, **kwargs)
+        n = ids["input_ids"].shape[1]
+        rows.append({
+            "prompt": shown,
+            "base": tokenizer.decode(base[0, n:], skip_special_tokens=True).strip(),
+            "answer": tokenizer.decode(answer[0, n:], skip_special_tokens=True).strip(),
+        })  # fmt: skip
+    model.train(was_training)
+    return pd.DataFrame(rows)
+
+
+# ---- finished trials, from MLflow: verify their metrics, promote the best ------------------
+
+VERIFIED = ("eval_rewards/accuracies", "eval_rewards/margins")
+
+
+@dataclass
+class TrialModel:
+    """A finished trial's adapter on its base model, rebuilt from its MLflow run alone."""
+
+    run: Any
+    config: dict  # the trial's resolved config (trial_config.json)
+    model: Any  # PeftModel
+    tokenizer: Any
+    cuda: bool
+
+
+def load_trial(uri: str, run, quantized: bool = True) -> TrialModel:
+    """Download `run`'s adapter and resolved config; load the base model as the trial did
+    (`quantized=False`: in 16-bit on GPU / 32-bit on CPU, for merging) with the adapter on top."""
+    import torch
+    from peft import PeftModel
+    from transformers import BitsAndBytesConfig
+
+    from .model import disable_bnb_cpu_repack, load_base_model, load_tokenizer, resolve_model_path
+    from .tracking import client
+
+    c = client(uri)
+    names = {a.path for a in c.list_artifacts(run.info.run_id)}
+    if "adapter" not in names:
+        raise LookupError(f"trial {run.info.run_name} has no saved adapter (run it with `save: all`)")
+    local = Path(tempfile.mkdtemp(prefix="sweep-trial-"))
+    config = json.loads(Path(c.download_artifacts(run.info.run_id, "trial_config.json", str(local))).read_text())
+    adapter = c.download_artifacts(run.info.run_id, "adapter", str(local))
+    cuda = torch.cuda.is_available()
+    path = resolve_model_path(config["model"], log=lambda *_: None)
+    bnb = BitsAndBytesConfig.from_dict(config["quantization"]) if quantized and config.get("quantization") else None
+    base = load_base_model(path, bnb, cuda, bf16=cuda)
+    if bnb is not None and not cuda:
+        disable_bnb_cpu_repack(base)
+    model = PeftModel.from_pretrained(base, adapter)
+    return TrialModel(run, config, model, load_tokenizer(path), cuda)
+
+
+def verify(uri: str, run, log=print) -> dict[str, float]:
+    """Recompute a finished trial's held-out accuracy and margin from its adapter and the base
+    model, log them to its run as `verified_*`, and return {metric: value, "logged_<metric>": ...}."""
+    from .data import load_preference_data
+    from .families import family_of
+    from .spec import DatasetSpec
+    from .tracking import log_metrics
+
+    trial = load_trial(uri, run)
+    train = trial.config["train"]
+    data = load_preference_data(DatasetSpec(**trial.config["dataset"]))
+    metrics = paired_metrics(
+        trial.model, trial.tokenizer, data["eval"], beta=train["beta"], max_length=train.get("max_length"),
+        batch_size=train["per_device_eval_batch_size"], cpu=not trial.cuda, bf16=trial.cuda,
+    )  # fmt: skip
+    result = {k: metrics[k] for k in VERIFIED}
+    step = int(run.data.metrics.get("global_step", 0))
+    log_metrics(uri, run.info.run_id, {f"verified_{k}": v for k, v in result.items()}, step)
+    # Only reference-based rewards (DPO, KTO) are DPO's implicit reward; SimPO/ORPO log their own.
+    if family_of(trial.config["point"].get("loss_type", train.get("loss_type"))).uses_reference:
+        result.update({f"logged_{k}": run.data.metrics.get(k, float("nan")) for k in VERIFIED})
+    return result
+
+
+def promote(uri: str, run, out: Path, sweep_name: str, log=print) -> Path:
+    """Merge `run`'s adapter into its base model (loaded unquantised), save model and tokenizer
+    to `out`, and log the merged model to MLflow under the trial's run."""
+    import logging
+
+    import mlflow
+
+    from .tracking import client
+
+    logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)  # model card / license notes
+    trial = load_trial(uri, run, quantized=False)
+    merged = trial.model.merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(str(out))
+    trial.tokenizer.save_pretrained(str(out))
+    provenance = {
+        "sweep": sweep_name,
+        "parent_run_id": run.data.tags.get("mlflow.parentRunId"),
+        "trial": run.info.run_name,
+        "trial_run_id": run.info.run_id,
+        "point": trial.config["point"],
+        "base_model": trial.config["model"],
+        "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith("eval_")},
+    }
+    (out / "sweep_promoted.json").write_text(json.dumps(provenance, indent=2, default=str))
+    # An MLflow model (MLmodel + weights) written locally and attached to the trial's run with
+    # the client: a fluent `start_run(run_id=...)` would mark the trial FAILED if logging raised.
+    # Requirements are given, not inferred: inference imports every package torch can use.
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.transformers.save_model(
+            transformers_model={"model": merged, "tokenizer": trial.tokenizer},
+            path=str(Path(tmp) / "promoted_model"),
+            task="text-generation",
+            pip_requirements=[f"{p}=={_version(p)}" for p in ("transformers", "torch", "accelerate", "safetensors")],
+            metadata={"sweep": sweep_name, "trial": run.info.run_name},
+        )
+        client(uri).log_artifacts(run.info.run_id, str(Path(tmp) / "promoted_model"), "promoted_model")
+    client(uri).set_tag(run.info.run_id, "sweep.promoted_to", str(out.resolve()))
+    model_uri = f"runs:/{run.info.run_id}/promoted_model"
+    log(f"promoted {run.info.run_name} to {out} and to MLflow model {model_uri}")
+    return out
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package).split("+")[0]  # torch 2.13.0+cpu -> 2.13.0, installable from PyPI

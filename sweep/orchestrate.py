@@ -193,7 +193,7 @@ def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, pro
             metric=spec.metric,
             mode=spec.mode,
             search_alg=search_alg,
-            num_samples=spec.samples(),
+            num_samples=spec.sample_count(),
             max_concurrent_trials=spec.max_concurrent_trials,
             # A reused worker keeps torch/transformers/TRL imported between trials.
             reuse_actors=True,

@@ -11,6 +11,7 @@ held-out preference accuracy, and tables show margin / beta beside the margin.
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -180,6 +181,105 @@ def pivot(df: pd.DataFrame, metric: str, index: str = "loss_type", columns: str 
     return done.pivot_table(index=index, columns=columns, values=metric, aggfunc="mean")
 
 
+def repeats_frame(df: pd.DataFrame, axes: list[str], metric: str, mode: str) -> pd.DataFrame | None:
+    """Repeats over `seed` grouped per point: n, mean, std and a 95% confidence interval
+    (Student's t) of `metric`, best mean first. None when the sweep has no seed axis."""
+    from scipy import stats
+
+    if "seed" not in df or metric not in df:
+        return None
+    keys = [a for a in axes if a != "seed" and a in df]
+    done = df[(df["status"] == "FINISHED") & df[metric].notna()].copy()
+    if done.empty or not keys:
+        return None
+    done["point"] = [_point_name(row, keys) for _, row in done.iterrows()]
+    g = done.groupby("point", sort=False)[metric]
+    out = pd.DataFrame({"n": g.count(), "mean": g.mean(), "std": g.std()})
+    half = [stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else math.nan for n, sd in zip(out["n"], out["std"])]
+    out["ci95_low"], out["ci95_high"] = out["mean"] - half, out["mean"] + half
+    out = out.sort_values("mean", ascending=(mode == "min"), kind="stable")
+    return out.reset_index()
+
+
+def separability(df: pd.DataFrame, repeats: pd.DataFrame, axes: list[str], metric: str, mode: str) -> str:
+    """In plain words: can the best point be told apart from the runner-up?
+
+    Decided by a paired t-test over the seeds both ran (same seed = same data order and LoRA
+    init, so pairing removes that noise), p < 0.05; with fewer than two common seeds, by
+    whether the 95% intervals overlap."""
+    from scipy import stats
+
+    if repeats is None or len(repeats) < 2:
+        return ""
+    best, second = repeats.iloc[0], repeats.iloc[1]
+
+    def desc(r):
+        ci = f" ± {(r['ci95_high'] - r['mean']):.3g}" if r["n"] > 1 else ""
+        return f"{r['point']} ({r['mean']:.4g}{ci}, n={r['n']})"
+
+    head = f"best {desc(best)} vs runner-up {desc(second)} on {metric}: "
+    if best["n"] < 2 or second["n"] < 2:
+        return head + "one run each, so nothing can be said about separability; add seeds"
+    keys = [a for a in axes if a != "seed" and a in df]
+    done = df[(df["status"] == "FINISHED") & df[metric].notna()]
+    by_point = {name: rows.set_index("seed")[metric] for name, rows in done.assign(
+        point=[_point_name(r, keys) for _, r in done.iterrows()]).groupby("point")}  # fmt: skip
+    a, b = by_point[best["point"]], by_point[second["point"]]
+    common = sorted(set(a.index) & set(b.index))
+    overlap = best["ci95_low"] <= second["ci95_high"] and second["ci95_low"] <= best["ci95_high"]
+    intervals = "the 95% intervals overlap" if overlap else "the 95% intervals do not overlap"
+    if len(common) >= 2 and not (a[common] == b[common]).all():
+        p = float(stats.ttest_rel(a[common], b[common]).pvalue)
+        test = f"paired t-test over {len(common)} seeds p={p:.3g}"
+        separable = p < 0.05
+    else:
+        test, separable = "no paired test (fewer than two common seeds or identical values)", not overlap
+    if separable:
+        return head + f"separable ({test}; {intervals})."
+    return head + (f"NOT separable ({test}; {intervals}): the difference may be seed noise; "
+                   "treat them as tied, or add seeds.")  # fmt: skip
+
+
+def _point_name(row, keys: list[str]) -> str:
+    return ",".join(f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys if not _isnull(row[k]))
+
+
+def _isnull(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def samples_frame(sweep: Sweep, top: int = 3) -> pd.DataFrame:
+    """The generations of the top `top` finished trials beside the base model's, one row per prompt."""
+    from .trial import SAMPLES_FILE
+
+    c = tracking.client(sweep.uri)
+    df = trials_frame(sweep, best=False)
+    done = df[df["status"] == "FINISHED"].head(top)
+    table = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for _, row in done.iterrows():
+            if not any(a.path == SAMPLES_FILE for a in c.list_artifacts(row["run_id"])):
+                continue
+            data = json.loads(Path(c.download_artifacts(row["run_id"], SAMPLES_FILE, tmp)).read_text())
+            got = pd.DataFrame(data["data"], columns=data["columns"])
+            if table is None:
+                table = got[["prompt", "base"]].copy()
+            table[row["trial"]] = got["answer"].values
+    return table if table is not None else pd.DataFrame(columns=["prompt", "base"])
+
+
+def render_samples(table: pd.DataFrame) -> str:
+    """Per prompt: the prompt, the base model's answer, then each trial's."""
+    if table.empty:
+        return "no samples logged (set samples.prompts > 0 in the spec)"
+    width = max(len(c) for c in table.columns)
+    blocks = []
+    for _, row in table.iterrows():
+        lines = [f"prompt: {row['prompt']}"] + [f"  {c:<{width}} | {row[c]}" for c in table.columns if c != "prompt"]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def history_frame(sweep: Sweep, metrics: list[str] | None = None) -> pd.DataFrame:
     """Per-step metrics in long form: one row per (trial, metric, step)."""
     c = tracking.client(sweep.uri)
@@ -237,10 +337,10 @@ def report(sweep: Sweep, metric: str | None = None, fmt: str = "table") -> str:
     df = rank(trials_frame(sweep), metric, sweep.mode)
     best = best_per_group(df, metric, sweep.mode)
     table = pivot(df, metric)
+    repeats = repeats_frame(df, sweep.axes, metric, sweep.mode)
+    verdict = separability(df, repeats, sweep.axes, metric, sweep.mode)
     n_bad = int((df["status"] != "FINISHED").sum()) if len(df) else 0
     if fmt == "json":
-        import json
-
         return json.dumps(
             {
                 "sweep": sweep.name,
@@ -250,6 +350,8 @@ def report(sweep: Sweep, metric: str | None = None, fmt: str = "table") -> str:
                 "trials": json.loads(df.to_json(orient="records")),
                 "best_per_loss_type": json.loads(best.to_json(orient="records")),
                 "pivot": None if table is None else json.loads(table.to_json(orient="index")),
+                "repeats": None if repeats is None else json.loads(repeats.to_json(orient="records")),
+                "separability": verdict or None,
             },
             indent=2,
         )
@@ -267,6 +369,8 @@ def report(sweep: Sweep, metric: str | None = None, fmt: str = "table") -> str:
         parts += ["", heading("best trial per loss type"), render(best[[c for c in dict.fromkeys(cols) if c in best]], fmt)]
     if table is not None:
         parts += ["", heading(f"{metric}: loss_type x beta"), render(table, fmt, index=True)]
+    if repeats is not None:
+        parts += ["", heading(f"{metric} over seeds: mean, std, 95% confidence interval"), render(repeats, fmt), "", verdict]
     return "\n".join(parts)
 
 
@@ -331,18 +435,27 @@ def status(sweep: Sweep) -> str:
     return "\n".join(lines)
 
 
-def trial_log(sweep: Sweep, trial: str) -> str:
-    """A trial's full stdout/stderr: the MLflow artifact once it ended, the live file while it runs.
-
-    `trial` is a run name (e.g. `loss_type=ipo,beta=0.1`), a trial id, or a run id (or a prefix of one).
-    """
+def find_trial(sweep: Sweep, trial: str | None = None):
+    """A trial's (latest) MLflow run: `trial` is a run name (e.g. `loss_type=ipo,beta=0.1`), a
+    trial id, or a run id (or a prefix of one); None: the best finished trial by the sweep's metric."""
     runs = tracking.latest_attempts(tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id))
+    if trial is None:
+        df = trials_frame(sweep, best=False)
+        done = df[(df["status"] == "FINISHED") & df[sweep.metric].notna()] if sweep.metric in df else df.iloc[0:0]
+        if done.empty:
+            raise SweepNotFound(f"sweep {sweep.name} has no finished trial with {sweep.metric}")
+        trial = done.iloc[0]["run_id"]
     matches = [r for r in runs if trial in (r.info.run_name, r.data.tags.get(tracking.TAG_TRIAL_ID))]
     matches = matches or [r for r in runs if r.info.run_id.startswith(trial) or (r.data.tags.get(tracking.TAG_TRIAL_ID) or "").startswith(trial)]
     if not matches:
         names = ", ".join(r.info.run_name for r in runs) or "none"
         raise SweepNotFound(f"no trial {trial!r} in sweep {sweep.name}; trials: {names}")
-    run = matches[-1]  # the latest attempt at that point
+    return matches[-1]  # the latest attempt at that point
+
+
+def trial_log(sweep: Sweep, trial: str) -> str:
+    """A trial's full stdout/stderr: the MLflow artifact once it ended, the live file while it runs."""
+    run = find_trial(sweep, trial)
     c = tracking.client(sweep.uri)
     if any(a.path == "trial.log" for a in c.list_artifacts(run.info.run_id)):
         with tempfile.TemporaryDirectory() as tmp:

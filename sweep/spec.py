@@ -51,7 +51,7 @@ from .families import (
 # Losses whose formula divides by or logs label_smoothing and need it > 0.
 NEEDS_LABEL_SMOOTHING = ("exo_pair",)
 QUANTIZATION_MODES = ("auto", "4bit", "8bit", "none")
-SAVE_MODES = ("none", "best", "all")
+SAVE_MODES = ("all", "best", "none")
 DATASET_FORMATS = ("pairs", "transcript")
 DEFAULT_METRIC = "eval_rewards/accuracies"
 # Fields sweep sets itself for every trial; a spec setting them would be ignored or break tracking.
@@ -120,6 +120,14 @@ class Search:
 
 
 @dataclass
+class Samples:
+    prompts: int = 4
+    """Held-out prompts each trial answers at its end (the same ones for every trial; 0: none).
+    The base model's answers (adapter disabled) are logged beside them."""
+    max_new_tokens: int = 64
+
+
+@dataclass
 class SweepSpec:
     name: str
     model: str = "builtin:tiny"
@@ -144,8 +152,14 @@ class SweepSpec:
     """Times Ray Tune retries a failed trial (each attempt is its own MLflow run)."""
     stop_on_nonfinite: bool = True
     """Stop a trial as FAILED ("non-finite loss") as soon as its loss or gradients are NaN/inf."""
-    save: str = "none"
-    """Adapters to keep: `none`, `best` (only the best trial's, at the end) or `all`."""
+    save: str = "all"
+    """Adapters to keep: `all` (every finished trial's: `evaluate` and `promote` use them),
+    `best` (only the best trial's, at the end) or `none`."""
+    seeds: list[int] | None = None
+    """Repeat every point once per seed (`train.seed`: LoRA init, data order, dropout);
+    reports then give mean, std and a 95% confidence interval per point."""
+    samples: Samples = field(default_factory=lambda: Samples())
+    """Generations logged by every trial at its end, for side-by-side reading."""
     source: str | None = None
     """Path of the YAML file the spec came from (set by `load_spec`)."""
 
@@ -164,10 +178,10 @@ class SweepSpec:
     def num_trials(self) -> int:
         """How many trials the sweep runs (Ray Tune's count: num_samples x grid points)."""
         if self.search.method == "optuna":
-            return self.samples()
-        return self.samples() * len(self.points())
+            return self.sample_count()
+        return self.sample_count() * len(self.points())
 
-    def samples(self) -> int:
+    def sample_count(self) -> int:
         if self.search.num_samples is not None:
             return self.search.num_samples
         return 1 if self.search.method == "grid" else 10
@@ -255,7 +269,9 @@ def parse_spec(raw: Any) -> SweepSpec:
         tracking=_sub_dataclass("tracking", raw.get("tracking", {}), Tracking),
         max_failures=raw.get("max_failures", 0),
         stop_on_nonfinite=_check_type("stop_on_nonfinite", raw.get("stop_on_nonfinite", True), bool),
-        save=raw.get("save", "none"),
+        save=raw.get("save", "all"),
+        seeds=raw.get("seeds"),
+        samples=_sub_dataclass("samples", raw.get("samples", {}), Samples),
     )
     _validate(spec)
     return spec
@@ -272,6 +288,8 @@ def _validate(spec: SweepSpec) -> None:
         not isinstance(spec.max_concurrent_trials, int) or spec.max_concurrent_trials < 1
     ):
         raise SpecError("max_concurrent_trials", f"must be a positive integer, got {spec.max_concurrent_trials!r}")
+    if spec.samples.prompts < 0 or spec.samples.max_new_tokens < 1:
+        raise SpecError("samples", f"needs prompts >= 0 and max_new_tokens >= 1, got {spec.samples}")
     if not spec.model.strip():
         raise SpecError("model", "must not be empty; e.g. builtin:tiny or a hub id")
     _validate_model(spec.model)
@@ -290,12 +308,26 @@ def _validate(spec: SweepSpec) -> None:
             raise SpecError(f"train.{name}", "is set by sweep for every trial and cannot be set in a spec")
     spec.quantization = _normalise_quantization(spec.quantization)
 
+    if spec.seeds is not None:
+        _validate_seeds(spec)
     _validate_axes(spec)
 
     # Every point must make a valid configuration (conditional fields, cross-field rules).
     for point in spec.points():
         validate_point(spec, point)
     _check_fields_used(spec)
+
+
+def _validate_seeds(spec: SweepSpec) -> None:
+    """`seeds: [0, 1, 2]` is a grid axis over `train.seed`, kept last so repeats sit together."""
+    seeds = spec.seeds
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise SpecError("seeds", f"must be a non-empty list of whole numbers, e.g. [0, 1, 2]; got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError("seeds", "has duplicate values")
+    if "seed" in spec.train or "seed" in spec.axes:
+        raise SpecError("seeds", "repeats every point over train.seed: do not also set `seed` in train or axes")
+    spec.axes["seed"] = list(seeds)
 
 
 SAMPLERS = ("choice", "uniform", "loguniform", "randint")

@@ -100,7 +100,7 @@ def start_parent_run(uri: str, experiment_id: str, spec, spec_file: Path | None)
     params.update({f"axis.{k}": str(v) for k, v in spec.axes.items()})
     params.update({f"axis.{f}": f"{v} (zipped: {g})" for g, fs in spec.zipped.items() for f, v in fs.items()})
     params.update({f"axis.{k}": describe_axis(v) for k, v in spec.sampled.items()})
-    params["search"] = f"{spec.search.method} x{spec.samples()}"
+    params["search"] = f"{spec.search.method} x{spec.sample_count()}"
     params["num_trials"] = str(spec.num_trials())
     _log_params(c, run.info.run_id, flat_params(params))
     if spec_file is not None:

@@ -13,6 +13,7 @@ an MLflow run that always ends FINISHED, FAILED or KILLED.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -85,7 +86,7 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
         "trial_id": trial_id,
         "trainer": family.trainer.replace(":", "."),
         "model": spec.model,
-        "dataset": spec.dataset.path,
+        "dataset": dataclasses.asdict(spec.dataset),
         "train": args.to_dict(),
         "lora": lora.to_dict(),
         "quantization": bnb.to_dict() if bnb is not None else None,
@@ -205,6 +206,10 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report) -> dict[str, floa
     data = load_preference_data(spec.dataset)
     model = load_base_model(model_path, bnb, cuda, bf16=args.bf16)
 
+    # The seed drives LoRA's initial weights too, drawn when the trainer wraps the model.
+    from transformers import set_seed
+
+    set_seed(args.seed)
     callbacks = [MetricsCallback(ctx.tracking_uri, run_id, report)]
     if spec.stop_on_nonfinite:
         callbacks.append(FiniteGuard())
@@ -233,6 +238,13 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report) -> dict[str, floa
     last_eval = max((h["step"] for h in trainer.state.log_history if "eval_loss" in h), default=-1)
     if last_eval != trainer.state.global_step:  # always finish on a held-out measurement
         trainer.evaluate()
+    if spec.samples.prompts and run_id is not None:
+        from .evaluation import generate_samples
+        from .tracking import client
+
+        prompts = data["eval"].select(range(min(spec.samples.prompts, len(data["eval"]))))["prompt"]
+        table = generate_samples(trainer.model, tokenizer, prompts, spec.samples.max_new_tokens)
+        client(ctx.tracking_uri).log_table(run_id, data=table, artifact_file=SAMPLES_FILE)
     if spec.save != "none":  # the adapter alone (a few MB on real models), not Trainer checkpoints
         trainer.model.save_pretrained(str(Path(args.output_dir) / "adapter"))
         if run_id is not None and spec.save == "all":  # `best`: the driver logs the winner's at the end
@@ -268,6 +280,9 @@ def _with_paired_accuracy(trainer_class, pairs, tokenizer, args, cuda):
 
     WithPairedAccuracy.__name__ = trainer_class.__name__
     return WithPairedAccuracy
+
+
+SAMPLES_FILE = "samples.json"  # the MLflow table of a trial's generations
 
 
 class NonFiniteLoss(RuntimeError):

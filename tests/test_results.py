@@ -1,0 +1,115 @@
+"""Results you can trust: repeats over seeds with confidence intervals, determinism, metrics
+recomputed from saved adapters, the best model merged out, and generations side by side."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sweep.spec import parse_spec
+from sweep.trial import TrialContext, run_trial
+
+from .conftest import mlflow_store, run_cli, small_spec, write_spec
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory, tiny_model_path):
+    """A real seeded sweep: 2 betas x 3 seeds, each trial logging 3 generations."""
+    cwd = tmp_path_factory.mktemp("seeded")
+    spec = small_spec("seeded", axes={"beta": [0.01, 0.5]}, seeds=[0, 1, 2], samples={"prompts": 3, "max_new_tokens": 16},
+                      train={"max_steps": 8, "eval_steps": 4})  # fmt: skip
+    proc = run_cli("run", str(write_spec(cwd / "seeded.yaml", spec)), cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return cwd, proc
+
+
+@pytest.fixture(scope="module")
+def seeded_report(seeded):
+    proc = run_cli("report", "seeded", "--format", "json", cwd=seeded[0])
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_seeds_repeat_every_point_and_the_report_gives_intervals_and_a_verdict(seeded, seeded_report):
+    cwd, proc = seeded
+    report = seeded_report
+    _, _, children = mlflow_store(cwd, "seeded")
+    assert sorted((float(r.data.params["sweep.beta"]), int(r.data.params["sweep.seed"])) for r in children) == [
+        (b, s) for b in (0.01, 0.5) for s in (0, 1, 2)
+    ]
+    repeats = {r["point"]: r for r in report["repeats"]}
+    assert set(repeats) == {"beta=0.01", "beta=0.5"} and all(r["n"] == 3 for r in repeats.values())
+    for point, r in repeats.items():
+        values = [t["eval_rewards/accuracies"] for t in report["trials"] if f"beta={t['beta']:g}" == point]
+        assert r["mean"] == pytest.approx(sum(values) / 3)
+        assert r["ci95_low"] <= min(r["mean"], min(values) + 1e-9) and r["ci95_high"] >= r["mean"]
+    best = report["repeats"][0]
+    assert best["mean"] >= report["repeats"][1]["mean"]
+    verdict = report["separability"]
+    assert verdict.startswith(f"best {best['point']} (") and "paired t-test over 3 seeds p=" in verdict
+    assert ("NOT separable" in verdict) != verdict.split(": ", 1)[1].startswith("separable")
+    assert "over seeds: mean, std, 95% confidence interval" in proc.stdout and verdict in proc.stdout
+
+
+def test_same_point_same_seed_gives_the_same_metrics_on_cpu(tiny_model_path, tmp_path):
+    spec = parse_spec(small_spec("determinism", results_dir=str(tmp_path), train={"max_steps": 6, "eval_steps": 3}))
+    ctx = TrialContext(spec=spec, model_path=str(tiny_model_path))
+    first, again = (run_trial(ctx, {"beta": 0.3, "seed": 7}) for _ in range(2))
+    other = run_trial(ctx, {"beta": 0.3, "seed": 8})
+    keys = ("loss", "rewards/margins", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")
+    assert {k: first[k] for k in keys} == {k: again[k] for k in keys}  # bit-identical on CPU
+    assert first["eval_rewards/margins"] != other["eval_rewards/margins"]  # the seed matters (LoRA init, order)
+
+
+def test_evaluate_recomputes_logged_metrics_from_saved_adapters(seeded):
+    cwd, _ = seeded
+    proc = run_cli("evaluate", "seeded", "--format", "json", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 6
+    for row in rows:
+        assert abs(row["eval_rewards/accuracies (recomputed)"] - row["eval_rewards/accuracies (logged)"]) <= 1e-3
+        assert abs(row["eval_rewards/margins (recomputed)"] - row["eval_rewards/margins (logged)"]) <= 1e-3
+    _, _, children = mlflow_store(cwd, "seeded")
+    assert all("verified_eval_rewards/accuracies" in r.data.metrics for r in children)
+
+
+def test_promote_merges_the_best_adapter_into_a_loadable_model(seeded, seeded_report):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sweep.model import resolve_model_path
+
+    cwd, _ = seeded
+    out = cwd / "promoted"
+    proc = run_cli("promote", "seeded", "--out", str(out), cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    provenance = json.loads((out / "sweep_promoted.json").read_text())
+    assert provenance["sweep"] == "seeded" and provenance["trial"] == seeded_report["trials"][0]["trial"]  # the best
+
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path("builtin:tiny", log=lambda *_: None))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Reverse the word: lamp"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)  # fmt: skip
+    with torch.no_grad():
+        assert not torch.allclose(merged(**ids).logits, base(**ids).logits, atol=1e-4)
+    c, _, children = mlflow_store(cwd, "seeded")
+    run = next(r for r in children if r.info.run_name == provenance["trial"])
+    assert run.info.status == "FINISHED" and run.data.tags["sweep.promoted_to"] == str(out.resolve())
+    assert "MLmodel" in {a.path.split("/")[-1] for a in c.list_artifacts(run.info.run_id, "promoted_model")}
+
+
+def test_generations_are_logged_and_shown_beside_the_base_model(seeded, seeded_report):
+    cwd, _ = seeded
+    c, _, children = mlflow_store(cwd, "seeded")
+    table = json.loads(open(c.download_artifacts(children[0].info.run_id, "samples.json", str(cwd))).read())
+    assert table["columns"] == ["prompt", "base", "answer"] and len(table["data"]) == 3
+    proc = run_cli("report", "seeded", "--samples", "--top", "2", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.split("samples: the base model and the top trials")[1]
+    top = [t["trial"] for t in seeded_report["trials"][:2]]
+    assert out.count("prompt: ") == 3 and out.count("  base ") == 3
+    assert all(out.count(f"  {name} ") == 3 for name in top)
+    assert table["data"][0][0] in out
