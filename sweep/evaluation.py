@@ -117,7 +117,12 @@ def load_trial(uri: str, run, quantized: bool = True) -> TrialModel:
     from peft import PeftModel
     from transformers import BitsAndBytesConfig
 
-    from .model import disable_bnb_cpu_repack, load_base_model, load_tokenizer, resolve_model_path
+    from .model import (
+        disable_bnb_cpu_repack,
+        load_base_model,
+        load_tokenizer,
+        resolve_model_path,
+    )
     from .tracking import client
 
     c = client(uri)
