@@ -193,6 +193,7 @@ def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, pro
             metric=spec.metric,
             mode=spec.mode,
             search_alg=search_alg,
+            scheduler=_scheduler(spec),
             num_samples=spec.sample_count(),
             max_concurrent_trials=spec.max_concurrent_trials,
             # A reused worker keeps torch/transformers/TRL imported between trials.
@@ -208,6 +209,21 @@ def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, pro
     )
 
 
+def _scheduler(spec: SweepSpec):
+    """Ray Tune's early-stopping scheduler for the spec; time is counted in evaluations (each
+    trial reports its held-out metrics at every eval)."""
+    s = spec.scheduler
+    if s.type == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(time_attr="training_iteration", grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    if s.type == "median":
+        from ray.tune.schedulers import MedianStoppingRule
+
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period, min_samples_required=2)
+    return None
+
+
 def _finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_points: int) -> SweepOutcome:
     """Summary CSV and plots (on disk and on the parent run), adapters to keep, parent status."""
     from . import reports
@@ -216,7 +232,7 @@ def _finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_
     sweep = reports.sweep_from_run(uri, parent_run_id)
     summary = reports.trials_frame(sweep, all_metrics=True)
     n_failed = int((summary["status"] == "FAILED").sum()) if len(summary) else 0
-    interrupted = len(summary) < n_points or bool((summary["status"] == "KILLED").any())
+    interrupted = len(summary) < n_points or bool((summary["status"] == "KILLED").any())  # not STOPPED_EARLY
     summary.to_csv(results_dir / "summary.csv", index=False)
     c = tracking.client(uri)
     c.log_artifact(parent_run_id, str(results_dir / "summary.csv"))

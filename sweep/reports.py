@@ -123,7 +123,7 @@ def trials_frame(sweep: Sweep, *, all_metrics: bool = False, best: bool = True) 
             "trial": run.info.run_name,
             "trial_id": tags.get(tracking.TAG_TRIAL_ID),
             "run_id": run.info.run_id,
-            "status": run.info.status,
+            "status": "STOPPED_EARLY" if tags.get(tracking.TAG_STOPPED_EARLY) else run.info.status,
         }
         for key, value in params.items():
             if key.startswith(tracking.SWEPT_PREFIX):
@@ -339,7 +339,8 @@ def report(sweep: Sweep, metric: str | None = None, fmt: str = "table") -> str:
     table = pivot(df, metric)
     repeats = repeats_frame(df, sweep.axes, metric, sweep.mode)
     verdict = separability(df, repeats, sweep.axes, metric, sweep.mode)
-    n_bad = int((df["status"] != "FINISHED").sum()) if len(df) else 0
+    n_bad = int((~df["status"].isin(["FINISHED", "STOPPED_EARLY"])).sum()) if len(df) else 0
+    n_stopped = int((df["status"] == "STOPPED_EARLY").sum()) if len(df) else 0
     if fmt == "json":
         return json.dumps(
             {
@@ -364,6 +365,8 @@ def report(sweep: Sweep, metric: str | None = None, fmt: str = "table") -> str:
     ]
     if n_bad:
         parts.append(f"\n{n_bad} trial(s) did not finish (status FAILED/KILLED/RUNNING); they are ranked last.")
+    if n_stopped:
+        parts.append(f"\n{n_stopped} trial(s) stopped early by the scheduler, ranked by their last {metric}.")
     if len(best):
         cols = [c for c in df.columns if c in sweep.axes] + [metric, "eval_margin/beta", "trial"]
         parts += ["", heading("best trial per loss type"), render(best[[c for c in dict.fromkeys(cols) if c in best]], fmt)]

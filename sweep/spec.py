@@ -53,6 +53,7 @@ NEEDS_LABEL_SMOOTHING = ("exo_pair",)
 QUANTIZATION_MODES = ("auto", "4bit", "8bit", "none")
 SAVE_MODES = ("all", "best", "none")
 DATASET_FORMATS = ("pairs", "transcript")
+SCHEDULERS = ("none", "asha", "median")
 DEFAULT_METRIC = "eval_rewards/accuracies"
 # Fields sweep sets itself for every trial; a spec setting them would be ignored or break tracking.
 RESERVED_TRAIN_FIELDS = ("output_dir", "report_to", "run_name", "logging_dir", "hub_token", "push_to_hub")
@@ -120,6 +121,17 @@ class Search:
 
 
 @dataclass
+class Scheduler:
+    type: str = "none"
+    """`none` (every trial runs to its end), `asha` (Ray Tune's ASHAScheduler) or `median`
+    (Ray Tune's MedianStoppingRule): stop trials whose held-out `metric` trails, at each eval."""
+    grace_period: int = 1
+    """Evaluations every trial gets before it may be stopped."""
+    reduction_factor: float = 2
+    """ASHA: keep the top 1/reduction_factor of trials at each rung."""
+
+
+@dataclass
 class Samples:
     prompts: int = 4
     """Held-out prompts each trial answers at its end (the same ones for every trial; 0: none).
@@ -155,6 +167,12 @@ class SweepSpec:
     save: str = "all"
     """Adapters to keep: `all` (every finished trial's: `evaluate` and `promote` use them),
     `best` (only the best trial's, at the end) or `none`."""
+    scheduler: Scheduler = field(default_factory=lambda: Scheduler())
+    """Early stopping on the held-out `metric`; stopped trials end KILLED with their last
+    metrics and the tag `sweep.stopped_early`."""
+    share_reference: bool = True
+    """DPO losses: compute the reference log-probs once per sweep (cached under
+    <results_dir>/cache, keyed on what they depend on) instead of at every step of every trial."""
     seeds: list[int] | None = None
     """Repeat every point once per seed (`train.seed`: LoRA init, data order, dropout);
     reports then give mean, std and a 95% confidence interval per point."""
@@ -271,6 +289,8 @@ def parse_spec(raw: Any) -> SweepSpec:
         stop_on_nonfinite=_check_type("stop_on_nonfinite", raw.get("stop_on_nonfinite", True), bool),
         save=raw.get("save", "all"),
         seeds=raw.get("seeds"),
+        scheduler=_sub_dataclass("scheduler", raw.get("scheduler", {}), Scheduler),
+        share_reference=_check_type("share_reference", raw.get("share_reference", True), bool),
         samples=_sub_dataclass("samples", raw.get("samples", {}), Samples),
     )
     _validate(spec)
@@ -288,6 +308,10 @@ def _validate(spec: SweepSpec) -> None:
         not isinstance(spec.max_concurrent_trials, int) or spec.max_concurrent_trials < 1
     ):
         raise SpecError("max_concurrent_trials", f"must be a positive integer, got {spec.max_concurrent_trials!r}")
+    if spec.scheduler.type not in SCHEDULERS:
+        raise SpecError("scheduler.type", _unknown("scheduler", spec.scheduler.type, SCHEDULERS, None))
+    if spec.scheduler.grace_period < 1 or spec.scheduler.reduction_factor <= 1:
+        raise SpecError("scheduler", f"needs grace_period >= 1 and reduction_factor > 1, got {spec.scheduler}")
     if spec.samples.prompts < 0 or spec.samples.max_new_tokens < 1:
         raise SpecError("samples", f"needs prompts >= 0 and max_new_tokens >= 1, got {spec.samples}")
     if not spec.model.strip():

@@ -25,6 +25,7 @@ TAG_LOSS = "sweep.loss_type"
 TAG_ERROR = "sweep.error"
 TAG_FINGERPRINT = "sweep.spec_fingerprint"
 TAG_LOG_PATH = "sweep.log_path"
+TAG_STOPPED_EARLY = "sweep.stopped_early"  # KILLED by the early-stopping scheduler, not interrupted
 
 
 def default_tracking_uri(results_dir: str | Path) -> str:

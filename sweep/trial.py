@@ -18,6 +18,7 @@ import json
 import math
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from . import prepare
 from .spec import SweepSpec, point_id, resolved_section
 from .tracking import redact
 
@@ -64,6 +66,7 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
     """Train one point; return its final metrics. `report` receives metrics at every eval."""
     import torch
 
+    started = time.time()
     spec = ctx.spec
     cuda = torch.cuda.is_available()
     if not cuda:
@@ -115,23 +118,29 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
         )
         tracking.client(ctx.tracking_uri).log_artifact(run_id, str(out_dir / "trial_config.json"))
 
-    status, reason = "FINISHED", None
+    status, reason, stopped_early = "FINISHED", None, False
     try:
         with _output_to(log_path if ctx.log_to_file else None):
             print(f"trial {trial_id}: {point}", flush=True)
             try:
-                metrics = _train(ctx, family, args, lora, bnb, cuda, run_id, report)
+                metrics = _train(ctx, family, args, lora, bnb, cuda, run_id, report, started)
             except BaseException as e:
-                # SystemExit/KeyboardInterrupt: stopped from outside (scheduler, Ctrl-C) -> KILLED.
-                killed = isinstance(e, (SystemExit, KeyboardInterrupt))
-                status = "KILLED" if killed else "FAILED"
-                reason = "stopped" if killed else f"{failure_reason(e)}\n\n{traceback.format_exc()}"
-                print(reason if not killed else "trial stopped", flush=True)
+                # SystemExit: Ray Tune's scheduler stopped the trial at a report; KeyboardInterrupt: Ctrl-C.
+                status = "KILLED" if isinstance(e, (SystemExit, KeyboardInterrupt)) else "FAILED"
+                if isinstance(e, SystemExit) and spec.scheduler.type != "none":
+                    stopped_early = True
+                    reason = None
+                    print(f"trial stopped early by the {spec.scheduler.type} scheduler", flush=True)
+                else:
+                    reason = "stopped" if status == "KILLED" else f"{failure_reason(e)}\n\n{traceback.format_exc()}"
+                    print(reason if status == "FAILED" else "trial stopped", flush=True)
                 raise
     finally:
         if run_id is not None:
             if log_path.exists():
                 tracking.client(ctx.tracking_uri).log_artifact(run_id, str(log_path))
+            if stopped_early:  # KILLED with its last metrics, marked so reports rank it, not as interrupted
+                tracking.client(ctx.tracking_uri).set_tag(run_id, tracking.TAG_STOPPED_EARLY, "true")
             tracking.end_run(ctx.tracking_uri, run_id, status, reason)
     if report is not None:
         report(metrics)
@@ -191,30 +200,28 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
     return family, args, lora, quantization_config(q, cuda)
 
 
-def _train(ctx, family, args, lora, bnb, cuda, run_id, report) -> dict[str, float]:
+def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[str, float]:
     from .data import load_preference_data
-    from .model import (
-        disable_bnb_cpu_repack,
-        load_base_model,
-        load_tokenizer,
-        resolve_model_path,
-    )
+    from .model import disable_bnb_cpu_repack, load_tokenizer, resolve_model_path
 
     spec = ctx.spec
     model_path = ctx.model_path or resolve_model_path(spec.model)
     tokenizer = load_tokenizer(model_path)
     data = load_preference_data(spec.dataset)
-    model = load_base_model(model_path, bnb, cuda, bf16=args.bf16)
+    model = prepare.base_model(model_path, bnb, cuda, bf16=args.bf16)  # kept loaded by a warm worker
 
     # The seed drives LoRA's initial weights too, drawn when the trainer wraps the model.
     from transformers import set_seed
 
     set_seed(args.seed)
-    callbacks = [MetricsCallback(ctx.tracking_uri, run_id, report)]
+    callbacks = [MetricsCallback(ctx.tracking_uri, run_id, report, started)]
     if spec.stop_on_nonfinite:
         callbacks.append(FiniteGuard())
     train_data, eval_data = data["train"], data["eval"]
     trainer_class = family.trainer_class()
+    shared_reference = spec.share_reference and family.name == "dpo" and not args.precompute_ref_log_probs
+    if shared_reference:
+        trainer_class = prepare.prepared_dpo_trainer()
     if not family.paired:  # KTO: one row per completion, labelled desirable or not
         from trl.data_utils import unpair_preference_dataset
 
@@ -231,10 +238,18 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report) -> dict[str, floa
         peft_config=lora,
         callbacks=callbacks,
     )
+    if shared_reference:  # one reference pass per sweep, not one per step of every trial
+        key = prepare.ref_cache_key(model, tokenizer, data, args, bnb, cuda)
+        how, seconds = prepare.attach_reference_logps(trainer, Path(spec.results_dir).resolve() / "cache" / f"ref-{key}")
+        callbacks[0].timings[f"time/reference_{how}_s"] = seconds
     if bnb is not None and not cuda:
         disable_bnb_cpu_repack(trainer.model)
 
-    trainer.train()
+    try:
+        trainer.train()
+    except BaseException:
+        prepare.release_base_model(trainer.model)
+        raise
     last_eval = max((h["step"] for h in trainer.state.log_history if "eval_loss" in h), default=-1)
     if last_eval != trainer.state.global_step:  # always finish on a held-out measurement
         trainer.evaluate()
@@ -251,6 +266,7 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report) -> dict[str, floa
             from .tracking import client
 
             client(ctx.tracking_uri).log_artifacts(run_id, str(Path(args.output_dir) / "adapter"), "adapter")
+    prepare.release_base_model(trainer.model)  # the adapter off, the base checked, for the next trial
     return callbacks[0].latest
 
 
@@ -328,9 +344,20 @@ class MetricsCallback(TrainerCallback):
     may stop the trial at a report, and a finished trial must not be left RUNNING.
     """
 
-    def __init__(self, uri: str | None, run_id: str | None, report: Callable[[dict], None] | None):
+    def __init__(self, uri: str | None, run_id: str | None, report: Callable[[dict], None] | None, started: float | None = None):
         self.uri, self.run_id, self.report = uri, run_id, report
         self.latest: dict[str, float] = {}
+        self.timings: dict[str, float] = {"time/trial_start_unix": started or time.time()}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Where a trial's time goes (benchmarks/sweep_speedup.py reads these): set-up vs training.
+        now = time.time()
+        self.timings.update({"time/train_start_unix": now, "time/setup_s": now - self.timings["time/trial_start_unix"]})
+        self.latest.update(self.timings)
+        if self.run_id is not None:
+            from .tracking import log_metrics
+
+            log_metrics(self.uri, self.run_id, self.timings, 0)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}

@@ -53,6 +53,8 @@ def small_spec(name: str, **overrides) -> dict:
             "max_length": 128,
         },
         "resources": {"cpu": 1},
+        "samples": {"prompts": 0},  # generations and adapters are tested where they matter (test_results)
+        "save": "none",
     }
     for key, value in overrides.items():
         if key != "axes" and isinstance(value, dict) and isinstance(spec.get(key), dict):

@@ -18,7 +18,7 @@ def seeded(tmp_path_factory, tiny_model_path):
     """A real seeded sweep: 2 betas x 3 seeds, each trial logging 3 generations."""
     cwd = tmp_path_factory.mktemp("seeded")
     spec = small_spec("seeded", axes={"beta": [0.01, 0.5]}, seeds=[0, 1, 2], samples={"prompts": 3, "max_new_tokens": 16},
-                      train={"max_steps": 8, "eval_steps": 4})  # fmt: skip
+                      save="all", train={"max_steps": 8, "eval_steps": 4})  # fmt: skip
     proc = run_cli("run", str(write_spec(cwd / "seeded.yaml", spec)), cwd=cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return cwd, proc

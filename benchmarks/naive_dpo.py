@@ -1,0 +1,67 @@
+"""The naive way to run one point of a DPO sweep: a fresh process, a plain TRL script.
+
+Imports the stack, loads the base model, tokenises the data and lets DPOTrainer compute the
+reference log-probs inline at every step; writes its final metrics and phase timings as JSON.
+Used by benchmarks/sweep_speedup.py as the baseline (the same settings as `sweep`'s trials).
+
+    python benchmarks/naive_dpo.py --model DIR --data DIR --config '{"train": {...}, "lora": {...}}' --out m.json
+"""
+
+import time
+
+T_PROCESS = time.time()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="directory with train.jsonl and test.jsonl")
+    p.add_argument("--config", required=True, help="JSON: {train: DPOConfig kwargs, lora: LoraConfig kwargs, max_eval_rows: N}")
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    cfg = json.loads(a.config)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    import datasets
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    torch.set_num_threads(1)
+    t_imported = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(a.model)
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    t_loaded = time.time()
+    data = datasets.load_dataset("json", data_files={"train": f"{a.data}/train.jsonl", "test": f"{a.data}/test.jsonl"})
+    evaluation = data["test"].shuffle(seed=0).select(range(cfg["max_eval_rows"]))
+    args = DPOConfig(**cfg["train"])
+    set_seed(args.seed)
+    trainer = DPOTrainer(
+        model=model, args=args, train_dataset=data["train"], eval_dataset=evaluation,
+        processing_class=tokenizer, peft_config=LoraConfig(**cfg["lora"]),
+    )  # fmt: skip
+    t_tokenized = time.time()
+    trainer.train()
+    t_trained = time.time()
+    if trainer.state.log_history[-2].get("step") != trainer.state.global_step or "eval_loss" not in trainer.state.log_history[-2]:
+        trainer.evaluate()
+    final: dict = {}
+    for entry in trainer.state.log_history:
+        final.update({k: v for k, v in entry.items() if isinstance(v, (int, float))})
+    final["phases"] = {
+        "start-up": t_imported - T_PROCESS,
+        "model load": t_loaded - t_imported,
+        "tokenize": t_tokenized - t_loaded,
+        "training (with inline reference)": t_trained - t_tokenized,
+    }
+    with open(a.out, "w") as f:
+        json.dump(final, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""How much cheaper is a sweep with `sweep` than the naive way? Run by hand, not in CI:
+
+    python benchmarks/sweep_speedup.py            # ~6 min on 2 cores; writes benchmarks/sweep_speedup.json
+
+On the embedded default, one 16-point grid (loss_type x beta x learning_rate x max_steps),
+the same data, data order and seeds, in three modes on this machine, two trials at a time:
+
+- naive: one fresh process per point running a plain TRL DPOTrainer script
+  (benchmarks/naive_dpo.py): imports, model load, tokenisation, reference computed inline;
+- sweep: `python -m sweep run` (warm Ray workers keeping the base model loaded, reference
+  log-probs computed once and shared), scheduler off;
+- asha: the same sweep with `scheduler: {type: asha}`: training steps saved and regret.
+
+It prints wall times, `speedup = naive / sweep`, the per-phase split, `efficiency = lower
+bound / sweep` (lower bound: the one reference pass plus the policy-only training time of
+all trials, divided by the concurrency), and checks every trial's final loss,
+rewards/margins and rewards/accuracies agree between naive and sweep within 1e-4.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+CONCURRENCY = 2  # = the cores of the reference machine; sweep runs cpu: 1 per trial
+AXES = {"loss_type": ["sigmoid", "ipo"], "beta": [0.1, 0.5], "learning_rate": [5.0e-4, 1.0e-3], "max_steps": [30, 60]}
+TRAIN = {
+    "per_device_train_batch_size": 16, "per_device_eval_batch_size": 50, "warmup_steps": 3, "max_length": 128,
+    "logging_steps": 5, "eval_strategy": "steps", "eval_steps": 15, "seed": 42,
+}  # fmt: skip
+LORA = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"}
+MAX_EVAL_ROWS = 200
+COMPARED = ("loss", "rewards/margins", "rewards/accuracies")
+TOLERANCE = 1e-4
+
+
+def spec(name: str, **extra) -> dict:
+    return {
+        "name": name, "model": "builtin:tiny",
+        "dataset": {"path": "builtin:prefs", "max_eval_rows": MAX_EVAL_ROWS},
+        "axes": AXES, "train": TRAIN, "lora": LORA, "resources": {"cpu": 1}, "samples": {"prompts": 0},
+        "save": "none", **extra,
+    }  # fmt: skip
+
+
+def points() -> list[dict]:
+    return [dict(zip(AXES, values)) for values in itertools.product(*AXES.values())]
+
+
+def key(point: dict) -> str:
+    return json.dumps({k: point[k] for k in AXES}, sort_keys=True)
+
+
+def run_naive(work: Path, model: str) -> tuple[float, dict]:
+    from sweep.builtin import BUILTIN_DATASETS
+    from sweep.trial import LORA_DEFAULTS, TRAIN_DEFAULTS
+
+    def one(i_point):
+        i, point = i_point
+        out = work / f"naive-{i}.json"
+        train = {**TRAIN_DEFAULTS, **TRAIN, **point, "activation_checkpointing": False, "use_cpu": True,
+                 "bf16": False, "fp16": False, "report_to": [], "output_dir": str(work / f"naive-{i}")}  # fmt: skip
+        config = {"train": train, "lora": {**LORA_DEFAULTS, **LORA}, "max_eval_rows": MAX_EVAL_ROWS}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "naive_dpo.py"), "--model", model,
+             "--data", str(BUILTIN_DATASETS["prefs"]), "--config", json.dumps(config), "--out", str(out)],
+            check=True, env=env, capture_output=True,
+        )  # fmt: skip
+        return key(point), json.loads(out.read_text())
+
+    t0 = time.time()
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        results = dict(pool.map(one, enumerate(points())))
+    return time.time() - t0, results
+
+
+def run_sweep(work: Path, name: str, **extra) -> tuple[float, dict]:
+    from mlflow.tracking import MlflowClient
+
+    folder = work / name
+    folder.mkdir()
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec(name, **extra), sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "sweep", "run", "spec.yaml"], cwd=folder, env=env, capture_output=True, text=True)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"sweep failed:\n{proc.stdout}\n{proc.stderr}")
+    c = MlflowClient(f"sqlite:///{folder / 'results' / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(name)
+    runs = c.search_runs([exp.experiment_id], filter_string="tags.`sweep.kind` = 'trial'", max_results=1000)
+    results = {}
+    for r in runs:
+        point = {k.removeprefix("sweep."): yaml.safe_load(v) for k, v in r.data.params.items() if k.startswith("sweep.")}
+        results[key(point)] = {**r.data.metrics, "status": r.info.status, "stopped_early": "sweep.stopped_early" in r.data.tags}
+    return wall, {"t0": t0, "trials": results}
+
+
+def main() -> None:
+    from sweep.builtin import builtin_model_path
+
+    model = str(builtin_model_path("tiny"))  # built once, outside every timing
+    work = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
+    print(f"{len(points())}-point grid {AXES}, {CONCURRENCY} at a time; work dir {work}", flush=True)
+
+    naive_wall, naive = run_naive(work, model)
+    print(f"naive: {naive_wall:.1f}s", flush=True)
+    sweep_wall, swept = run_sweep(work, "bench")
+    print(f"sweep: {sweep_wall:.1f}s", flush=True)
+    asha_wall, asha = run_sweep(work, "bench_asha", scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
+    print(f"asha:  {asha_wall:.1f}s", flush=True)
+
+    # Same results: a speed-up that changes metrics does not count.
+    worst = {m: max(abs(naive[k][m] - swept["trials"][k][m]) for k in naive) for m in COMPARED}
+    # Phases.
+    trials = swept["trials"].values()
+    sum_train_sweep = sum(t["train_runtime"] for t in trials)
+    reference = sum(t.get("time/reference_computed_s", 0.0) for t in trials)
+    first_step = min(t["time/train_start_unix"] for t in trials) - swept["t0"]
+    sum_setup = sum(t["time/setup_s"] for t in trials)
+    phases_naive = {p: sum(r["phases"][p] for r in naive.values()) for p in next(iter(naive.values()))["phases"]}
+    sum_train_naive = phases_naive["training (with inline reference)"]
+    lower_bound = reference + sum_train_sweep / CONCURRENCY
+    # ASHA: steps trained, and whether it found the full grid's best configuration.
+    metric = "eval_rewards/accuracies"
+    full_steps = sum(t["global_step"] for t in trials)
+    asha_steps = sum(t.get("global_step", 0) for t in asha["trials"].values())
+    best_full = max(swept["trials"], key=lambda k: swept["trials"][k][metric])
+    finished = {k: t for k, t in asha["trials"].items() if t["status"] == "FINISHED"}
+    best_asha = max(finished, key=lambda k: finished[k][metric])
+    result = {
+        "grid": AXES,
+        "points": len(points()),
+        "concurrency": CONCURRENCY,
+        "naive_wall_s": round(naive_wall, 1),
+        "sweep_wall_s": round(sweep_wall, 1),
+        "speedup": round(naive_wall / sweep_wall, 2),
+        "efficiency": round(lower_bound / sweep_wall, 2),
+        "lower_bound_s": round(lower_bound, 1),
+        "max_abs_diff": worst,
+        "metrics_agree": all(v <= TOLERANCE for v in worst.values()),
+        "sweep_phases_s": {
+            "start-up (command to first training step)": round(first_step, 1),
+            "reference pass (once)": round(reference, 2),
+            "per-trial set-up, summed (model reuse, data, trainer)": round(sum_setup, 1),
+            "training, policy only, summed": round(sum_train_sweep, 1),
+            "orchestration (wall - start-up - (set-up + training) / concurrency)": round(
+                sweep_wall - first_step - (sum_setup + sum_train_sweep) / CONCURRENCY, 1
+            ),
+        },
+        "naive_phases_s_summed": {
+            **{k: round(v, 1) for k, v in phases_naive.items()},
+            "of which reference (naive training - sweep training)": round(sum_train_naive - sum_train_sweep, 1),
+        },
+        "asha": {
+            "wall_s": round(asha_wall, 1),
+            "training_steps": asha_steps,
+            "full_grid_steps": full_steps,
+            "steps_fraction": round(asha_steps / full_steps, 3),
+            "stopped_early": sum(t["stopped_early"] for t in asha["trials"].values()),
+            "full_grid_best": json.loads(best_full),
+            "full_grid_best_metric": swept["trials"][best_full][metric],
+            "asha_best": json.loads(best_asha),
+            "asha_best_metric": finished[best_asha][metric],
+            "regret": round(swept["trials"][best_full][metric] - finished[best_asha][metric], 4),
+            "found_full_grid_best": best_asha == best_full,
+        },
+    }
+    print(json.dumps(result, indent=2))
+    (REPO / "benchmarks" / "sweep_speedup.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Work a sweep does once, not once per trial: tokenised data with reference log-probs, and
+the loaded base model.
+
+Reference log-probs (`ref_chosen_logps`, `ref_rejected_logps`) are the frozen base model's
+log-probs of each pair; they do not depend on beta, loss type, learning rate, steps, seed or
+LoRA init, so every DPO-family trial of a sweep can share one pass. TRL's own
+`precompute_ref_log_probs` cache misses between trials (its key hashes the model with the
+freshly initialised adapter, and the dataset fingerprint changes with every config field),
+so the first trial to need them computes them with TRL's `compute_ref_log_probs` and stores
+the tokenised splits with the two columns under `<results_dir>/cache/ref-<key>/`; the others
+(of this sweep, a resumed one, or a later sweep with the same key) load them. The key hashes
+exactly what the values depend on: library versions, base weights, quantisation and dtype,
+tokenizer and chat template, the dataset and its formatting, max_length, truncation and
+`ld_alpha`.
+
+Warm workers: Ray Tune reuses a trial's actor for the next trial (`reuse_actors=True`), so
+the process keeps its imports; `base_model` also keeps the loaded base model there, and
+`release_base_model` takes the adapter off after a trial and checks the base weights are
+bit-for-bit what was loaded before the next trial may use them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+# ---- reference log-probs, computed once -------------------------------------------------
+
+
+def ref_cache_key(model, tokenizer, data, args, bnb, cuda: bool) -> str:
+    """Hash of everything the tokenised data and the reference log-probs depend on."""
+    import datasets
+    import torch
+    import transformers
+    import trl
+
+    weights = getattr(model.config, "_commit_hash", None) or _files_signature(model.config.name_or_path)
+    parts = {
+        "versions": [trl.__version__, transformers.__version__, torch.__version__, datasets.__version__],
+        "model": [model.config.name_or_path, weights, str(model.dtype)],
+        "quantization": bnb.to_dict() if bnb is not None else None,
+        "device": "cuda" if cuda else "cpu",
+        "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.chat_template, tokenizer.eos_token],
+        "data": [data["train"]._fingerprint, data["eval"]._fingerprint],  # source files and every transform
+        "args": [args.max_length, args.truncation_mode, args.ld_alpha],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _files_signature(path: str) -> list:
+    """Names, sizes and mtimes of a local model directory's files (a hub id without a commit: itself)."""
+    p = Path(path)
+    if not p.is_dir():
+        return [path]
+    return sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in p.iterdir() if f.is_file())
+
+
+def attach_reference_logps(trainer, cache_dir: Path, log=print) -> str:
+    """Give `trainer` (a `PreparedDPOTrainer` built on tokenised splits) the reference log-probs
+    of its train and eval splits: loaded from `cache_dir` if there, else computed and stored.
+    Returns ("loaded" or "computed", seconds). Concurrent trials wait for the one computing."""
+    import time
+
+    import datasets
+    from filelock import FileLock
+
+    t0 = time.time()
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_dir) + ".lock"):
+        if (cache_dir / "done").exists():
+            loaded = datasets.load_from_disk(str(cache_dir))
+            how = "loaded"
+        else:
+            loaded = datasets.DatasetDict(
+                {name: _with_ref_logps(trainer, split) for name, split in (("train", trainer.train_dataset), ("eval", trainer.eval_dataset))}
+            )
+            tmp = cache_dir.with_name(cache_dir.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            loaded.save_to_disk(str(tmp))
+            (tmp / "done").write_text("")
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            os.replace(tmp, cache_dir)  # atomic: a reader sees all of it or none
+            loaded = datasets.load_from_disk(str(cache_dir))
+            how = "computed"
+    for name, split in (("train", trainer.train_dataset), ("eval", trainer.eval_dataset)):
+        if len(loaded[name]) != len(split):
+            raise RuntimeError(f"reference cache {cache_dir} has {len(loaded[name])} {name} rows, expected {len(split)}")
+    trainer.train_dataset, trainer.eval_dataset = loaded["train"], loaded["eval"]
+    trainer.precompute_ref_logps = True  # _compute_loss now reads the columns instead of a reference forward
+    log(f"reference log-probs {how} in {time.time() - t0:.1f}s: {cache_dir}")
+    return how, time.time() - t0
+
+
+def _with_ref_logps(trainer, split):
+    """`split` plus the two reference columns, computed with TRL's own `compute_ref_log_probs`
+    (the adapter disabled) over the same collated batches training uses."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(split, batch_size=trainer.args.per_device_eval_batch_size, collate_fn=trainer.data_collator, shuffle=False)
+    chosen, rejected = [], []
+    trainer.model.eval()
+    for batch in loader:
+        batch = {k: v.to(trainer.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        c, r = trainer.compute_ref_log_probs(trainer.model, batch)
+        chosen.append(c.float().cpu())
+        rejected.append(r.float().cpu())
+    trainer.model.train()
+    chosen, rejected = torch.cat(chosen).tolist(), torch.cat(rejected).tolist()
+    return split.add_column(REF_COLUMNS[0], chosen).add_column(REF_COLUMNS[1], rejected)
+
+
+def prepared_dpo_trainer():
+    """DPOTrainer that takes splits already tokenised (with `chosen_ids`) as they are."""
+    from trl import DPOTrainer
+
+    class PreparedDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "chosen_ids" in dataset.column_names:
+                return dataset
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    return PreparedDPOTrainer
+
+
+# ---- warm base model ---------------------------------------------------------------------
+
+_BASE: dict[str, Any] = {}  # key -> (model, fingerprint); one per worker process
+
+
+def base_model(path: str, bnb, cuda: bool, bf16: bool, log=print):
+    """The base model, loaded once per worker process and reused by its later trials, each
+    time only after checking its weights are exactly those loaded (a trial that failed
+    half-way may have left an adapter in it: then it is loaded afresh)."""
+    from .model import load_base_model
+
+    key = json.dumps([path, bnb.to_dict() if bnb is not None else None, cuda, bf16], sort_keys=True, default=str)
+    if key in _BASE:
+        model, fingerprint = _BASE[key]
+        if weights_fingerprint(model) == fingerprint:
+            log("base model: reused from this worker's previous trial")
+            return model
+        log("base model: changed since it was loaded; loading it again")
+    _BASE.clear()  # one base model per worker
+    model = load_base_model(path, bnb, cuda, bf16)
+    _BASE[key] = (model, weights_fingerprint(model))
+    return model
+
+
+def release_base_model(peft_model) -> None:
+    """Take the trial's adapter off the shared base model (PEFT's `unload`: the LoRA layers
+    are replaced by the original modules, base weights untouched)."""
+    if hasattr(peft_model, "unload") and any(peft_model.get_base_model() is m for m, _ in _BASE.values()):
+        peft_model.unload().eval()
+
+
+def weights_fingerprint(model) -> str:
+    """On CPU a hash of every parameter's and buffer's bytes (equal iff bit-identical); on a
+    GPU, per-tensor float64 sums computed there (copying a 7B model to the host to hash it
+    would cost more than loading it)."""
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            h.update(name.encode())
+            t = t.detach()
+            if t.is_cuda:
+                h.update(repr([t.double().sum().item(), t.double().abs().sum().item()]).encode())
+            else:
+                h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,74 @@
+"""Speed without changing results: reference log-probs computed once per sweep and shared,
+warm workers reusing the loaded base model, and early stopping that ends runs cleanly."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweep import prepare
+from sweep.spec import parse_spec
+from sweep.trial import TrialContext, run_trial
+
+from .conftest import mlflow_store, run_cli, small_spec, write_spec
+
+COMPARED = ("loss", "rewards/margins", "rewards/accuracies", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")
+
+
+def _trial(tmp_path, model, point, **spec_changes):
+    spec = parse_spec(small_spec("speed", results_dir=str(tmp_path), train={"max_steps": 8, "eval_steps": 4}, **spec_changes))
+    return run_trial(TrialContext(spec=spec, model_path=str(model)), point)
+
+
+def _caches(tmp_path):
+    return [p for p in (tmp_path / "cache").glob("ref-*") if p.is_dir()]
+
+
+def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path, tmp_path):
+    inline = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "loss_type": "sigmoid"}, share_reference=False)
+    first = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "loss_type": "sigmoid"})
+    assert "time/reference_computed_s" in first
+    for k in COMPARED:
+        assert first[k] == pytest.approx(inline[k], abs=1e-4), k
+    # Another loss, beta, learning rate and seed: the same reference values, loaded not recomputed.
+    other = _trial(tmp_path, tiny_model_path, {"beta": 0.05, "loss_type": "ipo", "learning_rate": 1e-3, "seed": 3})
+    assert "time/reference_loaded_s" in other and "time/reference_computed_s" not in other
+    assert len(_caches(tmp_path)) == 1
+    # What the values depend on changes the key: a new pass, never a wrong reuse.
+    shorter = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "loss_type": "sigmoid", "max_length": 96})
+    assert "time/reference_computed_s" in shorter
+    assert len(_caches(tmp_path)) == 2
+    # Losses without a reference skip it.
+    simpo = _trial(tmp_path, tiny_model_path, {"loss_type": "simpo"})
+    assert not any(k.startswith("time/reference") for k in simpo)
+
+
+def test_warm_worker_reuses_the_base_model_and_leaves_it_untouched(tiny_model_path, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _trial(tmp_path, tiny_model_path, {"beta": 0.1})
+    (cached, fingerprint), = prepare._BASE.values()
+    fresh = prepare.weights_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_model_path))
+    assert fingerprint == fresh and prepare.weights_fingerprint(cached) == fresh  # trained on, unchanged
+    assert not any("lora" in name for name, _ in cached.named_parameters())  # the adapter is off
+    _trial(tmp_path, tiny_model_path, {"beta": 0.5, "loss_type": "kto"})
+    assert next(iter(prepare._BASE.values()))[0] is cached  # the next trial used the same object
+    assert prepare.weights_fingerprint(cached) == fresh
+
+
+def test_asha_stops_trailing_trials_and_their_runs_end_killed_with_metrics(tmp_path, tiny_model_path):
+    spec = small_spec(
+        "asha", axes={"learning_rate": [1.0e-3, 1.0e-7], "beta": [0.1, 0.3]}, max_concurrent_trials=1,
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2}, samples={"prompts": 0}, save="none",
+    )  # fmt: skip
+    del spec["train"]["learning_rate"]
+    proc = run_cli("run", str(write_spec(tmp_path / "asha.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, parents, children = mlflow_store(tmp_path, "asha")
+    assert len(children) == 4 and parents[0].info.status == "FINISHED"
+    assert {r.info.status for r in children} <= {"FINISHED", "KILLED"}  # never left RUNNING
+    stopped = [r for r in children if r.data.tags.get("sweep.stopped_early")]
+    assert stopped, proc.stdout
+    for r in stopped:
+        assert r.info.status == "KILLED" and "eval_rewards/accuracies" in r.data.metrics
+        assert r.data.metrics["global_step"] < 12
+    assert "stopped early by the scheduler" in proc.stdout
