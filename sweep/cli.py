@@ -358,6 +358,7 @@ def _quiet_libraries(verbose: bool = False) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no box tables on the console
     if verbose:
         return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers' level when imported
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
     for name in ("transformers", "datasets", "bitsandbytes", "ray", "mlflow", "alembic"):

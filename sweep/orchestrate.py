@@ -103,6 +103,7 @@ def run_sweep(
         experiment_id=experiment_id,
         parent_run_id=parent_run_id,
         trials_dir=str(results_dir / "trials"),
+        cache_dir=str(Path(spec.results_dir).resolve() / "cache"),  # shared by every sweep under results_dir
         log_to_file=not verbose,
     )
     tuner = _tuner(spec, ctx, results_dir / "ray", verbose, progress_interval, retry_failed)
@@ -277,7 +278,9 @@ def _init_ray(address: str | None, verbose: bool) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"), "TOKENIZERS_PARALLELISM": "false"}}
+    env = {
+        "env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"), "TOKENIZERS_PARALLELISM": "false"},
+    }
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=verbose)
     else:

@@ -62,9 +62,16 @@ def _files_signature(path: str) -> list:
     return sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in p.iterdir() if f.is_file())
 
 
-def attach_reference_logps(trainer, cache_dir: Path, log=print) -> str:
-    """Give `trainer` (a `PreparedDPOTrainer` built on tokenised splits) the reference log-probs
-    of its train and eval splits: loaded from `cache_dir` if there, else computed and stored.
+def load_reference(cache_dir: Path):
+    """The cached tokenised splits with reference columns, or None if not computed yet."""
+    import datasets
+
+    return datasets.load_from_disk(str(cache_dir)) if (cache_dir / "done").exists() else None
+
+
+def attach_reference_logps(trainer, cache_dir: Path, log=print) -> tuple[str, float]:
+    """Make `trainer` (a `PreparedDPOTrainer`) read reference log-probs from its splits: they
+    came from `cache_dir` already, or are loaded from it, or are computed and stored there.
     Returns ("loaded" or "computed", seconds). Concurrent trials wait for the one computing."""
     import time
 
@@ -72,27 +79,25 @@ def attach_reference_logps(trainer, cache_dir: Path, log=print) -> str:
     from filelock import FileLock
 
     t0 = time.time()
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache_dir) + ".lock"):
-        if (cache_dir / "done").exists():
-            loaded = datasets.load_from_disk(str(cache_dir))
-            how = "loaded"
-        else:
-            loaded = datasets.DatasetDict(
-                {name: _with_ref_logps(trainer, split) for name, split in (("train", trainer.train_dataset), ("eval", trainer.eval_dataset))}
-            )
-            tmp = cache_dir.with_name(cache_dir.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            loaded.save_to_disk(str(tmp))
-            (tmp / "done").write_text("")
-            shutil.rmtree(cache_dir, ignore_errors=True)
-            os.replace(tmp, cache_dir)  # atomic: a reader sees all of it or none
-            loaded = datasets.load_from_disk(str(cache_dir))
-            how = "computed"
-    for name, split in (("train", trainer.train_dataset), ("eval", trainer.eval_dataset)):
-        if len(loaded[name]) != len(split):
-            raise RuntimeError(f"reference cache {cache_dir} has {len(loaded[name])} {name} rows, expected {len(split)}")
-    trainer.train_dataset, trainer.eval_dataset = loaded["train"], loaded["eval"]
+    how = "loaded"
+    if not all(REF_COLUMNS[0] in split.column_names for split in (trainer.train_dataset, trainer.eval_dataset)):
+        cache_dir.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(cache_dir) + ".lock"):
+            if load_reference(cache_dir) is None:
+                splits = {"train": trainer.train_dataset, "eval": trainer.eval_dataset}
+                computed = datasets.DatasetDict({name: _with_ref_logps(trainer, split) for name, split in splits.items()})
+                tmp = cache_dir.with_name(cache_dir.name + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                computed.save_to_disk(str(tmp))
+                (tmp / "done").write_text("")
+                shutil.rmtree(cache_dir, ignore_errors=True)
+                os.replace(tmp, cache_dir)  # atomic: a reader sees all of it or nothing
+                how = "computed"
+            loaded = load_reference(cache_dir)
+        for name, split in (("train", trainer.train_dataset), ("eval", trainer.eval_dataset)):
+            if len(loaded[name]) != len(split):
+                raise RuntimeError(f"reference cache {cache_dir} has {len(loaded[name])} {name} rows, expected {len(split)}")
+        trainer.train_dataset, trainer.eval_dataset = loaded["train"], loaded["eval"]
     trainer.precompute_ref_logps = True  # _compute_loss now reads the columns instead of a reference forward
     log(f"reference log-probs {how} in {time.time() - t0:.1f}s: {cache_dir}")
     return how, time.time() - t0

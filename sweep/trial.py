@@ -59,6 +59,7 @@ class TrialContext:
     experiment_id: str | None = None
     parent_run_id: str | None = None
     trials_dir: str | None = None  # where each trial writes its resolved config and log
+    cache_dir: str | None = None  # shared reference log-probs; absolute (Ray runs trials in their own cwd)
     log_to_file: bool = False  # send the trial's stdout/stderr to <trials_dir>/<trial_id>/trial.log
 
 
@@ -229,6 +230,12 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[
         train_data = unpair_preference_dataset(train_data).shuffle(seed=args.seed)
         eval_data = unpair_preference_dataset(eval_data)
         trainer_class = _with_paired_accuracy(trainer_class, data["eval"], tokenizer, args, cuda)
+    if shared_reference:  # one reference pass per sweep, not one per step of every trial
+        key = prepare.ref_cache_key(model, tokenizer, data, args, bnb, cuda)
+        cache = Path(ctx.cache_dir or Path(spec.results_dir).resolve() / "cache") / f"ref-{key}"
+        cached = prepare.load_reference(cache)  # tokenised, with the reference columns: no tokenising either
+        if cached is not None:
+            train_data, eval_data = cached["train"], cached["eval"]
     trainer = trainer_class(
         model=model,
         args=args,
@@ -238,36 +245,39 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[
         peft_config=lora,
         callbacks=callbacks,
     )
-    if shared_reference:  # one reference pass per sweep, not one per step of every trial
-        key = prepare.ref_cache_key(model, tokenizer, data, args, bnb, cuda)
-        how, seconds = prepare.attach_reference_logps(trainer, Path(spec.results_dir).resolve() / "cache" / f"ref-{key}")
+    if shared_reference:
+        how, seconds = prepare.attach_reference_logps(trainer, cache)
         callbacks[0].timings[f"time/reference_{how}_s"] = seconds
     if bnb is not None and not cuda:
         disable_bnb_cpu_repack(trainer.model)
 
     try:
         trainer.train()
-    except BaseException:
-        prepare.release_base_model(trainer.model)
-        raise
-    last_eval = max((h["step"] for h in trainer.state.log_history if "eval_loss" in h), default=-1)
-    if last_eval != trainer.state.global_step:  # always finish on a held-out measurement
-        trainer.evaluate()
-    if spec.samples.prompts and run_id is not None:
-        from .evaluation import generate_samples
-        from .tracking import client
+        last_eval = max((h["step"] for h in trainer.state.log_history if "eval_loss" in h), default=-1)
+        if last_eval != trainer.state.global_step:  # always finish on a held-out measurement
+            trainer.evaluate()
+        if spec.samples.prompts and run_id is not None:
+            _log_samples(ctx, run_id, trainer.model, tokenizer, data["eval"])
+        if spec.save != "none":  # the adapter alone (a few MB on real models), not Trainer checkpoints
+            trainer.model.save_pretrained(str(Path(args.output_dir) / "adapter"))
+            if run_id is not None and spec.save == "all":  # `best`: the driver logs the winner's at the end
+                from .tracking import client
 
-        prompts = data["eval"].select(range(min(spec.samples.prompts, len(data["eval"]))))["prompt"]
-        table = generate_samples(trainer.model, tokenizer, prompts, spec.samples.max_new_tokens)
-        client(ctx.tracking_uri).log_table(run_id, data=table, artifact_file=SAMPLES_FILE)
-    if spec.save != "none":  # the adapter alone (a few MB on real models), not Trainer checkpoints
-        trainer.model.save_pretrained(str(Path(args.output_dir) / "adapter"))
-        if run_id is not None and spec.save == "all":  # `best`: the driver logs the winner's at the end
-            from .tracking import client
-
-            client(ctx.tracking_uri).log_artifacts(run_id, str(Path(args.output_dir) / "adapter"), "adapter")
-    prepare.release_base_model(trainer.model)  # the adapter off, the base checked, for the next trial
+                client(ctx.tracking_uri).log_artifacts(run_id, str(Path(args.output_dir) / "adapter"), "adapter")
+    finally:
+        prepare.release_base_model(trainer.model)  # the adapter off; the next trial checks the base first
     return callbacks[0].latest
+
+
+def _log_samples(ctx, run_id, model, tokenizer, pairs) -> None:
+    """Greedy answers to the first held-out prompts, with the base model's, as an MLflow table."""
+    from .evaluation import generate_samples
+    from .tracking import client
+
+    samples = ctx.spec.samples
+    prompts = pairs.select(range(min(samples.prompts, len(pairs))))["prompt"]
+    table = generate_samples(model, tokenizer, prompts, samples.max_new_tokens)
+    client(ctx.tracking_uri).log_table(run_id, data=table, artifact_file=SAMPLES_FILE)
 
 
 def _with_paired_accuracy(trainer_class, pairs, tokenizer, args, cuda):

@@ -72,3 +72,6 @@ def test_asha_stops_trailing_trials_and_their_runs_end_killed_with_metrics(tmp_p
         assert r.info.status == "KILLED" and "eval_rewards/accuracies" in r.data.metrics
         assert r.data.metrics["global_step"] < 12
     assert "stopped early by the scheduler" in proc.stdout
+    # Trials run in Ray workers with their own working directory: still one shared reference pass.
+    assert len(_caches(tmp_path / "results")) == 1
+    assert sum("time/reference_computed_s" in r.data.metrics for r in children) == 1
