@@ -245,11 +245,11 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[
         peft_config=lora,
         callbacks=callbacks,
     )
+    if bnb is not None and not cuda:  # before any eval-mode forward (the reference pass below is one)
+        disable_bnb_cpu_repack(trainer.model)
     if shared_reference:
         how, seconds = prepare.attach_reference_logps(trainer, cache)
         callbacks[0].timings[f"time/reference_{how}_s"] = seconds
-    if bnb is not None and not cuda:
-        disable_bnb_cpu_repack(trainer.model)
 
     try:
         trainer.train()
