@@ -94,9 +94,12 @@ def cmd_evaluate(args) -> int:
     sweep = reports.find_sweep(_store(args), args.name)
     if args.trial:
         runs = [reports.find_trial(sweep, args.trial)]
-    else:
+    else:  # the finished trials, best first, from one query (not one find_trial per trial)
+        from .tracking import latest_attempts, trial_runs
+
+        by_id = {r.info.run_id: r for r in latest_attempts(trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id))}
         df = reports.trials_frame(sweep, best=False)
-        runs = [reports.find_trial(sweep, rid) for rid in df.loc[df["status"] == "FINISHED", "run_id"]]
+        runs = [by_id[rid] for rid in df.loc[df["status"] == "FINISHED", "run_id"]]
     rows, worst = [], 0.0
     for run in runs:
         result = verify(sweep.uri, run)

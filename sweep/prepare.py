@@ -83,7 +83,8 @@ def attach_reference_logps(trainer, cache_dir: Path, log=print) -> tuple[str, fl
     if not all(REF_COLUMNS[0] in split.column_names for split in (trainer.train_dataset, trainer.eval_dataset)):
         cache_dir.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(cache_dir) + ".lock"):
-            if load_reference(cache_dir) is None:
+            loaded = load_reference(cache_dir)
+            if loaded is None:
                 splits = {"train": trainer.train_dataset, "eval": trainer.eval_dataset}
                 computed = datasets.DatasetDict({name: _with_ref_logps(trainer, split) for name, split in splits.items()})
                 tmp = cache_dir.with_name(cache_dir.name + ".tmp")
@@ -93,7 +94,7 @@ def attach_reference_logps(trainer, cache_dir: Path, log=print) -> tuple[str, fl
                 shutil.rmtree(cache_dir, ignore_errors=True)
                 os.replace(tmp, cache_dir)  # atomic: a reader sees all of it or nothing
                 how = "computed"
-            loaded = load_reference(cache_dir)
+                loaded = load_reference(cache_dir)  # memory-mapped from disk, as later trials get it
         for name, split in (("train", trainer.train_dataset), ("eval", trainer.eval_dataset)):
             if len(loaded[name]) != len(split):
                 raise RuntimeError(f"reference cache {cache_dir} has {len(loaded[name])} {name} rows, expected {len(split)}")

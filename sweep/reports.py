@@ -162,9 +162,14 @@ def rank(df: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     return df.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable").reset_index(drop=True)
 
 
+def finished(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The FINISHED trials that have `metric` (an empty frame if none has it)."""
+    return df[(df["status"] == "FINISHED") & df[metric].notna()] if metric in df else df.iloc[0:0]
+
+
 def best_per_group(df: pd.DataFrame, metric: str, mode: str, by: str = "loss_type") -> pd.DataFrame:
     """The best finished trial of each value of `by` (e.g. the best beta for each loss type)."""
-    done = df[(df["status"] == "FINISHED") & df[metric].notna()] if metric in df else df.iloc[0:0]
+    done = finished(df, metric)
     if by not in done or done.empty:
         return rank(done, metric, mode).head(1)
     ranked = rank(done, metric, mode)
@@ -188,11 +193,9 @@ def repeats_frame(df: pd.DataFrame, axes: list[str], metric: str, mode: str) -> 
 
     if "seed" not in df or metric not in df:
         return None
-    keys = [a for a in axes if a != "seed" and a in df]
-    done = df[(df["status"] == "FINISHED") & df[metric].notna()].copy()
-    if done.empty or not keys:
+    done = _repeats(df, axes, metric)
+    if done is None:
         return None
-    done["point"] = [_point_name(row, keys) for _, row in done.iterrows()]
     g = done.groupby("point", sort=False)[metric]
     out = pd.DataFrame({"n": g.count(), "mean": g.mean(), "std": g.std()})
     half = [stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else math.nan for n, sd in zip(out["n"], out["std"])]
@@ -220,10 +223,7 @@ def separability(df: pd.DataFrame, repeats: pd.DataFrame, axes: list[str], metri
     head = f"best {desc(best)} vs runner-up {desc(second)} on {metric}: "
     if best["n"] < 2 or second["n"] < 2:
         return head + "one run each, so nothing can be said about separability; add seeds"
-    keys = [a for a in axes if a != "seed" and a in df]
-    done = df[(df["status"] == "FINISHED") & df[metric].notna()]
-    by_point = {name: rows.set_index("seed")[metric] for name, rows in done.assign(
-        point=[_point_name(r, keys) for _, r in done.iterrows()]).groupby("point")}  # fmt: skip
+    by_point = {name: rows.set_index("seed")[metric] for name, rows in _repeats(df, axes, metric).groupby("point")}
     a, b = by_point[best["point"]], by_point[second["point"]]
     common = sorted(set(a.index) & set(b.index))
     overlap = best["ci95_low"] <= second["ci95_high"] and second["ci95_low"] <= best["ci95_high"]
@@ -238,6 +238,15 @@ def separability(df: pd.DataFrame, repeats: pd.DataFrame, axes: list[str], metri
         return head + f"separable ({test}; {intervals})."
     return head + (f"NOT separable ({test}; {intervals}): the difference may be seed noise; "
                    "treat them as tied, or add seeds.")  # fmt: skip
+
+
+def _repeats(df: pd.DataFrame, axes: list[str], metric: str) -> pd.DataFrame | None:
+    """Finished trials with `metric`, each with `point`: its label without the seed (None if none)."""
+    keys = [a for a in axes if a != "seed" and a in df]
+    done = finished(df, metric)
+    if done.empty or not keys:
+        return None
+    return done.assign(point=[_point_name(row, keys) for _, row in done.iterrows()])
 
 
 def _point_name(row, keys: list[str]) -> str:
@@ -444,7 +453,7 @@ def find_trial(sweep: Sweep, trial: str | None = None):
     runs = tracking.latest_attempts(tracking.trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id))
     if trial is None:
         df = trials_frame(sweep, best=False)
-        done = df[(df["status"] == "FINISHED") & df[sweep.metric].notna()] if sweep.metric in df else df.iloc[0:0]
+        done = finished(df, sweep.metric)
         if done.empty:
             raise SweepNotFound(f"sweep {sweep.name} has no finished trial with {sweep.metric}")
         trial = done.iloc[0]["run_id"]
