@@ -47,18 +47,22 @@ def cmd_plan(args) -> int:
 
 def cmd_run(args) -> int:
     """Run a sweep: one trial per point on Ray Tune, tracked in MLflow."""
+    from . import cluster
+
     spec = load_spec(args.spec)
     if spec.model.startswith("builtin:") and spec.dataset.path.startswith("builtin:"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: never reach for a hub
-    if args.address or os.environ.get("RAY_ADDRESS"):
-        _ray_token_auth_for_explicit_address()
+    cluster.set_auth_mode(args.address)
     from .orchestrate import run_sweep  # imports ray: after the line above
     from .reports import report
 
-    outcome = run_sweep(
-        spec, address=args.address, log=_say, verbose=args.verbose, progress_interval=args.progress_interval,
-        fresh=args.fresh, retry_failed=args.retry_failed,
-    )  # fmt: skip
+    try:
+        outcome = run_sweep(
+            spec, address=args.address, log=_say, verbose=args.verbose, progress_interval=args.progress_interval,
+            fresh=args.fresh, retry_failed=args.retry_failed,
+        )  # fmt: skip
+    finally:
+        cluster.stop()
     print(report(outcome.sweep))
     return outcome.exit_code
 
@@ -226,17 +230,6 @@ def _store(args) -> str:
         if not db.exists():
             raise SpecError("tracking", f"no MLflow store at {db}; run a sweep first or pass --tracking-uri")
     return uri
-
-
-def _ray_token_auth_for_explicit_address() -> None:
-    """`ray start --head` (Ray 2.60) turns token auth on by default and keeps the token in
-    ~/.ray/auth_token, but ray.init never enables token auth by itself for an explicit address
-    (ray/_private/worker.py), so `--address` to such a head fails with InvalidAuthToken. Where a
-    token is at hand and RAY_AUTH_MODE is unset, ask for token auth. Ray reads the variable at
-    import: this must run before `import ray` (tests/test_scale.py covers it)."""
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.exists()):
-        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _say(message: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from . import tracking
+from . import cluster, tracking
 from .progress import LiveView
 from .spec import SpecError, SweepSpec, resolved_section
 from .trial import TrialContext, run_trial
@@ -93,8 +93,10 @@ def run_sweep(
     log(f"sweep {spec.name}: {n_trials} trials ({spec.search.method}), model {spec.model}, dataset {spec.dataset.path}")
     model_path = _prepare(spec, points, log)
 
-    _init_ray(address, verbose)
-    _check_store_reachable(uri)  # before the store is touched
+    cluster.start(address, verbose)  # a local Ray comes up while the store opens (~2 s saved)
+    if cluster.address_of(address):
+        cluster.ready(address, verbose)
+        _check_store_reachable(uri)  # before the store is touched
     experiment_id, parent_run_id = _open_parent_run(spec, uri, fresh, log)
     ctx = TrialContext(
         spec=spec,
@@ -106,6 +108,7 @@ def run_sweep(
         cache_dir=str(Path(spec.results_dir).resolve() / "cache"),  # shared by every sweep under results_dir
         log_to_file=not verbose,
     )
+    cluster.ready(address, verbose)
     tuner = _tuner(spec, ctx, results_dir / "ray", verbose, progress_interval, retry_failed)
 
     # SIGTERM (a cluster scheduler, `kill`) stops the sweep like Ctrl-C: Tune saves its state.
@@ -273,15 +276,3 @@ def _check_store_reachable(uri: str) -> None:
             "MLFLOW_TRACKING_URI) to its http:// address",
         )
 
-
-def _init_ray(address: str | None, verbose: bool) -> None:
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    env = {
-        "env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"), "TOKENIZERS_PARALLELISM": "false"},
-    }
-    if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=verbose)
-    else:
-        ray.init(include_dashboard=False, runtime_env=env, log_to_driver=verbose, configure_logging=verbose)

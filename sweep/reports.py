@@ -128,7 +128,9 @@ def trials_frame(sweep: Sweep, *, all_metrics: bool = False, best: bool = True) 
         for key, value in params.items():
             if key.startswith(tracking.SWEPT_PREFIX):
                 row[key.removeprefix(tracking.SWEPT_PREFIX)] = _number(value)
-        row.update(metrics)
+        # A swept value wins over a metric of the same name: Trainer logs the *scheduled*
+        # `learning_rate` at every step, which would otherwise replace the swept one.
+        row.update({k: v for k, v in metrics.items() if k not in row})
         beta = row.get("beta", _number(params.get("train.beta", "0.1")))  # TRL's default beta is 0.1
         if isinstance(beta, (int, float)) and beta > 0 and "eval_rewards/margins" in metrics:
             row["eval_margin/beta"] = metrics["eval_rewards/margins"] / beta

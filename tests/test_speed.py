@@ -3,6 +3,9 @@ warm workers reusing the loaded base model, and early stopping that ends runs cl
 
 from __future__ import annotations
 
+import shutil
+
+import pandas as pd
 import pytest
 
 from sweep import prepare
@@ -23,16 +26,32 @@ def _caches(tmp_path):
     return [p for p in (tmp_path / "cache").glob("ref-*") if p.is_dir()]
 
 
+def _computed_rows(cache) -> set[int]:
+    import math
+
+    train = prepare.load_reference(cache)["train"]
+    return {i for i, v in enumerate(train["ref_chosen_logps"]) if not math.isnan(v)}
+
+
 def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path, tmp_path):
     inline = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "loss_type": "sigmoid"}, share_reference=False)
     first = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "loss_type": "sigmoid"})
     assert "time/reference_computed_s" in first
     for k in COMPARED:
         assert first[k] == pytest.approx(inline[k], abs=1e-4), k
-    # Another loss, beta, learning rate and seed: the same reference values, loaded not recomputed.
-    other = _trial(tmp_path, tiny_model_path, {"beta": 0.05, "loss_type": "ipo", "learning_rate": 1e-3, "seed": 3})
+    # Only the rows training reads: 8 steps x batch 8 of the 400 train pairs (and all eval pairs).
+    (cache,) = _caches(tmp_path)
+    rows = _computed_rows(cache)
+    assert len(rows) == 64
+    assert not _missing_eval(cache)
+    # Another loss, beta and learning rate read the same rows: loaded, not recomputed.
+    other = _trial(tmp_path, tiny_model_path, {"beta": 0.05, "loss_type": "ipo", "learning_rate": 1e-3})
     assert "time/reference_loaded_s" in other and "time/reference_computed_s" not in other
-    assert len(_caches(tmp_path)) == 1
+    # Another seed reads other rows: only those are computed, into the same cache.
+    reseeded = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "loss_type": "sigmoid", "seed": 3})
+    assert "time/reference_computed_s" in reseeded and len(_caches(tmp_path)) == 1
+    grown = _computed_rows(cache)
+    assert rows < grown and 64 < len(grown) < 128
     # What the values depend on changes the key: a new pass, never a wrong reuse.
     shorter = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "loss_type": "sigmoid", "max_length": 96})
     assert "time/reference_computed_s" in shorter
@@ -40,6 +59,32 @@ def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path
     # Losses without a reference skip it.
     simpo = _trial(tmp_path, tiny_model_path, {"loss_type": "simpo"})
     assert not any(k.startswith("time/reference") for k in simpo)
+
+
+def _missing_eval(cache) -> list[int]:
+    import math
+
+    return [i for i, v in enumerate(prepare.load_reference(cache)["eval"]["ref_chosen_logps"]) if math.isnan(v)]
+
+
+def test_a_row_without_reference_log_probs_fails_loudly(tiny_model_path, tmp_path):
+    """Were `rows_reached` ever to miss a row training reads, the trial fails; it never trains on NaN."""
+    _trial(tmp_path, tiny_model_path, {"beta": 0.3})
+    (cache,) = _caches(tmp_path)
+    splits = prepare.load_reference(cache)
+    rows = sorted(_computed_rows(cache))
+    broken = splits["train"].map(lambda row, i: {"ref_chosen_logps": float("nan") if i == rows[0] else row["ref_chosen_logps"]},
+                                 with_indices=True)  # fmt: skip
+    prepare.rows_reached, real = (lambda trainer: []), prepare.rows_reached  # the sampler "misses" the row
+    try:
+        __import__("datasets").DatasetDict({"train": broken, "eval": splits["eval"]}).save_to_disk(str(tmp_path / "broken"))
+        (tmp_path / "broken" / "done").write_text("")
+        shutil.rmtree(cache)
+        (tmp_path / "broken").rename(cache)
+        with pytest.raises(RuntimeError, match="without reference log-probs"):
+            _trial(tmp_path, tiny_model_path, {"beta": 0.3})
+    finally:
+        prepare.rows_reached = real
 
 
 def test_warm_worker_reuses_the_base_model_and_leaves_it_untouched(tiny_model_path, tmp_path):
@@ -72,6 +117,8 @@ def test_asha_stops_trailing_trials_and_their_runs_end_killed_with_metrics(tmp_p
         assert r.info.status == "KILLED" and "eval_rewards/accuracies" in r.data.metrics
         assert r.data.metrics["global_step"] < 12
     assert "stopped early by the scheduler" in proc.stdout
+    # The swept learning rate, not the last one Trainer's schedule logged under the same name.
+    assert set(pd.read_csv(tmp_path / "results" / "asha" / "summary.csv")["learning_rate"]) == {1.0e-3, 1.0e-7}
     # Trials run in Ray workers with their own working directory: still one shared reference pass.
     assert len(_caches(tmp_path / "results")) == 1
     assert sum("time/reference_computed_s" in r.data.metrics for r in children) == 1

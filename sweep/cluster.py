@@ -1,0 +1,101 @@
+"""Ray for a sweep: a local instance, or an existing cluster (`--address` / $RAY_ADDRESS).
+
+`start` connects in a background thread: a local Ray takes ~3 s to come up, mostly waiting
+on its processes, and the driver has its MLflow store to open and Ray Tune to import
+meanwhile. `ready` waits for it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+_STARTED: Future | None = None
+_STOP = threading.Event()  # set when Ray is shut down: its thread may end
+
+
+def address_of(address: str | None) -> str | None:
+    """The existing cluster to join, or None for a local instance."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def set_auth_mode(address: str | None) -> None:
+    """Token authentication, set before Ray is imported (Ray reads RAY_AUTH_MODE then).
+
+    A local instance: Ray 2.60 turns token auth on anyway and says so on stderr every time;
+    asking for it keeps it on without the line. An explicit address: `ray start --head`
+    turns token auth on and keeps the token in ~/.ray/auth_token, but ray.init never enables
+    it by itself for an address (ray/_private/worker.py), so `--address` to such a head fails
+    with InvalidAuthToken; where a token is at hand, ask for it (tests/test_scale.py)."""
+    if "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:
+        return
+    if address_of(address) is None:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def start(address: str | None = None, verbose: bool = False) -> Future:
+    """Connect to (or start) Ray in the background. Workers get HF_HUB_OFFLINE as it is now."""
+    global _STARTED
+    if _STARTED is not None and _STARTED.done() and not (_STARTED.exception() or _ray_is_up()):
+        _STARTED = None  # shut down since (by hand): start again
+    if _STARTED is None:
+        set_auth_mode(address)
+        _STOP.clear()
+        _STARTED = Future()
+        # The thread lives as long as Ray does: Ray's processes are started with
+        # PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
+        threading.Thread(target=_run, args=(_STARTED, address_of(address), verbose), name="ray", daemon=True).start()
+    return _STARTED
+
+
+def ready(address: str | None = None, verbose: bool = False) -> None:
+    """Wait until Ray is up (starting it now if `start` was not called); raises what ray.init raised."""
+    start(address, verbose).result()
+
+
+def stop() -> None:
+    """Shut Ray down (after a background start has finished, whether it succeeded or not)."""
+    global _STARTED
+    if _STARTED is not None:
+        _STARTED.exception()  # waits
+        _STARTED = None
+    if _ray_is_up():
+        sys.modules["ray"].shutdown()
+    _STOP.set()
+
+
+def _ray_is_up() -> bool:
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def _run(started: Future, address: str | None, verbose: bool) -> None:
+    try:
+        _init(address, verbose)
+    except BaseException as e:
+        started.set_exception(e)
+        return
+    started.set_result(None)
+    _STOP.wait()
+
+
+def _init(address: str | None, verbose: bool) -> None:
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if not verbose:  # `import ray` set its logger's level: quieten it after
+        logging.getLogger("ray").setLevel(logging.ERROR)
+    env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"), "TOKENIZERS_PARALLELISM": "false"}
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=verbose)
+    else:
+        ray.init(include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=verbose, configure_logging=verbose)
