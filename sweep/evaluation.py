@@ -32,9 +32,9 @@ class PairedEval:
         from transformers import PrinterCallback
         from trl import DPOConfig, DPOTrainer
 
-        self._dir = tempfile.mkdtemp(prefix="sweep-eval-")
+        self._dir = tempfile.TemporaryDirectory(prefix="sweep-eval-")  # removed with this object (or at exit)
         args = DPOConfig(
-            output_dir=self._dir, beta=beta, max_length=max_length, truncation_mode=truncation_mode,
+            output_dir=self._dir.name, beta=beta, max_length=max_length, truncation_mode=truncation_mode,
             per_device_eval_batch_size=batch_size, report_to=[], disable_tqdm=True, use_cpu=cpu,
             bf16=bf16, fp16=False, dataloader_num_workers=0, save_strategy="no",
         )  # fmt: skip
