@@ -1,6 +1,6 @@
 """How much cheaper is a sweep with `sweep` than the naive way? Run by hand, not in CI:
 
-    python benchmarks/sweep_speedup.py            # ~6 min on 2 cores; writes benchmarks/sweep_speedup.json
+    python benchmarks/sweep_speedup.py            # ~7 min on 2 cores; writes benchmarks/sweep_speedup.json
 
 On the embedded default, one 16-point grid (loss_type x beta x learning_rate x max_steps),
 the same data, data order and seeds, in three modes on this machine, two trials at a time:
@@ -9,8 +9,9 @@ the same data, data order and seeds, in three modes on this machine, two trials 
   (benchmarks/naive_dpo.py): imports, model load, tokenisation, reference computed inline;
 - sweep: `python -m sweep run` (warm Ray workers keeping the base model loaded, reference
   log-probs computed once and shared), scheduler off;
-- asha: the same grid with `scheduler: {type: asha}`, at two settings (rungs at every
-  15-step eval, and at every 5-step eval): training steps saved, and regret.
+- asha: the same grid with `scheduler: {type: asha}`, with rungs at every 15-step eval, at
+  every 5-step eval, and with max_steps as ASHA's resource instead of an axis (every trial
+  may run to 60 steps): training steps saved, and regret.
 
 It prints wall times, `speedup = naive / sweep`, the per-phase split, `efficiency = lower
 bound / sweep` and checks every trial's final loss, rewards/margins and rewards/accuracies
@@ -46,20 +47,22 @@ TRAIN = {
     "logging_steps": 5, "eval_strategy": "steps", "eval_steps": 15, "seed": 42,
 }  # fmt: skip
 LORA = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"}
-ASHA = {  # name -> (eval_steps, scheduler): rungs at every eval, grace one eval
-    "asha": (15, {"type": "asha", "grace_period": 1, "reduction_factor": 4}),
-    "asha_fine": (5, {"type": "asha", "grace_period": 1, "reduction_factor": 4}),
+ASHA = {  # name -> (eval_steps, scheduler, max_steps as ASHA's resource): rungs at every eval, grace one eval
+    "asha": (15, {"type": "asha", "grace_period": 1, "reduction_factor": 4}, False),
+    "asha_fine": (5, {"type": "asha", "grace_period": 1, "reduction_factor": 4}, False),
+    # The usual ASHA set-up: steps are the resource, not an axis (every trial may run to 60).
+    "asha_steps_as_resource": (15, {"type": "asha", "grace_period": 1, "reduction_factor": 4}, True),
 }
 MAX_EVAL_ROWS = 200
 COMPARED = ("loss", "rewards/margins", "rewards/accuracies")
 TOLERANCE = 1e-4
 
 
-def spec(name: str, train: dict | None = None, **extra) -> dict:
+def spec(name: str, train: dict | None = None, axes: dict | None = None, **extra) -> dict:
     return {
         "name": name, "model": "builtin:tiny",
         "dataset": {"path": "builtin:prefs", "max_eval_rows": MAX_EVAL_ROWS},
-        "axes": AXES, "train": {**TRAIN, **(train or {})}, "lora": LORA, "resources": {"cpu": 1},
+        "axes": axes or AXES, "train": {**TRAIN, **(train or {})}, "lora": LORA, "resources": {"cpu": 1},
         "samples": {"prompts": 0}, "save": "none", **extra,
     }  # fmt: skip
 
@@ -115,6 +118,7 @@ def run_sweep(work: Path, name: str, **extra) -> tuple[float, dict]:
     results = {}
     for r in runs:
         point = {k.removeprefix("sweep."): yaml.safe_load(v) for k, v in r.data.params.items() if k.startswith("sweep.")}
+        point.setdefault("max_steps", int(r.data.params["trial.max_steps"]))  # not an axis: ASHA's resource
         results[key(point)] = {**r.data.metrics, "status": r.info.status, "stopped_early": "sweep.stopped_early" in r.data.tags}
     return wall, {"t0": t0, "trials": results}
 
@@ -131,8 +135,12 @@ def main() -> None:
     sweep_wall, swept = run_sweep(work, "bench")
     print(f"sweep: {sweep_wall:.1f}s", flush=True)
     ashas = {}
-    for name, (eval_steps, scheduler) in ASHA.items():
-        ashas[name] = run_sweep(work, name, train={"eval_steps": eval_steps}, scheduler=scheduler)
+    for name, (eval_steps, scheduler, steps_as_resource) in ASHA.items():
+        train, axes = {"eval_steps": eval_steps}, None
+        if steps_as_resource:
+            train["max_steps"] = max(AXES["max_steps"])
+            axes = {k: v for k, v in AXES.items() if k != "max_steps"}
+        ashas[name] = run_sweep(work, name, train=train, axes=axes, scheduler=scheduler)
         print(f"{name}: {ashas[name][0]:.1f}s", flush=True)
 
     # Same results: a speed-up that changes metrics does not count.
@@ -158,9 +166,9 @@ def main() -> None:
         steps = sum(t.get("global_step", 0) for t in run["trials"].values())
         finished = {k: t for k, t in run["trials"].items() if t["status"] == "FINISHED"}
         best = max(finished, key=lambda k: finished[k][metric])
-        eval_steps, scheduler = ASHA[name]
+        eval_steps, scheduler, steps_as_resource = ASHA[name]
         return {
-            "eval_steps": eval_steps, "scheduler": scheduler, "wall_s": round(wall, 1),
+            "eval_steps": eval_steps, "scheduler": scheduler, "max_steps_as_resource": steps_as_resource, "wall_s": round(wall, 1),
             "training_steps": steps, "full_grid_steps": full_steps, "steps_fraction": round(steps / full_steps, 3),
             "stopped_early": sum(t["stopped_early"] for t in run["trials"].values()),
             "best": json.loads(best), "best_metric": finished[best][metric],
