@@ -15,6 +15,7 @@ from pathlib import Path
 
 _STARTED: Future | None = None
 _STOP = threading.Event()  # set when Ray is shut down: its thread may end
+_STOPPING: threading.Thread | None = None  # a shutdown under way in the background
 
 
 def address_of(address: str | None) -> str | None:
@@ -43,6 +44,7 @@ def set_auth_mode(address: str | None) -> None:
 def start(address: str | None = None, verbose: bool = False) -> Future:
     """Connect to (or start) Ray in the background. Workers get HF_HUB_OFFLINE as it is now."""
     global _STARTED
+    _join_stopping()
     if _STARTED is not None and _STARTED.done() and not (_STARTED.exception() or _ray_is_up()):
         _STARTED = None  # shut down since (by hand): start again
     if _STARTED is None:
@@ -60,8 +62,28 @@ def ready(address: str | None = None, verbose: bool = False) -> None:
     start(address, verbose).result()
 
 
-def stop() -> None:
-    """Shut Ray down (after a background start has finished, whether it succeeded or not)."""
+def stop(background: bool = False) -> None:
+    """Shut Ray down (after a background start has finished, whether it succeeded or not).
+    `background`: in a thread, as the driver writes its reports (~1.3 s saved); a later
+    `stop()` or `start()` waits for it."""
+    global _STOPPING
+    if background:
+        if _STOPPING is None:
+            _STOPPING = threading.Thread(target=_shutdown, name="ray-stop")
+            _STOPPING.start()
+        return
+    _join_stopping()
+    _shutdown()
+
+
+def _join_stopping() -> None:
+    global _STOPPING
+    if _STOPPING is not None:
+        _STOPPING.join()
+        _STOPPING = None
+
+
+def _shutdown() -> None:
     global _STARTED
     if _STARTED is not None:
         _STARTED.exception()  # waits

@@ -119,6 +119,7 @@ def run_sweep(
         pass
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+        cluster.stop(background=True)  # Ray's part is done; it shuts down while the reports are written
         killed = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "sweep interrupted")
         if killed:
             log(f"marked {killed} unfinished trial run(s) KILLED")
