@@ -134,8 +134,6 @@ def rows_reached(trainer) -> list[int] | None:
 
 def _missing(split, rows: list[int] | None) -> list[int]:
     """Which of `rows` (None: all) have no reference log-probs in `split` yet."""
-    import math
-
     rows = range(len(split)) if rows is None else rows
     if REF_COLUMNS[0] not in split.column_names:
         return list(rows)
@@ -156,16 +154,16 @@ def _with_ref_logps(trainer, split, rows: list[int]):
     if rows:
         subset = split.select(rows)
         loader = DataLoader(subset, batch_size=trainer.args.per_device_eval_batch_size, collate_fn=trainer.data_collator)
-        done: list[tuple[list[float], list[float]]] = []
+        new_chosen, new_rejected = [], []
         trainer.model.eval()
         for batch in loader:
             batch = {k: v.to(trainer.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             c, r = trainer.compute_ref_log_probs(trainer.model, batch)
-            done.append((c.float().cpu().tolist(), r.float().cpu().tolist()))
+            new_chosen += c.float().cpu().tolist()
+            new_rejected += r.float().cpu().tolist()
         trainer.model.train()
-        values = iter([(c, r) for cs, rs in done for c, r in zip(cs, rs)])
-        for i in rows:
-            chosen[i], rejected[i] = next(values)
+        for i, c, r in zip(rows, new_chosen, new_rejected, strict=True):
+            chosen[i], rejected[i] = c, r
     if have:
         split = split.remove_columns(list(REF_COLUMNS))
     return split.add_column(REF_COLUMNS[0], chosen).add_column(REF_COLUMNS[1], rejected)

@@ -3,10 +3,12 @@ warm workers reusing the loaded base model, and early stopping that ends runs cl
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pandas as pd
 import pytest
+from datasets import DatasetDict
 
 from sweep import prepare
 from sweep.spec import parse_spec
@@ -26,11 +28,9 @@ def _caches(tmp_path):
     return [p for p in (tmp_path / "cache").glob("ref-*") if p.is_dir()]
 
 
-def _computed_rows(cache) -> set[int]:
-    import math
-
-    train = prepare.load_reference(cache)["train"]
-    return {i for i, v in enumerate(train["ref_chosen_logps"]) if not math.isnan(v)}
+def _computed_rows(cache, split: str = "train") -> set[int]:
+    """Rows of the cached `split` that have a reference value (not NaN)."""
+    return {i for i, v in enumerate(prepare.load_reference(cache)[split]["ref_chosen_logps"]) if not math.isnan(v)}
 
 
 def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path, tmp_path):
@@ -43,7 +43,7 @@ def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path
     (cache,) = _caches(tmp_path)
     rows = _computed_rows(cache)
     assert len(rows) == 64
-    assert not _missing_eval(cache)
+    assert _computed_rows(cache, "eval") == set(range(64))  # small_spec's max_eval_rows
     # Another loss, beta and learning rate read the same rows: loaded, not recomputed.
     other = _trial(tmp_path, tiny_model_path, {"beta": 0.05, "loss_type": "ipo", "learning_rate": 1e-3})
     assert "time/reference_loaded_s" in other and "time/reference_computed_s" not in other
@@ -61,13 +61,7 @@ def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path
     assert not any(k.startswith("time/reference") for k in simpo)
 
 
-def _missing_eval(cache) -> list[int]:
-    import math
-
-    return [i for i, v in enumerate(prepare.load_reference(cache)["eval"]["ref_chosen_logps"]) if math.isnan(v)]
-
-
-def test_a_row_without_reference_log_probs_fails_loudly(tiny_model_path, tmp_path):
+def test_a_row_without_reference_log_probs_fails_loudly(tiny_model_path, tmp_path, monkeypatch):
     """Were `rows_reached` ever to miss a row training reads, the trial fails; it never trains on NaN."""
     _trial(tmp_path, tiny_model_path, {"beta": 0.3})
     (cache,) = _caches(tmp_path)
@@ -75,16 +69,13 @@ def test_a_row_without_reference_log_probs_fails_loudly(tiny_model_path, tmp_pat
     rows = sorted(_computed_rows(cache))
     broken = splits["train"].map(lambda row, i: {"ref_chosen_logps": float("nan") if i == rows[0] else row["ref_chosen_logps"]},
                                  with_indices=True)  # fmt: skip
-    prepare.rows_reached, real = (lambda trainer: []), prepare.rows_reached  # the sampler "misses" the row
-    try:
-        __import__("datasets").DatasetDict({"train": broken, "eval": splits["eval"]}).save_to_disk(str(tmp_path / "broken"))
-        (tmp_path / "broken" / "done").write_text("")
-        shutil.rmtree(cache)
-        (tmp_path / "broken").rename(cache)
-        with pytest.raises(RuntimeError, match="without reference log-probs"):
-            _trial(tmp_path, tiny_model_path, {"beta": 0.3})
-    finally:
-        prepare.rows_reached = real
+    DatasetDict({"train": broken, "eval": splits["eval"]}).save_to_disk(str(tmp_path / "broken"))
+    (tmp_path / "broken" / "done").write_text("")
+    shutil.rmtree(cache)
+    (tmp_path / "broken").rename(cache)
+    monkeypatch.setattr(prepare, "rows_reached", lambda trainer: [])  # the sampler "misses" the row
+    with pytest.raises(RuntimeError, match="without reference log-probs"):
+        _trial(tmp_path, tiny_model_path, {"beta": 0.3})
 
 
 def test_warm_worker_reuses_the_base_model_and_leaves_it_untouched(tiny_model_path, tmp_path):
