@@ -20,7 +20,11 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="directory with train.jsonl and test.jsonl")
-    p.add_argument("--config", required=True, help="JSON: {train: DPOConfig kwargs, lora: LoraConfig kwargs, max_eval_rows: N}")
+    p.add_argument(
+        "--config", required=True,
+        help="JSON: {train: DPOConfig kwargs, lora: LoraConfig kwargs, max_eval_rows: N,"
+        " quantization: BitsAndBytesConfig kwargs (optional; on the GPU)}",
+    )  # fmt: skip
     p.add_argument("--out", required=True)
     a = p.parse_args()
     cfg = json.loads(a.config)
@@ -29,30 +33,45 @@ def main() -> None:
     import datasets
     import torch
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        BitsAndBytesConfig,
+        set_seed,
+    )
     from trl import DPOConfig, DPOTrainer
 
-    torch.set_num_threads(1)
+    from sweep.trial import StepStats  # measures only
+
+    cuda = torch.cuda.is_available() and not cfg["train"].get("use_cpu")
+    if not cuda:
+        torch.set_num_threads(1)
     t_imported = time.time()
     tokenizer = AutoTokenizer.from_pretrained(a.model)
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    load = {"dtype": torch.bfloat16 if cfg["train"].get("bf16") else torch.float32}
+    if cfg.get("quantization"):  # QLoRA: the 4-bit base on the GPU
+        load.update(quantization_config=BitsAndBytesConfig(**cfg["quantization"]), device_map={"": 0})
+    model = AutoModelForCausalLM.from_pretrained(a.model, **load)
     t_loaded = time.time()
     data = datasets.load_dataset("json", data_files={"train": f"{a.data}/train.jsonl", "test": f"{a.data}/test.jsonl"})
     evaluation = data["test"].shuffle(seed=0).select(range(cfg["max_eval_rows"]))
     args = DPOConfig(**cfg["train"])
     set_seed(args.seed)
+    stats = StepStats()
     trainer = DPOTrainer(
         model=model, args=args, train_dataset=data["train"], eval_dataset=evaluation,
-        processing_class=tokenizer, peft_config=LoraConfig(**cfg["lora"]),
+        processing_class=tokenizer, peft_config=LoraConfig(**cfg["lora"]), callbacks=[stats],
     )  # fmt: skip
     t_tokenized = time.time()
     trainer.train()
     t_trained = time.time()
-    if trainer.state.log_history[-2].get("step") != trainer.state.global_step or "eval_loss" not in trainer.state.log_history[-2]:
+    last_eval = max((h["step"] for h in trainer.state.log_history if "eval_loss" in h), default=-1)
+    if last_eval != trainer.state.global_step:  # finish on a held-out measurement, as sweep's trials do
         trainer.evaluate()
     final: dict = {}
     for entry in trainer.state.log_history:
         final.update({k: v for k, v in entry.items() if isinstance(v, (int, float))})
+    final.update(stats.measured)
     final["phases"] = {
         "start-up": t_imported - T_PROCESS,
         "model load": t_loaded - t_imported,

@@ -19,12 +19,19 @@ CORE_METRICS = [
 
 
 def test_trial_runs_without_ray_or_mlflow(tiny_model_path, tmp_path):
-    spec = parse_spec(small_spec("standalone", results_dir=str(tmp_path), train={"max_steps": 20, "eval_steps": 10}))
+    train = {"max_steps": 20, "eval_steps": 10, "include_num_input_tokens_seen": "non_padding"}
+    spec = parse_spec(small_spec("standalone", results_dir=str(tmp_path), train=train))
     reports = []
     metrics = run_trial(TrialContext(spec=spec, model_path=str(tiny_model_path)), {"beta": 0.5}, report=reports.append)
     for key in CORE_METRICS:
         assert key in metrics, key
     assert metrics["global_step"] == 20
+    # Steady speed: steps 2..20 without the two evaluations inside training (Trainer's own
+    # runtime counts them and the first step); tokens/s over the same 19 steps.
+    assert 0 < metrics["time/step_s"] < metrics["train_runtime"] / 20
+    tokens = metrics["time/tokens_per_s"] * metrics["time/step_s"] * 19
+    assert 0.8 * metrics["num_input_tokens_seen"] < tokens < metrics["num_input_tokens_seen"]
+    assert not any(k.startswith("gpu/") for k in metrics)  # peak GPU memory only where there is one
     # The shipped data carries a learnable signal: held-out preference accuracy well above chance.
     assert metrics["eval_rewards/accuracies"] > 0.6
     # An intermediate eval was reported, then the final metrics once.
