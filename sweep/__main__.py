@@ -2,7 +2,12 @@ import atexit
 import os
 import sys
 
-from .cli import main
+if sys.argv[1:2] in (["run"], ["plan"]):  # this process loads no model (trials run in Ray workers)
+    from .model import skip_bitsandbytes
+
+    skip_bitsandbytes()
+
+from .cli import main  # noqa: E402
 
 code = main()
 # Exit without tearing the interpreter down: freeing torch/transformers/Ray module by module

@@ -41,8 +41,9 @@ def set_auth_mode(address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def start(address: str | None = None, verbose: bool = False) -> Future:
-    """Connect to (or start) Ray in the background. Workers get HF_HUB_OFFLINE as it is now."""
+def start(address: str | None = None, verbose: bool = False, quantized: bool = True) -> Future:
+    """Connect to (or start) Ray in the background. Workers get HF_HUB_OFFLINE as it is now;
+    where no trial loads a quantized model (`quantized` False) they skip bitsandbytes."""
     global _STARTED
     _join_stopping()
     if _STARTED is not None and _STARTED.done() and not (_STARTED.exception() or _ray_is_up()):
@@ -53,7 +54,8 @@ def start(address: str | None = None, verbose: bool = False) -> Future:
         _STARTED = Future()
         # The thread lives as long as Ray does: Ray's processes are started with
         # PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
-        threading.Thread(target=_run, args=(_STARTED, address_of(address), verbose), name="ray", daemon=True).start()
+        args = (_STARTED, address_of(address), verbose, quantized)
+        threading.Thread(target=_run, args=args, name="ray", daemon=True).start()
     return _STARTED
 
 
@@ -97,9 +99,9 @@ def _ray_is_up() -> bool:
     return "ray" in sys.modules and sys.modules["ray"].is_initialized()
 
 
-def _run(started: Future, address: str | None, verbose: bool) -> None:
+def _run(started: Future, address: str | None, verbose: bool, quantized: bool) -> None:
     try:
-        _init(address, verbose)
+        _init(address, verbose, quantized)
     except BaseException as e:
         started.set_exception(e)
         return
@@ -107,7 +109,7 @@ def _run(started: Future, address: str | None, verbose: bool) -> None:
     _STOP.wait()
 
 
-def _init(address: str | None, verbose: bool) -> None:
+def _init(address: str | None, verbose: bool, quantized: bool) -> None:
     import logging
 
     import ray
@@ -117,7 +119,10 @@ def _init(address: str | None, verbose: bool) -> None:
     if not verbose:  # `import ray` set its logger's level: quieten it after
         logging.getLogger("ray").setLevel(logging.ERROR)
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"), "TOKENIZERS_PARALLELISM": "false"}
+    runtime_env: dict = {"env_vars": env}
+    if not quantized:
+        runtime_env["worker_process_setup_hook"] = "sweep.model.skip_bitsandbytes"
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=verbose)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose)
     else:
-        ray.init(include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=verbose, configure_logging=verbose)
+        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=verbose, configure_logging=verbose)

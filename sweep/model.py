@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -36,6 +37,28 @@ def quantization_config(settings: dict[str, Any], cuda: bool):
         "bnb_4bit_compute_dtype": torch.bfloat16 if cuda else torch.float32,
     }
     return BitsAndBytesConfig(**{**defaults, **fields})
+
+
+def quantizes(spec, cuda: bool) -> bool:
+    """Whether any trial of `spec` loads a 4-bit/8-bit base where CUDA is `cuda`."""
+    from .spec import section_of
+
+    mode = spec.quantization.get("mode", "auto")
+    swept = any(section_of(name) == "quantization" for name in spec.axis_names())
+    return swept or mode in ("4bit", "8bit") or (mode == "auto" and cuda)
+
+
+def skip_bitsandbytes() -> None:
+    """Make this process treat bitsandbytes as not installed; for processes that load no
+    quantized model (the driver; the workers of a sweep that does not quantize).
+
+    transformers' Trainer imports PEFT and PEFT imports bitsandbytes wherever it is
+    installed; bitsandbytes 0.50.2 imports torch._inductor as it loads: ~1.3 s of CPU per
+    process on 2 cores, on the path to every sweep's first step. `None` in sys.modules is
+    Python's own way to block an import: PEFT's and transformers' availability checks
+    (importlib.util.find_spec) then answer False. A no-op where it is imported already.
+    Ray runs it in each worker as its `worker_process_setup_hook` (cluster.py)."""
+    sys.modules.setdefault("bitsandbytes", None)
 
 
 def load_tokenizer(path: str):

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from . import cluster, tracking
+from . import cluster, model, tracking
 from .progress import LiveView
 from .spec import SpecError, SweepSpec, resolved_section
 from .trial import TrialContext, run_trial
@@ -93,7 +93,12 @@ def run_sweep(
     log(f"sweep {spec.name}: {n_trials} trials ({spec.search.method}), model {spec.model}, dataset {spec.dataset.path}")
     model_path = _prepare(spec, points, log)
 
-    cluster.start(address, verbose)  # a local Ray comes up while the store opens (~2 s saved)
+    # A local Ray comes up while the store opens (~2 s saved). On a cluster, trials may have
+    # CUDA where the driver has none: `auto` may quantize there.
+    import torch
+
+    quantized = model.quantizes(spec, cuda=bool(cluster.address_of(address)) or torch.cuda.is_available())
+    cluster.start(address, verbose, quantized=quantized)
     if cluster.address_of(address):
         cluster.ready(address, verbose)
         _check_store_reachable(uri)  # before the store is touched

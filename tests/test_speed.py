@@ -4,7 +4,10 @@ warm workers reusing the loaded base model, and early stopping that ends runs cl
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -14,7 +17,7 @@ from sweep import prepare
 from sweep.spec import parse_spec
 from sweep.trial import TrialContext, run_trial
 
-from .conftest import mlflow_store, run_cli, small_spec, write_spec
+from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
 
 COMPARED = ("loss", "rewards/margins", "rewards/accuracies", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")
 
@@ -113,3 +116,47 @@ def test_asha_stops_trailing_trials_and_their_runs_end_killed_with_metrics(tmp_p
     # Trials run in Ray workers with their own working directory: still one shared reference pass.
     assert len(_caches(tmp_path / "results")) == 1
     assert sum("time/reference_computed_s" in r.data.metrics for r in children) == 1
+
+
+def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
+    """bitsandbytes costs every process that imports the stack ~1.3 s (PEFT imports it):
+    the driver of `run`/`plan` and the workers of a sweep that never quantizes skip it, and
+    a sweep that quantizes somewhere keeps it."""
+    from sweep.model import quantizes
+
+    def spec(**changes):
+        return parse_spec(small_spec("bnb", results_dir=str(tmp_path), **changes))
+
+    assert not quantizes(spec(), cuda=False)  # auto: plain LoRA on CPU
+    assert quantizes(spec(), cuda=True)  # auto: QLoRA where there is CUDA
+    assert not quantizes(spec(quantization="none"), cuda=True)
+    assert quantizes(spec(quantization="4bit"), cuda=False)
+    assert quantizes(spec(quantization="none", axes={"bnb_4bit_quant_type": ["nf4", "fp4"]}), cuda=False)
+
+    # The driver: `plan` validates against PEFT's and transformers' configs without it.
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sweep", "plan", str(REPO / "search_spaces" / "beta_grid.yaml")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0 and "8 trials" in out.stdout, out.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    # (a blocked import is still listed, as one module with nothing under it)
+    assert "peft" in imported and not any(name.startswith("bitsandbytes.") for name in imported)
+
+    # Ray workers, as Tune's get them: importing the trial code imports PEFT, not bitsandbytes.
+    probe = (
+        "from sweep import cluster\n"
+        "import sys\n"
+        "for quantized in (False, True):\n"
+        "    cluster.start(None, quantized=quantized).result()\n"
+        "    import ray\n"
+        "    @ray.remote\n"
+        "    def loaded():\n"
+        "        import sys, sweep.orchestrate\n"
+        "        return 'peft' in sys.modules, sys.modules.get('bitsandbytes') is not None\n"
+        "    print(quantized, *ray.get(loaded.remote()))\n"
+        "    cluster.stop()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.stdout.split("\n")[-3:-1] == ["False True False", "True True True"], out.stdout + out.stderr[-2000:]
