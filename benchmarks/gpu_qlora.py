@@ -152,17 +152,24 @@ class GpuMemoryWatch:
         return {"gpu_peak_used_gib": round(self.peak_mib / 1024, 2), "gpu_mean_utilisation_pct": mean and round(mean)}
 
 
-def run_plain(work: Path, model: Path, data: Path, train: dict, cuda: bool) -> dict:
+def _env() -> dict:
+    """The environment of a child process: this repository importable (ahead of, not instead
+    of, a PYTHONPATH that carries the stack), offline."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+
+
+def run_plain(work: Path, model: Path, data: Path, train: dict, quantization: dict | None) -> dict:
     from sweep.trial import LORA_DEFAULTS
 
     config = {
         "train": {**train, "output_dir": str(work / "plain"), "report_to": []},
         "lora": {**LORA_DEFAULTS, **LORA},
         "max_eval_rows": 8,
-        "quantization": (QUANTIZATION or None) if cuda else None,
+        "quantization": quantization,
     }
     out = work / "plain.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), "HF_HUB_OFFLINE": "1"}
+    env = _env()
     t0 = time.time()
     with GpuMemoryWatch() as gpu:
         proc = subprocess.run(
@@ -174,7 +181,7 @@ def run_plain(work: Path, model: Path, data: Path, train: dict, cuda: bool) -> d
     return {**json.loads(out.read_text()), "wall_s": round(time.time() - t0, 1), **gpu.summary()}
 
 
-def run_sweep(work: Path, name: str, model: Path, data: Path, train: dict, cuda: bool, gpu_per_trial: float) -> dict:
+def run_sweep(work: Path, name: str, model: Path, data: Path, train: dict, quantization: dict | None, gpu_per_trial: float) -> dict:
     from mlflow.tracking import MlflowClient
 
     folder = work / name
@@ -183,12 +190,12 @@ def run_sweep(work: Path, name: str, model: Path, data: Path, train: dict, cuda:
     spec = {
         "name": name, "model": str(model), "dataset": {"path": str(data), "max_eval_rows": 8},
         "axes": POINTS, "train": {k: v for k, v in train.items() if k not in POINTS}, "lora": LORA,
-        "quantization": (QUANTIZATION or "none") if cuda else "none",
-        "resources": {"cpu": 2 if cuda else 1, "gpu": gpu_per_trial if cuda else 0},
+        "quantization": quantization or "none",
+        "resources": {"cpu": 2 if gpu_per_trial else 1, "gpu": gpu_per_trial},  # 0: the CPU smoke test
         "samples": {"prompts": 0}, "save": "none",
     }  # fmt: skip
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), "HF_HUB_OFFLINE": "1"}
+    env = _env()
     env.pop("MLFLOW_TRACKING_URI", None)
     t0 = time.time()
     with GpuMemoryWatch() as gpu:
@@ -236,20 +243,19 @@ def main() -> None:
     model = build_model(a.shape, a.work / f"model-{a.shape}")
     data = build_data(model, a.work / f"data-{a.prompt_tokens}-{a.answer_tokens}", a.steps * a.batch + a.batch, 8, a.prompt_tokens, a.answer_tokens)
     train = train_settings(a.steps, a.batch, cuda)
-    if a.quantization == "none":
-        QUANTIZATION.clear()
+    quantization = QUANTIZATION if cuda and a.quantization == "nf4" else None
     device = torch.cuda.get_device_name(0) if cuda else "cpu"
     print(f"{a.shape} on {device}: {a.steps} steps x {a.batch} pairs, work dir {a.work}", flush=True)
 
-    plain = run_plain(a.work, model, data, train, cuda)
+    plain = run_plain(a.work, model, data, train, quantization)
     print(f"plain TRL: {per_trial(plain)}", flush=True)
     sweeps = {}
     for fraction in a.pack:
-        sweeps[fraction] = run = run_sweep(a.work, f"gpu{fraction}".replace(".", "_"), model, data, train, cuda, fraction)
+        sweeps[fraction] = run = run_sweep(a.work, f"gpu{fraction}".replace(".", "_"), model, data, train, quantization, fraction if cuda else 0)
         print(f"sweep gpu {fraction}: {json.dumps({k: v for k, v in run.items() if k != 'trials_raw'})}", flush=True)
 
     if not sweeps:  # plain only
-        result = {"device": device, "shape": a.shape, "quantization": QUANTIZATION or None, "plain_trl": plain}
+        result = {"device": device, "shape": a.shape, "quantization": quantization, "plain_trl": plain}
         a.out.write_text(json.dumps(result, indent=2) + "\n")
         return
     first = sweeps[a.pack[0]]
@@ -257,7 +263,7 @@ def main() -> None:
     result = {
         "device": device, "torch": torch.__version__, "shape": a.shape, "shape_config": SHAPES[a.shape],
         "steps": a.steps, "pairs_per_step": a.batch, "prompt_tokens": a.prompt_tokens, "answer_tokens": a.answer_tokens,
-        "train": train, "lora": LORA, "quantization": QUANTIZATION if cuda else None,
+        "train": train, "lora": LORA, "quantization": quantization,
         "plain_trl": {**per_trial(plain), **{k: plain[k] for k in ("wall_s", "gpu_peak_used_gib", "gpu_mean_utilisation_pct")}},
         "sweep_trial_same_point": per_trial(same_point),
         "step_time_ratio_plain_over_sweep": round(plain["time/step_s"] / same_point["time/step_s"], 2),
