@@ -1,9 +1,9 @@
 """How much cheaper is a sweep with `sweep` than the naive way? Run by hand, not in CI:
 
-    python benchmarks/sweep_speedup.py            # ~7 min on 2 cores; writes benchmarks/sweep_speedup.json
+    python benchmarks/sweep_speedup.py            # ~15 min on 2 cores; writes benchmarks/sweep_speedup.json
 
 On the embedded default, one 16-point grid (loss_type x beta x learning_rate x max_steps),
-the same data, data order and seeds, in three modes on this machine, two trials at a time:
+the same data, data order and seeds, in four modes on this machine, two trials at a time:
 
 - naive: one fresh process per point running a plain TRL DPOTrainer script
   (benchmarks/naive_dpo.py): imports, model load, tokenisation, reference computed inline;
@@ -11,7 +11,9 @@ the same data, data order and seeds, in three modes on this machine, two trials 
   log-probs computed once and shared), scheduler off;
 - asha: the same grid with `scheduler: {type: asha}`, with rungs at every 15-step eval, at
   every 5-step eval, and with max_steps as ASHA's resource instead of an axis (every trial
-  may run to 60 steps): training steps saved, and regret.
+  may run to 60 steps): training steps saved, and regret;
+- kto: two KTO points as `sweep run` with `share_reference: false` (reference computed
+  inline at every step, as TRL does) and true (one shared pass): step time, identical metrics.
 
 It prints wall times, `speedup = naive / sweep`, the per-phase split, `efficiency = lower
 bound / sweep` and checks every trial's final loss, rewards/margins and rewards/accuracies
@@ -20,6 +22,10 @@ grid on this machine must spend: the one-time preparation (one process's start-u
 load and tokenisation, as the naive runs measured them, and one reference pass over the
 rows training reads) plus the policy-only training time of all trials divided by the
 concurrency. `efficiency_excluding_start_up` leaves the process start-up out of it.
+
+Identical naive runs on this VM have taken 129-155 s, more than the gains being measured:
+naive and sweep run `--repeats` times, alternated; the JSON holds each pair's figures, their
+medians, and the median pair's phases in detail. ASHA and KTO run once.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ ASHA = {  # name -> (eval_steps, scheduler, max_steps as ASHA's resource): rungs
     # The usual ASHA set-up: steps are the resource, not an axis (every trial may run to 60).
     "asha_steps_as_resource": (15, {"type": "asha", "grace_period": 1, "reduction_factor": 4}, True),
 }
+KTO_AXES = {"loss_type": ["kto"], "beta": [0.1, 0.5], "learning_rate": [5.0e-4], "max_steps": [60]}
+KTO_COMPARED = ("loss", "rewards/margins", "kl", "eval_loss", "eval_kl", "eval_rewards/accuracies")
 MAX_EVAL_ROWS = 200
 COMPARED = ("loss", "rewards/margins", "rewards/accuracies")
 TOLERANCE = 1e-4
@@ -123,29 +131,28 @@ def run_sweep(work: Path, name: str, **extra) -> tuple[float, dict]:
     return wall, {"t0": t0, "trials": results}
 
 
-def main() -> None:
-    from sweep.builtin import builtin_model_path
+def kto_result(kto: dict) -> dict:
+    """KTO's reference inline at every step vs shared: per-step time and the same metrics."""
+    inline, shared = kto[False][1]["trials"], kto[True][1]["trials"]
 
-    model = str(builtin_model_path("tiny"))  # built once, outside every timing
-    work = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
-    print(f"{len(points())}-point grid {AXES}, {CONCURRENCY} at a time; work dir {work}", flush=True)
+    def median_step(trials: dict) -> float:
+        return round(statistics.median(t["time/step_s"] for t in trials.values()), 4)
 
-    naive_wall, naive = run_naive(work, model)
-    print(f"naive: {naive_wall:.1f}s", flush=True)
-    sweep_wall, swept = run_sweep(work, "bench")
-    print(f"sweep: {sweep_wall:.1f}s", flush=True)
-    ashas = {}
-    for name, (eval_steps, scheduler, steps_as_resource) in ASHA.items():
-        train, axes = {"eval_steps": eval_steps}, None
-        if steps_as_resource:
-            train["max_steps"] = max(AXES["max_steps"])
-            axes = {k: v for k, v in AXES.items() if k != "max_steps"}
-        ashas[name] = run_sweep(work, name, train=train, axes=axes, scheduler=scheduler)
-        print(f"{name}: {ashas[name][0]:.1f}s", flush=True)
+    return {
+        "grid": KTO_AXES,
+        "wall_s": {"inline": round(kto[False][0], 1), "shared": round(kto[True][0], 1)},
+        "train_runtime_s_summed": {"inline": round(sum(t["train_runtime"] for t in inline.values()), 1),
+                                   "shared": round(sum(t["train_runtime"] for t in shared.values()), 1)},
+        "step_s_median": {"inline": median_step(inline), "shared": median_step(shared)},
+        "step_speedup": round(median_step(inline) / median_step(shared), 2),
+        "reference_s": round(sum(t.get("time/reference_computed_s", 0.0) for t in shared.values()), 2),
+        "max_abs_diff": {m: max(abs(inline[k][m] - shared[k][m]) for k in inline) for m in KTO_COMPARED},
+    }  # fmt: skip
 
-    # Same results: a speed-up that changes metrics does not count.
+
+def compare(naive_wall: float, naive: dict, sweep_wall: float, swept: dict) -> dict:
+    """One naive run against one sweep run: speed-up, efficiency, phases, same metrics."""
     worst = {m: max(abs(naive[k][m] - swept["trials"][k][m]) for k in naive) for m in COMPARED}
-    # Phases.
     trials = swept["trials"].values()
     sum_train_sweep = sum(t["train_runtime"] for t in trials)
     reference = sum(t.get("time/reference_computed_s", 0.0) for t in trials)
@@ -156,30 +163,7 @@ def main() -> None:
     per_process = {p: statistics.median(r["phases"][p] for r in naive.values()) for p in ("start-up", "model load", "tokenize")}
     one_time = sum(per_process.values()) + reference
     lower_bound = one_time + sum_train_sweep / CONCURRENCY
-    # ASHA: steps trained, and whether it found the full grid's best configuration.
-    metric = "eval_rewards/accuracies"
-    full_steps = sum(t["global_step"] for t in trials)
-    best_full = max(swept["trials"], key=lambda k: swept["trials"][k][metric])
-
-    def asha_result(name: str) -> dict:
-        wall, run = ashas[name]
-        steps = sum(t.get("global_step", 0) for t in run["trials"].values())
-        finished = {k: t for k, t in run["trials"].items() if t["status"] == "FINISHED"}
-        best = max(finished, key=lambda k: finished[k][metric])
-        eval_steps, scheduler, steps_as_resource = ASHA[name]
-        return {
-            "eval_steps": eval_steps, "scheduler": scheduler, "max_steps_as_resource": steps_as_resource, "wall_s": round(wall, 1),
-            "training_steps": steps, "full_grid_steps": full_steps, "steps_fraction": round(steps / full_steps, 3),
-            "stopped_early": sum(t["stopped_early"] for t in run["trials"].values()),
-            "best": json.loads(best), "best_metric": finished[best][metric],
-            "regret": round(swept["trials"][best_full][metric] - finished[best][metric], 4),
-            "found_full_grid_best": best == best_full,
-        }  # fmt: skip
-
-    result = {
-        "grid": AXES,
-        "points": len(points()),
-        "concurrency": CONCURRENCY,
+    return {
         "naive_wall_s": round(naive_wall, 1),
         "sweep_wall_s": round(sweep_wall, 1),
         "speedup": round(naive_wall / sweep_wall, 2),
@@ -206,9 +190,87 @@ def main() -> None:
             **{k: round(v, 1) for k, v in phases_naive.items()},
             "of which reference (naive training - sweep training)": round(sum_train_naive - sum_train_sweep, 1),
         },
+    }
+
+
+def main() -> None:
+    import argparse
+
+    from sweep.builtin import builtin_model_path
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="naive and sweep runs, alternated (this machine's speed drifts more than the gains)")  # fmt: skip
+    repeats = parser.parse_args().repeats
+    model = str(builtin_model_path("tiny"))  # built once, outside every timing
+    work = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
+    print(f"{len(points())}-point grid {AXES}, {CONCURRENCY} at a time, {repeats} repeats; work dir {work}", flush=True)
+
+    runs = []  # (naive wall, naive results, sweep wall, sweep results), alternated so drift hits both
+    for r in range(repeats):
+        (work / f"rep{r}").mkdir()
+        naive_wall, naive = run_naive(work / f"rep{r}", model)
+        print(f"naive: {naive_wall:.1f}s", flush=True)
+        sweep_wall, swept = run_sweep(work / f"rep{r}", "bench")
+        print(f"sweep: {sweep_wall:.1f}s", flush=True)
+        runs.append((naive_wall, naive, sweep_wall, swept))
+    ashas = {}
+    for name, (eval_steps, scheduler, steps_as_resource) in ASHA.items():
+        train, axes = {"eval_steps": eval_steps}, None
+        if steps_as_resource:
+            train["max_steps"] = max(AXES["max_steps"])
+            axes = {k: v for k, v in AXES.items() if k != "max_steps"}
+        ashas[name] = run_sweep(work, name, train=train, axes=axes, scheduler=scheduler)
+        print(f"{name}: {ashas[name][0]:.1f}s", flush=True)
+    kto = {shared: run_sweep(work, f"kto_{'shared' if shared else 'inline'}", axes=KTO_AXES, share_reference=shared)
+           for shared in (False, True)}  # fmt: skip
+
+    compared = [compare(*run) for run in runs]
+    swept = runs[0][3]
+    # ASHA: steps trained, and whether it found the full grid's best configuration.
+    metric = "eval_rewards/accuracies"
+    full_steps = sum(t["global_step"] for t in swept["trials"].values())
+    best_full = max(swept["trials"], key=lambda k: swept["trials"][k][metric])
+
+    def asha_result(name: str) -> dict:
+        wall, run = ashas[name]
+        steps = sum(t.get("global_step", 0) for t in run["trials"].values())
+        finished = {k: t for k, t in run["trials"].items() if t["status"] == "FINISHED"}
+        best = max(finished, key=lambda k: finished[k][metric])
+        eval_steps, scheduler, steps_as_resource = ASHA[name]
+        return {
+            "eval_steps": eval_steps, "scheduler": scheduler, "max_steps_as_resource": steps_as_resource, "wall_s": round(wall, 1),
+            "training_steps": steps, "full_grid_steps": full_steps, "steps_fraction": round(steps / full_steps, 3),
+            "stopped_early": sum(t["stopped_early"] for t in run["trials"].values()),
+            "best": json.loads(best), "best_metric": finished[best][metric],
+            "regret": round(swept["trials"][best_full][metric] - finished[best][metric], 4),
+            "found_full_grid_best": best == best_full,
+        }  # fmt: skip
+
+    def median(key: str, phase: str | None = None) -> float:
+        return statistics.median(c[key][phase] if phase else c[key] for c in compared)
+
+    start_up = "start-up (command to first training step)"
+    result = {
+        "grid": AXES,
+        "points": len(points()),
+        "concurrency": CONCURRENCY,
+        "repeats": repeats,
+        "median": {
+            "naive_wall_s": median("naive_wall_s"), "sweep_wall_s": median("sweep_wall_s"), "speedup": median("speedup"),
+            "efficiency": median("efficiency"), "start_up_s": median("sweep_phases_s", start_up),
+        },  # fmt: skip
+        "each": [
+            {k: c[k] for k in ("naive_wall_s", "sweep_wall_s", "speedup", "efficiency")} | {"start_up_s": c["sweep_phases_s"][start_up]}
+            for c in compared
+        ],  # fmt: skip
+        "metrics_agree": all(c["metrics_agree"] for c in compared),
+        # The repeat with the median speed-up, in detail.
+        "detail": sorted(compared, key=lambda c: c["speedup"])[len(compared) // 2],
         "full_grid_best": json.loads(best_full),
         "full_grid_best_metric": swept["trials"][best_full][metric],
         **{name: asha_result(name) for name in ASHA},
+        "kto": kto_result(kto),
     }
     print(json.dumps(result, indent=2))
     (REPO / "benchmarks" / "sweep_speedup.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -1,17 +1,20 @@
 """Work a sweep does once, not once per trial: tokenised data with reference log-probs, and
 the loaded base model.
 
-Reference log-probs (`ref_chosen_logps`, `ref_rejected_logps`) are the frozen base model's
-log-probs of each pair; they do not depend on beta, loss type, learning rate, steps, seed or
-LoRA init, so every DPO-family trial of a sweep can share one pass. TRL's own
-`precompute_ref_log_probs` cache misses between trials (its key hashes the model with the
-freshly initialised adapter, and the dataset fingerprint changes with every config field),
-so the first trial to need them computes them with TRL's `compute_ref_log_probs` and stores
-the tokenised splits with the two columns under `<results_dir>/cache/ref-<key>/`; the others
-(of this sweep, a resumed one, or a later sweep with the same key) load them. The key hashes
-exactly what the values depend on: library versions, base weights, quantisation and dtype,
-tokenizer and chat template, the dataset and its formatting, max_length, truncation and
-`ld_alpha`.
+Reference log-probs are the frozen base model's log-probs of each row: DPO's
+`ref_chosen_logps`/`ref_rejected_logps` per pair, KTO's `ref_logps` per completion and
+`ref_KL_logps` per mismatched (KL) completion. They do not depend on beta, loss type,
+learning rate, steps or LoRA init, so every DPO-family trial of a sweep can share one pass,
+and every KTO trial with the same data order another. TRL's own `precompute_ref_log_probs`
+cache misses between trials (its key hashes the model with the freshly initialised adapter,
+and the dataset fingerprint changes with every config field), so the first trial to need
+them computes them with TRL's `compute_ref_log_probs` and stores the tokenised splits with
+the columns under `<results_dir>/cache/ref-<key>/`; the others (of this sweep, a resumed
+one, or a later sweep with the same key) load them. The key hashes exactly what the values
+depend on: library versions, base weights, quantisation and dtype, tokenizer and chat
+template, the dataset and its formatting, max_length, and DPO's truncation and `ld_alpha`
+or KTO's seed (its rows are shuffled), batch size (each KL completion is another row's of
+the same batch) and whether its loss estimates the KL term at all.
 
 Warm workers: Ray Tune reuses a trial's actor for the next trial (`reuse_actors=True`), so
 the process keeps its imports; `base_model` also keeps the loaded base model there, and
@@ -30,14 +33,25 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+DPO_REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+KTO_REF_COLUMNS = ("ref_logps", "ref_KL_logps")
+
+
+def ref_columns(trainer) -> tuple[str, ...]:
+    """The reference columns `trainer` reads: DPO's two per pair, KTO's per completion (and
+    per KL completion where its loss estimates the KL term)."""
+    if hasattr(trainer, "calculate_KL"):  # a KTOTrainer
+        return KTO_REF_COLUMNS if trainer.calculate_KL else KTO_REF_COLUMNS[:1]
+    return DPO_REF_COLUMNS
 
 
 # ---- reference log-probs, computed once -------------------------------------------------
 
 
 def ref_cache_key(model, tokenizer, data, args, bnb, cuda: bool) -> str:
-    """Hash of everything the tokenised data and the reference log-probs depend on."""
+    """Hash of everything the tokenised data and the reference log-probs depend on; `data`:
+    the splits as the trainer gets them (KTO's unpaired and shuffled, so their fingerprints
+    carry the seed)."""
     import datasets
     import torch
     import transformers
@@ -51,8 +65,11 @@ def ref_cache_key(model, tokenizer, data, args, bnb, cuda: bool) -> str:
         "device": "cuda" if cuda else "cpu",
         "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.chat_template, tokenizer.eos_token],
         "data": [data["train"]._fingerprint, data["eval"]._fingerprint],  # source files and every transform
-        "args": [args.max_length, args.truncation_mode, args.ld_alpha],
     }
+    if hasattr(args, "desirable_weight"):  # KTOConfig: each KL completion is another row's of its batch
+        parts["args"] = [args.max_length, args.per_device_train_batch_size, args.loss_type != "apo_zero_unpaired"]
+    else:
+        parts["args"] = [args.max_length, args.truncation_mode, args.ld_alpha]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -86,8 +103,9 @@ def attach_reference_logps(trainer, cache_dir: Path, log=print) -> tuple[str, fl
     t0 = time.time()
     how = "loaded"
     rows = rows_reached(trainer)
+    column = ref_columns(trainer)[0]
     splits = {"train": trainer.train_dataset, "eval": trainer.eval_dataset}
-    if _missing(splits["train"], rows) or _missing(splits["eval"], None):
+    if _missing(splits["train"], column, rows) or _missing(splits["eval"], column, None):
         cache_dir.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(cache_dir) + ".lock"):
             cached = load_reference(cache_dir)
@@ -96,7 +114,7 @@ def attach_reference_logps(trainer, cache_dir: Path, log=print) -> tuple[str, fl
                     if len(cached[name]) != len(split):
                         raise RuntimeError(f"reference cache {cache_dir} has {len(cached[name])} {name} rows, expected {len(split)}")
                 splits = dict(cached)
-            todo = {"train": _missing(splits["train"], rows), "eval": _missing(splits["eval"], None)}
+            todo = {"train": _missing(splits["train"], column, rows), "eval": _missing(splits["eval"], column, None)}
             if todo["train"] or todo["eval"]:
                 import datasets
 
@@ -132,61 +150,71 @@ def rows_reached(trainer) -> list[int] | None:
     return sorted({i for batch in itertools.islice(loader.batch_sampler, batches) for i in batch})
 
 
-def _missing(split, rows: list[int] | None) -> list[int]:
-    """Which of `rows` (None: all) have no reference log-probs in `split` yet."""
+def _missing(split, column: str, rows: list[int] | None) -> list[int]:
+    """Which of `rows` (None: all) have no reference log-probs in `split`'s `column` yet."""
     rows = range(len(split)) if rows is None else rows
-    if REF_COLUMNS[0] not in split.column_names:
+    if column not in split.column_names:
         return list(rows)
-    values = list(split[REF_COLUMNS[0]])
+    values = list(split[column])
     return [i for i in rows if math.isnan(values[i])]
 
 
 def _with_ref_logps(trainer, split, rows: list[int]):
     """`split` with the reference columns filled in at `rows` (NaN where never computed),
     computed with TRL's own `compute_ref_log_probs` (the adapter disabled) over the same
-    collated batches training uses."""
+    collated rows training uses."""
     import torch
     from torch.utils.data import DataLoader
 
-    have = REF_COLUMNS[0] in split.column_names
-    chosen = list(split[REF_COLUMNS[0]]) if have else [math.nan] * len(split)
-    rejected = list(split[REF_COLUMNS[1]]) if have else [math.nan] * len(split)
+    columns = ref_columns(trainer)
+    have = columns[0] in split.column_names
+    values = {c: list(split[c]) if have else [math.nan] * len(split) for c in columns}
     if rows:
         subset = split.select(rows)
         loader = DataLoader(subset, batch_size=trainer.args.per_device_eval_batch_size, collate_fn=trainer.data_collator)
-        new_chosen, new_rejected = [], []
+        new: dict[str, list[float]] = {c: [] for c in columns}
         trainer.model.eval()
         for batch in loader:
             batch = {k: v.to(trainer.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            c, r = trainer.compute_ref_log_probs(trainer.model, batch)
-            new_chosen += c.float().cpu().tolist()
-            new_rejected += r.float().cpu().tolist()
+            # DPO: (chosen, rejected); KTO: (completion, KL completion or None)
+            for c, out in zip(columns, trainer.compute_ref_log_probs(trainer.model, batch)):
+                new[c] += out.float().cpu().tolist()
         trainer.model.train()
-        for i, c, r in zip(rows, new_chosen, new_rejected, strict=True):
-            chosen[i], rejected[i] = c, r
+        for c in columns:
+            for i, v in zip(rows, new[c], strict=True):
+                values[c][i] = v
     if have:
-        split = split.remove_columns(list(REF_COLUMNS))
-    return split.add_column(REF_COLUMNS[0], chosen).add_column(REF_COLUMNS[1], rejected)
+        split = split.remove_columns(list(columns))
+    for c in columns:
+        split = split.add_column(c, values[c])
+    return split
 
 
-def prepared_dpo_trainer():
-    """DPOTrainer that takes splits already tokenised (with `chosen_ids`) as they are, and
-    refuses a batch with a row whose reference log-probs were never computed."""
+def prepared_trainer(family: str):
+    """TRL's DPOTrainer or KTOTrainer, taking splits already tokenised (as the cache holds
+    them) as they are, and refusing a batch with a row whose reference log-probs were never
+    computed."""
     import torch
-    from trl import DPOTrainer
+    import trl
 
-    class PreparedDPOTrainer(DPOTrainer):
+    base, tokenised, column = {
+        "dpo": (trl.DPOTrainer, "chosen_ids", DPO_REF_COLUMNS[0]),
+        "kto": (trl.KTOTrainer, "completion_ids", KTO_REF_COLUMNS[0]),
+    }[family]
+
+    class Prepared(base):
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-            if "chosen_ids" in dataset.column_names:
+            if tokenised in dataset.column_names:
                 return dataset
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if self.precompute_ref_logps and torch.isnan(inputs["ref_chosen_logps"]).any():
+            if self.precompute_ref_logps and torch.isnan(inputs[column]).any():
                 raise RuntimeError("a batch has rows without reference log-probs (rows_reached missed them)")
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
-    return PreparedDPOTrainer
+    Prepared.__name__ = f"Prepared{base.__name__}"
+    return Prepared
 
 
 # ---- warm base model ---------------------------------------------------------------------

@@ -171,7 +171,7 @@ class SweepSpec:
     """Early stopping on the held-out `metric`; stopped trials end KILLED with their last
     metrics and the tag `sweep.stopped_early`."""
     share_reference: bool = True
-    """DPO losses: compute the reference log-probs once per sweep (cached under
+    """DPO and KTO losses: compute the reference log-probs once per sweep (cached under
     <results_dir>/cache, keyed on what they depend on) instead of at every step of every trial."""
     seeds: list[int] | None = None
     """Repeat every point once per seed (`train.seed`: LoRA init, data order, dropout);

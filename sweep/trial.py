@@ -220,9 +220,9 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[
         callbacks.append(FiniteGuard())
     train_data, eval_data = data["train"], data["eval"]
     trainer_class = family.trainer_class()
-    shared_reference = spec.share_reference and family.name == "dpo" and not args.precompute_ref_log_probs
+    shared_reference = spec.share_reference and family.name in ("dpo", "kto") and not args.precompute_ref_log_probs
     if shared_reference:
-        trainer_class = prepare.prepared_dpo_trainer()
+        trainer_class = prepare.prepared_trainer(family.name)
     if not family.paired:  # KTO: one row per completion, labelled desirable or not
         from trl.data_utils import unpair_preference_dataset
 
@@ -231,7 +231,7 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[
         eval_data = unpair_preference_dataset(eval_data)
         trainer_class = _with_paired_accuracy(trainer_class, data["eval"], tokenizer, args, cuda)
     if shared_reference:  # one reference pass per sweep, not one per step of every trial
-        key = prepare.ref_cache_key(model, tokenizer, data, args, bnb, cuda)
+        key = prepare.ref_cache_key(model, tokenizer, {"train": train_data, "eval": eval_data}, args, bnb, cuda)
         cache = Path(ctx.cache_dir or Path(spec.results_dir).resolve() / "cache") / f"ref-{key}"
         cached = prepare.load_reference(cache)  # tokenised, with the reference columns: no tokenising either
         if cached is not None:

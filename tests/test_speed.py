@@ -31,9 +31,9 @@ def _caches(tmp_path):
     return [p for p in (tmp_path / "cache").glob("ref-*") if p.is_dir()]
 
 
-def _computed_rows(cache, split: str = "train") -> set[int]:
+def _computed_rows(cache, split: str = "train", column: str = "ref_chosen_logps") -> set[int]:
     """Rows of the cached `split` that have a reference value (not NaN)."""
-    return {i for i, v in enumerate(prepare.load_reference(cache)[split]["ref_chosen_logps"]) if not math.isnan(v)}
+    return {i for i, v in enumerate(prepare.load_reference(cache)[split][column]) if not math.isnan(v)}
 
 
 def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path, tmp_path):
@@ -62,6 +62,30 @@ def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path
     # Losses without a reference skip it.
     simpo = _trial(tmp_path, tiny_model_path, {"loss_type": "simpo"})
     assert not any(k.startswith("time/reference") for k in simpo)
+
+
+def test_kto_shares_its_reference_and_its_kl_term_changes_no_metric(tiny_model_path, tmp_path):
+    """KTO's reference (each completion's log-prob, and each mismatched KL completion's) is
+    shared like DPO's; its key also holds what KTO's rows depend on: seed and KL term."""
+    point = {"beta": 0.3, "loss_type": "kto"}
+    inline = _trial(tmp_path, tiny_model_path, point, share_reference=False)
+    first = _trial(tmp_path, tiny_model_path, point)
+    assert "time/reference_computed_s" in first
+    for k in ("loss", "rewards/margins", "kl", "eval_loss", "eval_kl", "eval_rewards/margins", "eval_rewards/accuracies"):
+        assert first[k] == pytest.approx(inline[k], abs=1e-4), k
+    assert first["eval_kl"] > 0  # the KL term was estimated, from the cached KL column too
+    (cache,) = _caches(tmp_path)
+    # 8 steps x batch 8 unpaired rows; every eval row (64 pairs = 128 completions); both columns.
+    assert len(_computed_rows(cache, "train", "ref_logps")) == 64
+    assert _computed_rows(cache, "train", "ref_KL_logps") == _computed_rows(cache, "train", "ref_logps")
+    assert len(_computed_rows(cache, "eval", "ref_KL_logps")) == 128
+    other = _trial(tmp_path, tiny_model_path, {"beta": 0.1, "loss_type": "kto", "learning_rate": 1e-3})
+    assert "time/reference_loaded_s" in other and "time/reference_computed_s" not in other
+    # Another shuffle of the unpaired rows, or no KL term: other values, other caches.
+    reseeded = _trial(tmp_path, tiny_model_path, {**point, "seed": 3})
+    no_kl = _trial(tmp_path, tiny_model_path, {**point, "loss_type": "apo_zero_unpaired"})
+    assert "time/reference_computed_s" in reseeded and "time/reference_computed_s" in no_kl
+    assert len(_caches(tmp_path)) == 3
 
 
 def test_a_row_without_reference_log_probs_fails_loudly(tiny_model_path, tmp_path, monkeypatch):
