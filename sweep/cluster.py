@@ -43,7 +43,8 @@ def set_auth_mode(address: str | None) -> None:
 
 def start(address: str | None = None, verbose: bool = False, quantized: bool = True) -> Future:
     """Connect to (or start) Ray in the background. Workers get HF_HUB_OFFLINE as it is now;
-    where no trial loads a quantized model (`quantized` False) they skip bitsandbytes."""
+    where no trial loads a quantized model (`quantized` False) they skip bitsandbytes
+    (SWEEP_SKIP_BITSANDBYTES, read in sweep/__init__.py)."""
     global _STARTED
     _join_stopping()
     if _STARTED is not None and _STARTED.done() and not (_STARTED.exception() or _ray_is_up()):
@@ -118,11 +119,25 @@ def _init(address: str | None, verbose: bool, quantized: bool) -> None:
         return
     if not verbose:  # `import ray` set its logger's level: quieten it after
         logging.getLogger("ray").setLevel(logging.ERROR)
-    env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"), "TOKENIZERS_PARALLELISM": "false"}
-    runtime_env: dict = {"env_vars": env}
-    if not quantized:
-        runtime_env["worker_process_setup_hook"] = "sweep.model.skip_bitsandbytes"
+    env = {
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+        "TOKENIZERS_PARALLELISM": "false",
+        "SWEEP_SKIP_BITSANDBYTES": "0" if quantized else "1",  # read as `sweep` is imported
+    }
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose)
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=verbose)
     else:
-        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=verbose, configure_logging=verbose)
+        # No runtime_env: a job without one gets its first workers prestarted while the
+        # driver is still busy (Ray starts a runtime_env job's workers only when a trial asks
+        # for one): ~1 s to the first step on 2 cores. Ray's processes inherit the environment as
+        # ray.init starts them; this process gets its own back after.
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        try:
+            ray.init(include_dashboard=False, log_to_driver=verbose, configure_logging=verbose)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

@@ -57,7 +57,7 @@ def skip_bitsandbytes() -> None:
     process on 2 cores, on the path to every sweep's first step. `None` in sys.modules is
     Python's own way to block an import: PEFT's and transformers' availability checks
     (importlib.util.find_spec) then answer False. A no-op where it is imported already.
-    Ray runs it in each worker as its `worker_process_setup_hook` (cluster.py)."""
+    Ray workers run it as they import `sweep`, where SWEEP_SKIP_BITSANDBYTES=1 (cluster.py)."""
     sys.modules.setdefault("bitsandbytes", None)
 
 

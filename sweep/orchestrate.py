@@ -91,14 +91,14 @@ def run_sweep(
     points = spec.points()
     n_trials = spec.num_trials()
     log(f"sweep {spec.name}: {n_trials} trials ({spec.search.method}), model {spec.model}, dataset {spec.dataset.path}")
-    model_path = _prepare(spec, points, log)
-
-    # A local Ray comes up while the store opens (~2 s saved). On a cluster, trials may have
-    # CUDA where the driver has none: `auto` may quantize there.
+    # A local Ray comes up (and prestarts its workers) while the data is checked and the
+    # store opens. On a cluster, trials may have CUDA where the driver has none: `auto` may
+    # quantize there.
     import torch
 
     quantized = model.quantizes(spec, cuda=bool(cluster.address_of(address)) or torch.cuda.is_available())
     cluster.start(address, verbose, quantized=quantized)
+    model_path = _prepare(spec, points, log)
     if cluster.address_of(address):
         cluster.ready(address, verbose)
         _check_store_reachable(uri)  # before the store is touched
