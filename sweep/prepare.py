@@ -35,6 +35,11 @@ from typing import Any
 
 DPO_REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 KTO_REF_COLUMNS = ("ref_logps", "ref_KL_logps")
+# family -> (TRL trainer, a column only its tokenised splits have, the reference column it reads)
+PREPARED = {
+    "dpo": ("DPOTrainer", "chosen_ids", DPO_REF_COLUMNS[0]),
+    "kto": ("KTOTrainer", "completion_ids", KTO_REF_COLUMNS[0]),
+}
 
 
 def ref_columns(trainer) -> tuple[str, ...]:
@@ -67,7 +72,8 @@ def ref_cache_key(model, tokenizer, data, args, bnb, cuda: bool) -> str:
         "data": [data["train"]._fingerprint, data["eval"]._fingerprint],  # source files and every transform
     }
     if hasattr(args, "desirable_weight"):  # KTOConfig: each KL completion is another row's of its batch
-        parts["args"] = [args.max_length, args.per_device_train_batch_size, args.loss_type != "apo_zero_unpaired"]
+        # (the loss type decides whether there is a KL term and a KL column at all)
+        parts["args"] = [args.max_length, args.per_device_train_batch_size, args.loss_type]
     else:
         parts["args"] = [args.max_length, args.truncation_mode, args.ld_alpha]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -191,16 +197,14 @@ def _with_ref_logps(trainer, split, rows: list[int]):
 
 
 def prepared_trainer(family: str):
-    """TRL's DPOTrainer or KTOTrainer, taking splits already tokenised (as the cache holds
+    """TRL's trainer for `family` (one of PREPARED), taking splits already tokenised (as the cache holds
     them) as they are, and refusing a batch with a row whose reference log-probs were never
     computed."""
     import torch
     import trl
 
-    base, tokenised, column = {
-        "dpo": (trl.DPOTrainer, "chosen_ids", DPO_REF_COLUMNS[0]),
-        "kto": (trl.KTOTrainer, "completion_ids", KTO_REF_COLUMNS[0]),
-    }[family]
+    trainer_name, tokenised, column = PREPARED[family]
+    base = getattr(trl, trainer_name)
 
     class Prepared(base):
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):

@@ -220,7 +220,7 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[
         callbacks.append(FiniteGuard())
     train_data, eval_data = data["train"], data["eval"]
     trainer_class = family.trainer_class()
-    shared_reference = spec.share_reference and family.name in ("dpo", "kto") and not args.precompute_ref_log_probs
+    shared_reference = spec.share_reference and family.name in prepare.PREPARED and not args.precompute_ref_log_probs
     if shared_reference:
         trainer_class = prepare.prepared_trainer(family.name)
     if not family.paired:  # KTO: one row per completion, labelled desirable or not
