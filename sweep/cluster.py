@@ -1,19 +1,30 @@
 """Ray for a sweep: a local instance, or an existing cluster (`--address` / $RAY_ADDRESS).
 
 `start` connects in a background thread: a local Ray takes ~3 s to come up, mostly waiting
-on its processes, and the driver has its MLflow store to open and Ray Tune to import
-meanwhile. `ready` waits for it.
+on its processes, and the driver validates the spec, checks the data and opens its MLflow
+store meanwhile. `ready` waits for it.
+
+A local Ray prestarts one worker per CPU, and as many as trials may run at once import what
+a trial needs as they start (sweep/warm.py), on the cores the driver leaves idle;
+`trials_on_prestarted_workers` makes Ray Tune's trials run in those workers rather than in
+fresh ones.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from concurrent.futures import Future
 from pathlib import Path
 
 _STARTED: Future | None = None
+_SKIPS_BITSANDBYTES = False  # whether the local Ray's workers were started without bitsandbytes
+_WARM_DIR: str | None = None  # the local Ray's warm-worker slots (sweep/warm.py)
 _STOP = threading.Event()  # set when Ray is shut down: its thread may end
 _STOPPING: threading.Thread | None = None  # a shutdown under way in the background
 
@@ -41,23 +52,81 @@ def set_auth_mode(address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def start(address: str | None = None, verbose: bool = False, quantized: bool = True) -> Future:
+def start(address: str | None = None, verbose: bool = False, quantized: bool | None = None, warm_workers: int = 0) -> Future:
     """Connect to (or start) Ray in the background. Workers get HF_HUB_OFFLINE as it is now;
     where no trial loads a quantized model (`quantized` False) they skip bitsandbytes
-    (SWEEP_SKIP_BITSANDBYTES, read in sweep/__init__.py)."""
-    global _STARTED
+    (SWEEP_SKIP_BITSANDBYTES, read in sweep/__init__.py). `quantized` None: as already
+    started, or True. A local Ray's first `warm_workers` workers import the trial stack as
+    they start (sweep/warm.py)."""
+    global _STARTED, _SKIPS_BITSANDBYTES
     _join_stopping()
     if _STARTED is not None and _STARTED.done() and not (_STARTED.exception() or _ray_is_up()):
         _STARTED = None  # shut down since (by hand): start again
+    if _STARTED is not None and quantized and _SKIPS_BITSANDBYTES:
+        stop()  # started early on a guess (`may_have_cuda`) that this sweep proved wrong: its workers lack bitsandbytes
     if _STARTED is None:
         set_auth_mode(address)
         _STOP.clear()
         _STARTED = Future()
+        _SKIPS_BITSANDBYTES = quantized is False and not address_of(address)
         # The thread lives as long as Ray does: Ray's processes are started with
         # PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
-        args = (_STARTED, address_of(address), verbose, quantized)
+        args = (_STARTED, address_of(address), verbose, quantized is not False, warm_workers)
         threading.Thread(target=_run, args=args, name="ray", daemon=True).start()
     return _STARTED
+
+
+def trials_at_once(raw) -> int:
+    """How many trials of a spec (its YAML, not validated yet) may run at once on a local Ray
+    here: one per GPU (per `resources.gpu` share of one) where there are GPUs, else one per
+    `resources.cpu` CPUs, at most `max_concurrent_trials`. A guess: a wrong one costs speed only."""
+    raw = raw if isinstance(raw, dict) else {}
+    resources = raw.get("resources") if isinstance(raw.get("resources"), dict) else {}
+
+    def share(name: str, default: float) -> float:
+        value = resources.get(name, default)
+        return value if isinstance(value, (int, float)) and value > 0 else default
+
+    gpus = len(glob.glob("/dev/nvidia[0-9]*")) if may_have_cuda() else 0
+    n = int(gpus / share("gpu", 1)) if gpus else int((os.cpu_count() or 1) / share("cpu", 1))
+    cap = raw.get("max_concurrent_trials")
+    return max(1, min(n, cap) if isinstance(cap, int) and cap > 0 else n)
+
+
+def may_have_cuda() -> bool:
+    """Whether torch may find a GPU here, without importing torch (~1 s): an NVIDIA or AMD
+    device node. Errs on the side of yes: a wrong yes only costs the workers an import."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd"))
+
+
+@contextlib.contextmanager
+def trials_on_prestarted_workers(address: str | None):
+    """Let Ray Tune's trial actors run in the workers a local Ray prestarted (and preloaded).
+
+    Works around Ray Tune 2.60 (pinned): it gives every trainable actor a runtime_env
+    (ray/tune/execution/class_cache.py: env_vars PL_DISABLE_FORK=1 for PyTorch Lightning,
+    and a few variables copied from the driver), and Ray gives an actor with a runtime_env
+    only a worker started for that runtime_env: the prestarted workers sat idle until
+    killed, and every trial waited for a fresh process to start and import the stack
+    (with the warm workers: ~3.5 s to the first training step on 2 cores). A local Ray's
+    workers inherit the driver's environment as it was when Ray started, so those env_vars
+    add nothing there; with `--address` Tune's behaviour is kept. tests/test_speed.py
+    checks both sides."""
+    if address_of(address):
+        yield
+        return
+    from ray.tune.execution import class_cache
+
+    saved = dict(class_cache.DEFAULT_ENV_VARS), class_cache.ENV_VARS_TO_PROPAGATE
+    class_cache.DEFAULT_ENV_VARS.clear()
+    class_cache.ENV_VARS_TO_PROPAGATE = set()
+    try:
+        yield
+    finally:
+        class_cache.DEFAULT_ENV_VARS.update(saved[0])
+        class_cache.ENV_VARS_TO_PROPAGATE = saved[1]
 
 
 def ready(address: str | None = None, verbose: bool = False) -> None:
@@ -93,6 +162,8 @@ def _shutdown() -> None:
         _STARTED = None
     if _ray_is_up():
         sys.modules["ray"].shutdown()
+    if _WARM_DIR:
+        shutil.rmtree(_WARM_DIR, ignore_errors=True)
     _STOP.set()
 
 
@@ -100,9 +171,9 @@ def _ray_is_up() -> bool:
     return "ray" in sys.modules and sys.modules["ray"].is_initialized()
 
 
-def _run(started: Future, address: str | None, verbose: bool, quantized: bool) -> None:
+def _run(started: Future, address: str | None, verbose: bool, quantized: bool, warm_workers: int) -> None:
     try:
-        _init(address, verbose, quantized)
+        _init(address, verbose, quantized, warm_workers)
     except BaseException as e:
         started.set_exception(e)
         return
@@ -110,7 +181,9 @@ def _run(started: Future, address: str | None, verbose: bool, quantized: bool) -
     _STOP.wait()
 
 
-def _init(address: str | None, verbose: bool, quantized: bool) -> None:
+def _init(address: str | None, verbose: bool, quantized: bool, warm_workers: int) -> None:
+    global _WARM_DIR
+
     import logging
 
     import ray
@@ -127,14 +200,24 @@ def _init(address: str | None, verbose: bool, quantized: bool) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=verbose)
     else:
-        # No runtime_env: a job without one gets its first workers prestarted while the
-        # driver is still busy (Ray starts a runtime_env job's workers only when a trial asks
-        # for one): ~1 s to the first step on 2 cores. Ray's processes inherit the environment as
-        # ray.init starts them; this process gets its own back after.
+        # No runtime_env: Ray prestarts workers only for a job without one. Ray's processes
+        # inherit the environment as ray.init starts them; this process gets its own back after.
+        _WARM_DIR = tempfile.mkdtemp(prefix="sweep-warm-")
+        env.update(SWEEP_WARM_DIR=_WARM_DIR, SWEEP_WARM_WORKERS=str(warm_workers))
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
         try:
-            ray.init(include_dashboard=False, log_to_driver=verbose, configure_logging=verbose)
+            ray.init(
+                include_dashboard=False, log_to_driver=verbose, configure_logging=verbose,
+                _system_config={
+                    "preload_python_modules": ["sweep.warm"],
+                    # Ray kills idle workers beyond the CPUs left free after a keep-alive of
+                    # 1 s; Tune's placement groups reserve the CPUs a moment before its trials
+                    # ask for workers, so the warm ones were killed in that gap in 5 of 8
+                    # runs where Tune started 8 s after Ray (tests/test_speed.py).
+                    "idle_worker_killing_time_threshold_ms": 10 * 60 * 1000,
+                },
+            )
         finally:
             for name, value in saved.items():
                 if value is None:

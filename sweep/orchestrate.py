@@ -6,6 +6,7 @@ limit); MLflow holds the results. This module is the glue between them and the s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -97,7 +98,8 @@ def run_sweep(
     import torch
 
     quantized = model.quantizes(spec, cuda=bool(cluster.address_of(address)) or torch.cuda.is_available())
-    cluster.start(address, verbose, quantized=quantized)
+    shape = {"resources": dataclasses.asdict(spec.resources), "max_concurrent_trials": spec.max_concurrent_trials}
+    cluster.start(address, verbose, quantized=quantized, warm_workers=cluster.trials_at_once(shape))
     model_path = _prepare(spec, points, log)
     if cluster.address_of(address):
         cluster.ready(address, verbose)
@@ -119,7 +121,8 @@ def run_sweep(
     # SIGTERM (a cluster scheduler, `kill`) stops the sweep like Ctrl-C: Tune saves its state.
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
-        tuner.fit()
+        with cluster.trials_on_prestarted_workers(address):
+            tuner.fit()
     except KeyboardInterrupt:
         pass
     finally:

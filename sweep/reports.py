@@ -191,13 +191,13 @@ def pivot(df: pd.DataFrame, metric: str, index: str = "loss_type", columns: str 
 def repeats_frame(df: pd.DataFrame, axes: list[str], metric: str, mode: str) -> pd.DataFrame | None:
     """Repeats over `seed` grouped per point: n, mean, std and a 95% confidence interval
     (Student's t) of `metric`, best mean first. None when the sweep has no seed axis."""
-    from scipy import stats
-
     if "seed" not in df or metric not in df:
         return None
     done = _repeats(df, axes, metric)
     if done is None:
         return None
+    from scipy import stats  # ~0.5 s to import: only where there are repeats
+
     g = done.groupby("point", sort=False)[metric]
     out = pd.DataFrame({"n": g.count(), "mean": g.mean(), "std": g.std()})
     half = [stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else math.nan for n, sd in zip(out["n"], out["std"])]
@@ -212,10 +212,9 @@ def separability(df: pd.DataFrame, repeats: pd.DataFrame, axes: list[str], metri
     Decided by a paired t-test over the seeds both ran (same seed = same data order and LoRA
     init, so pairing removes that noise), p < 0.05; with fewer than two common seeds, by
     whether the 95% intervals overlap."""
-    from scipy import stats
-
     if repeats is None or len(repeats) < 2:
         return ""
+    from scipy import stats
     best, second = repeats.iloc[0], repeats.iloc[1]
 
     def desc(r):

@@ -246,6 +246,13 @@ def section_of(field_name: str) -> str | None:
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a spec file. Raises SpecError on any problem."""
+    spec = parse_spec(read_spec_file(path))
+    spec.source = str(path)
+    return spec
+
+
+def read_spec_file(path: str | Path) -> Any:
+    """A spec file's YAML, not validated yet (that imports the trainers' configs: seconds)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError("spec", f"file not found: {path}")
@@ -258,9 +265,17 @@ def load_spec(path: str | Path) -> SweepSpec:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError("spec", f"invalid YAML{where}: {problem}") from None
-    spec = parse_spec(raw)
-    spec.source = str(path)
-    return spec
+    return raw
+
+
+def needs_no_hub(raw: Any) -> bool:
+    """Whether a spec's YAML (read, maybe not valid) trains a builtin model on a builtin dataset."""
+    if not isinstance(raw, dict):
+        return False
+    data = raw.get("dataset")
+    model = raw.get("model", SweepSpec.model)
+    dataset = data.get("path", DatasetSpec.path) if isinstance(data, dict) else DatasetSpec.path
+    return all(isinstance(name, str) and name.startswith("builtin:") for name in (model, dataset))
 
 
 def parse_spec(raw: Any) -> SweepSpec:

@@ -248,8 +248,7 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[
     if bnb is not None and not cuda:  # before any eval-mode forward (the reference pass below is one)
         disable_bnb_cpu_repack(trainer.model)
     if shared_reference:
-        how, seconds = prepare.attach_reference_logps(trainer, cache)
-        callbacks[0].timings[f"time/reference_{how}_s"] = seconds
+        callbacks[0].timings.update(prepare.attach_reference_logps(trainer, cache))
 
     try:
         trainer.train()

@@ -64,6 +64,36 @@ def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path
     assert not any(k.startswith("time/reference") for k in simpo)
 
 
+def test_trials_starting_together_split_the_reference_pass(tiny_model_path, tmp_path, monkeypatch):
+    """The pass is cut into parts; a part another trial holds (one that started at the same
+    time) is waited for and read, not computed again, and the values are the same."""
+    computed = []
+    ref_values = prepare._ref_values
+    monkeypatch.setattr(prepare, "_ref_values", lambda t, split, rows: computed.append(list(rows)) or ref_values(t, split, rows))
+    point = {"beta": 0.3, "loss_type": "sigmoid", "per_device_eval_batch_size": 8}
+    alone = _trial(tmp_path / "a", tiny_model_path, point)
+    parts, computed[:] = list(computed), []
+    (cache,) = _caches(tmp_path / "a")
+    assert len(parts) == 4 + 4  # 64 train rows and 64 eval rows, in parts of two eval batches (16 rows)
+    assert sorted(sum(parts[:4], [])) == sorted(_computed_rows(cache))
+
+    # Another trial (a process) holds the first part when this one starts, and writes it 3 s later.
+    lock, result = prepare.part_files(prepare.parts_folder(tmp_path / "b" / "cache" / cache.name), "train", parts[0])
+    lock.parent.mkdir(parents=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, shutil; from filelock import FileLock\n"
+         "with FileLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(3); shutil.copy(sys.argv[2], sys.argv[3])",
+         str(lock), str(prepare.part_files(prepare.parts_folder(cache), "train", parts[0])[1]), str(result)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert other.stdout.readline().strip() == "held"
+    together = _trial(tmp_path / "b", tiny_model_path, point)
+    assert other.wait(timeout=60) == 0
+    assert computed == parts[1:]  # everything but the other trial's part
+    for k in COMPARED:
+        assert together[k] == pytest.approx(alone[k], abs=1e-6), k
+
+
 def test_kto_shares_its_reference_and_its_kl_term_changes_no_metric(tiny_model_path, tmp_path):
     """KTO's reference (each completion's log-prob, and each mismatched KL completion's) is
     shared like DPO's; its key also holds what KTO's rows depend on: seed and KL term."""
@@ -168,6 +198,8 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
     assert "peft" in imported and not any(name.startswith("bitsandbytes.") for name in imported)
 
     # Ray workers, as Tune's get them: importing the trial code imports PEFT, not bitsandbytes.
+    # A Ray started without it (`run` starts one before the spec is read, on a guess) is
+    # started again when the sweep turns out to quantize.
     probe = (
         "from sweep import cluster\n"
         "import os, sys\n"
@@ -179,9 +211,51 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
         "        import sys, sweep.orchestrate\n"
         "        return 'peft' in sys.modules, sys.modules.get('bitsandbytes') is not None\n"
         "    print(quantized, *ray.get(loaded.remote()), 'SWEEP_SKIP_BITSANDBYTES' in os.environ)\n"
-        "    cluster.stop()\n"
+        "cluster.stop()\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     # (the workers' switch is in Ray's environment, not left in the driver's)
     assert out.stdout.split("\n")[-3:-1] == ["False True False False", "True True True False"], out.stdout + out.stderr[-2000:]
+
+
+def test_trials_run_in_the_workers_ray_prestarted_with_the_stack_imported(tmp_path):
+    """A local Ray prestarts its workers, and as many as trials may run at once import the
+    stack while the driver reads the spec, checks the data and opens MLflow (sweep/warm.py);
+    the rest stay light. Tune's trials must then run in them, not in fresh processes that
+    start importing only once a trial is scheduled (~2 s to the first step on 2 cores).
+    Ray Tune 2.60 gives every trial actor a runtime_env, which keeps it off prestarted
+    workers: the run without `trials_on_prestarted_workers` shows that."""
+    probe = (
+        "import os, sys, time\n"
+        "from sweep import cluster\n"
+        "cluster.start(None, quantized=False, warm_workers=1).result()\n"
+        "import psutil\n"
+        "from ray import tune\n"
+        "def workers():\n"
+        "    cmds = {p.pid: ' '.join(p.cmdline()) for p in psutil.Process().children(recursive=True)}\n"
+        "    return {pid for pid, cmd in cmds.items() if 'default_worker' in cmd or cmd.startswith('ray::IDLE')}\n"
+        "def warm(pid):\n"
+        "    return 'libtorch_cpu' in open(f'/proc/{pid}/maps').read()\n"
+        "deadline = time.time() + 120\n"
+        "while not any(warm(p) for p in workers()) and time.time() < deadline:\n"
+        "    time.sleep(0.5)\n"
+        "time.sleep(8)  # Tune starts this long after Ray in a sweep on 2 cores: Ray must not have killed them\n"
+        "prestarted = workers()\n"
+        "print('warm workers', sum(warm(p) for p in prestarted))\n"
+        "def trial(config):\n"
+        "    tune.report({'pid': os.getpid(), 'preloaded': 'trl.trainer.dpo_trainer' in sys.modules})\n"
+        "def run(name):\n"
+        "    config = tune.RunConfig(name=name, storage_path=sys.argv[1], verbose=0)\n"
+        "    return [r.metrics for r in tune.Tuner(trial, param_space={'x': tune.grid_search([0, 1])}, run_config=config).fit()]\n"
+        "with cluster.trials_on_prestarted_workers(None):\n"
+        "    warm_runs = run('warm')\n"
+        "cold_runs = run('cold')\n"
+        "print('warm', all(m['pid'] in prestarted for m in warm_runs), any(m['preloaded'] for m in warm_runs))\n"
+        "print('cold', any(m['pid'] in prestarted for m in cold_runs))\n"
+        "cluster.stop()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    said = [line for line in out.stdout.splitlines() if line.startswith(("warm", "cold"))]
+    assert said == ["warm workers 1", "warm True True", "cold False"], out.stdout + out.stderr[-3000:]
