@@ -25,7 +25,7 @@ def _start(spec_path, cwd):
 def _wait_for(cwd, name, predicate, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        time.sleep(1)
+        time.sleep(0.5)
         # Ray's folder appears after the store is initialised and the parent run exists
         # (opening a sqlite store while its schema is being created races the migration).
         if (cwd / "results" / name / "ray").exists():

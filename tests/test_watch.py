@@ -42,8 +42,9 @@ def test_failed_trial_is_announced_and_its_log_kept(failing_sweep, sweeps_dir):
 
 
 def test_status_and_logs_during_and_after_a_running_sweep(tmp_path, tiny_model_path):
+    # trials long enough (~10 s each here) that a `status` call (~2.5 s) lands inside one
     spec = small_spec("watched", axes={"beta": [0.1, 0.5]}, max_concurrent_trials=1,
-                      train={"max_steps": 120, "eval_steps": 60, "logging_steps": 2})  # fmt: skip
+                      train={"max_steps": 300, "eval_steps": 150, "logging_steps": 2})  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     sweep = subprocess.Popen(
         [sys.executable, "-m", "sweep", "run", str(write_spec(tmp_path / "w.yaml", spec))],
@@ -53,11 +54,11 @@ def test_status_and_logs_during_and_after_a_running_sweep(tmp_path, tiny_model_p
         seen_running, seen_log = None, None
         deadline = time.time() + 240
         while time.time() < deadline and sweep.poll() is None and not (seen_running and seen_log):
-            time.sleep(2)
+            time.sleep(0.5)
             if not (tmp_path / "results" / "watched" / "ray").exists():  # store initialised, parent run exists
                 continue
             st = run_cli("status", "watched", cwd=tmp_path)
-            m = re.search(r"^\s*(beta=0\.\d)\s+(\d+)/120\b", st.stdout, re.M)
+            m = re.search(r"^\s*(beta=0\.\d)\s+(\d+)/300\b", st.stdout, re.M)
             if st.returncode == 0 and m and int(m.group(2)) > 0:
                 assert "sweep watched: RUNNING" in st.stdout
                 assert re.search(r"\d/2 finished, 1 running, \d pending", st.stdout)
