@@ -41,7 +41,7 @@ def main() -> None:
     )
     from trl import DPOConfig, DPOTrainer
 
-    from sweep.trial import StepStats  # measures only
+    from sweep.callbacks import StepStats  # measures only
 
     cuda = torch.cuda.is_available() and not cfg["train"].get("use_cpu")
     if not cuda:

@@ -54,13 +54,12 @@ def cmd_run(args) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: never reach for a hub
     cluster.set_auth_mode(args.address)
     try:
+        spec = load_spec(args.spec)  # milliseconds once the config catalogue is cached (catalogue.py)
         if not cluster.address_of(args.address):
-            # A local Ray comes up, and its workers import the stack, while the spec is
-            # validated (~4 s of imports here): ~2 s sooner to the first step on 2 cores. Its
-            # workers skip bitsandbytes unless there may be a GPU (a sweep that quantizes
-            # anyway restarts it); bad input costs ~3 s more (Ray starts, then stops).
-            cluster.start(None, args.verbose, quantized=cluster.may_have_cuda(), warm_workers=cluster.trials_at_once(raw))
-        spec = load_spec(args.spec)
+            # A local Ray comes up, and its workers import the stack, while this process
+            # imports Ray Tune, checks the data and opens the MLflow store. Its workers skip
+            # bitsandbytes unless there may be a GPU (a sweep that quantizes restarts it).
+            cluster.start(None, args.verbose, quantized=cluster.may_have_cuda(), warm_workers=cluster.trials_at_once(spec))
         from .orchestrate import run_sweep  # imports ray: after set_auth_mode
         from .reports import report
 
@@ -69,7 +68,7 @@ def cmd_run(args) -> int:
             fresh=args.fresh, retry_failed=args.retry_failed,
         )  # fmt: skip
     except SpecError as e:
-        _bad_input(e)  # said now: Ray, starting meanwhile, takes a moment to shut down below
+        _bad_input(e)
         return EXIT_BAD_INPUT
     finally:
         cluster.stop()

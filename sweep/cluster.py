@@ -76,21 +76,19 @@ def start(address: str | None = None, verbose: bool = False, quantized: bool | N
     return _STARTED
 
 
-def trials_at_once(raw) -> int:
-    """How many trials of a spec (its YAML, not validated yet) may run at once on a local Ray
-    here: one per GPU (per `resources.gpu` share of one) where there are GPUs, else one per
-    `resources.cpu` CPUs, at most `max_concurrent_trials`. A guess: a wrong one costs speed only."""
-    raw = raw if isinstance(raw, dict) else {}
-    resources = raw.get("resources") if isinstance(raw.get("resources"), dict) else {}
-
-    def share(name: str, default: float) -> float:
-        value = resources.get(name, default)
-        return value if isinstance(value, (int, float)) and value > 0 else default
-
+def trials_at_once(spec) -> int:
+    """How many trials of a (validated) spec may run at once on a local Ray here: one per GPU
+    (per `resources.gpu` share of one) where there are GPUs, else one per `resources.cpu`
+    CPUs, at most `max_concurrent_trials`. It sizes the warm workers: a wrong guess costs
+    speed only."""
     gpus = len(glob.glob("/dev/nvidia[0-9]*")) if may_have_cuda() else 0
-    n = int(gpus / share("gpu", 1)) if gpus else int((os.cpu_count() or 1) / share("cpu", 1))
-    cap = raw.get("max_concurrent_trials")
-    return max(1, min(n, cap) if isinstance(cap, int) and cap > 0 else n)
+    per_gpu = spec.resources.gpu  # None: one GPU per trial where there are GPUs
+    if gpus and per_gpu != 0:
+        n = int(gpus / (per_gpu or 1))
+    else:
+        n = int((os.cpu_count() or 1) / spec.resources.cpu)
+    cap = spec.max_concurrent_trials
+    return max(1, min(n, cap) if cap else n)
 
 
 def may_have_cuda() -> bool:

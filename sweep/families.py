@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,10 +94,11 @@ def config_kwargs(family: Family, train: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-@functools.cache
 def family_fields(name: str) -> dict[str, Any]:
-    """{field: annotation} of one family's config."""
-    return typing.get_type_hints(FAMILIES[name].config_class())
+    """{field: options} of one family's config (catalogue.py)."""
+    from .catalogue import catalogue
+
+    return catalogue()["families"][name]
 
 
 @functools.cache
@@ -106,8 +106,8 @@ def train_fields() -> dict[str, Any]:
     """Every field settable in `train`: the union of the four configs (DPOConfig's types first)."""
     fields: dict[str, Any] = {}
     for name in FAMILIES:
-        for f, annotation in family_fields(name).items():
-            fields.setdefault(f, annotation)
+        for f, opts in family_fields(name).items():
+            fields.setdefault(f, opts)
     return fields
 
 

@@ -6,7 +6,6 @@ limit); MLflow holds the results. This module is the glue between them and the s
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import time
@@ -98,8 +97,7 @@ def run_sweep(
     import torch
 
     quantized = model.quantizes(spec, cuda=bool(cluster.address_of(address)) or torch.cuda.is_available())
-    shape = {"resources": dataclasses.asdict(spec.resources), "max_concurrent_trials": spec.max_concurrent_trials}
-    cluster.start(address, verbose, quantized=quantized, warm_workers=cluster.trials_at_once(shape))
+    cluster.start(address, verbose, quantized=quantized, warm_workers=cluster.trials_at_once(spec))
     model_path = _prepare(spec, points, log)
     if cluster.address_of(address):
         cluster.ready(address, verbose)

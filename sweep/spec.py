@@ -24,14 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
-import functools
 import hashlib
-import inspect
 import itertools
 import json
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from .catalogue import catalogue, options
 from .families import (
     DPO_LOSS_TYPES,
     LOSS_TYPES,
@@ -217,20 +214,11 @@ class SweepSpec:
 # ---- config field catalogues (from the installed libraries, so they never drift) ----
 
 
-@functools.cache
 def config_fields() -> dict[str, dict[str, Any]]:
-    """{"train": {field: type}, "lora": {...}, "quantization": {...}} from TRL/PEFT/transformers.
+    """{"train": {field: options}, "lora": {...}, "quantization": {...}} (catalogue.py).
 
     `train` is the union of DPOConfig, KTOConfig, CPOConfig and ORPOConfig (see families.py)."""
-    from peft import LoraConfig
-    from transformers import BitsAndBytesConfig
-
-    bnb = inspect.signature(BitsAndBytesConfig.__init__).parameters
-    return {
-        "train": train_fields(),
-        "lora": typing.get_type_hints(LoraConfig),
-        "quantization": {n: p.annotation for n, p in bnb.items() if n not in ("self", "kwargs")},
-    }
+    return {"train": train_fields(), "lora": catalogue()["lora"], "quantization": catalogue()["quantization"]}
 
 
 def section_of(field_name: str) -> str | None:
@@ -545,8 +533,7 @@ def _short(v: Any) -> str:
 
 def _check_field(where: str, section: str, name: str, value: Any) -> Any:
     """Check a value against the config field's annotation (coercing YAML's '5e-4' strings)."""
-    annotation = config_fields()[section][name]
-    value = _coerce(where, value, annotation)
+    value = _coerce(where, value, config_fields()[section][name])
     if name == "loss_type":
         losses = [value] if isinstance(value, str) else value
         if not losses:
@@ -569,46 +556,36 @@ def _check_field(where: str, section: str, name: str, value: Any) -> Any:
     return value
 
 
-def _coerce(where: str, value: Any, annotation: Any) -> Any:
-    options = _annotation_options(annotation)
+def _coerce(where: str, value: Any, opts: list[dict[str, Any]]) -> Any:
+    """Check a value against a field's options (catalogue.py), coercing YAML's '5e-4' strings."""
+    kinds = [o["t"] for o in opts]
     if value is None:
-        if type(None) in options or not options:
+        if "none" in kinds or not opts:
             return None
-        raise SpecError(where, f"must not be empty; expected {_describe(options)}")
-    if not options or Any in options:
+        raise SpecError(where, f"must not be empty; expected {_describe(opts)}")
+    if not opts or "any" in kinds:
         return value
-    enums = [o for o in options if isinstance(o, type) and issubclass(o, enum.Enum)]
+    enums = [o for o in opts if o["t"] == "enum"]
     if enums and isinstance(value, str):  # `IntervalStrategy | str`: the str must still be a member
-        valid = [m.value for e in enums for m in e]
-        if value not in valid:
+        if value not in [v for e in enums for v in e["values"]]:
             raise SpecError(where, f"expected {_describe(enums)}, got {value!r}")
         return value
-    for opt in options:
+    for opt in opts:
         ok, coerced = _matches(value, opt)
         if ok:
             return coerced
-    raise SpecError(where, f"expected {_describe(options)}, got {type(value).__name__} {value!r}")
+    raise SpecError(where, f"expected {_describe(opts)}, got {type(value).__name__} {value!r}")
 
 
-def _annotation_options(annotation: Any) -> list[Any]:
-    if annotation is inspect.Parameter.empty or annotation is None:
-        return []
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return [o for a in typing.get_args(annotation) for o in _annotation_options(a)]
-    if origin is typing.Literal:
-        return [annotation]
-    return [annotation]
-
-
-def _matches(value: Any, opt: Any) -> tuple[bool, Any]:
-    if opt is type(None):
+def _matches(value: Any, opt: dict[str, Any]) -> tuple[bool, Any]:
+    kind = opt["t"]
+    if kind == "none":
         return value is None, None
-    if opt is bool:
+    if kind == "bool":
         return isinstance(value, bool), value
-    if opt is int:
+    if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool), value
-    if opt is float:
+    if kind == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return True, value  # an int stays an int (logging_steps: 5, not 5.0)
         if isinstance(value, str):  # YAML 1.1 reads `5e-4` (no dot) as a string
@@ -617,46 +594,37 @@ def _matches(value: Any, opt: Any) -> tuple[bool, Any]:
             except ValueError:
                 return False, None
         return False, None
-    if opt is str:
+    if kind == "str":
         return isinstance(value, str), value
-    if isinstance(opt, type) and issubclass(opt, enum.Enum):
-        valid = [m.value for m in opt]
-        return value in valid, value
-    origin = typing.get_origin(opt)
-    if origin is typing.Literal:
-        return value in typing.get_args(opt), value
-    if origin in (list, tuple, set):
-        args = typing.get_args(opt)
+    if kind in ("enum", "literal"):
+        return value in opt["values"], value
+    if kind == "list":
+        item = opt["item"]
         if not isinstance(value, list):  # TRL/PEFT accept a lone item, e.g. loss_type: ipo
-            return _matches(value, args[0]) if args and args[0] is not Any else (False, None)
-
-        if args and args[0] is not Any:
+            return _matches(value, item) if item else (False, None)
+        if item:
             converted = []
-            for item in value:
-                ok, c = _matches(item, args[0])
+            for v in value:
+                ok, c = _matches(v, item)
                 if not ok:
                     return False, None
                 converted.append(c)
             return True, converted
         return True, value
-    if origin is dict or opt is dict:
+    if kind == "dict":
         return isinstance(value, dict), value
-    if opt in (list, tuple):
-        return isinstance(value, list), value
     return True, value  # an exotic annotation (a config object): let the library judge
 
 
-def _describe(options: list[Any]) -> str:
+def _describe(opts: list[dict[str, Any]]) -> str:
     parts = []
-    for o in options:
-        if o is type(None):
+    for o in opts:
+        if o["t"] == "none":
             parts.append("null")
-        elif isinstance(o, type) and issubclass(o, enum.Enum):
-            parts.append("one of " + ", ".join(str(m.value) for m in o))
-        elif typing.get_origin(o) is typing.Literal:
-            parts.append("one of " + ", ".join(map(str, typing.get_args(o))))
+        elif o["t"] in ("enum", "literal"):
+            parts.append("one of " + ", ".join(map(str, o["values"])))
         else:
-            parts.append(getattr(o, "__name__", str(o)).replace("typing.", ""))
+            parts.append(o["name"])
     return " or ".join(dict.fromkeys(parts))
 
 
@@ -703,7 +671,7 @@ def _sub_dataclass(where: str, raw: Any, cls: type) -> Any:
     raw = _check_mapping(where, raw)
     hints = typing.get_type_hints(cls)
     _check_keys(where, raw, list(hints))
-    return cls(**{k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in raw.items()})
+    return cls(**{k: _coerce(f"{where}.{k}", v, options(hints[k])) for k, v in raw.items()})
 
 
 def _normalise_quantization(q: Any) -> dict[str, Any]:

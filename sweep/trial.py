@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -24,8 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from transformers import TrainerCallback
 
 from . import prepare
 from .spec import SweepSpec, point_id, resolved_section
@@ -202,6 +199,7 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
 
 
 def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[str, float]:
+    from .callbacks import FiniteGuard, MetricsCallback
     from .data import load_preference_data
     from .model import disable_bnb_cpu_repack, load_tokenizer, resolve_model_path
 
@@ -310,125 +308,14 @@ def _with_paired_accuracy(trainer_class, pairs, tokenizer, args, cuda):
 SAMPLES_FILE = "samples.json"  # the MLflow table of a trial's generations
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss or the gradients became NaN/inf: the trial is stopped and recorded FAILED."""
-
-
 def failure_reason(e: BaseException) -> str:
     """One line saying why a trial failed; CUDA out-of-memory is named as such."""
     import torch
+
+    from .callbacks import NonFiniteLoss
 
     if isinstance(e, torch.cuda.OutOfMemoryError) or "CUDA out of memory" in str(e):
         return f"CUDA out of memory: {str(e).splitlines()[0]}"
     if isinstance(e, NonFiniteLoss):
         return f"non-finite loss: {e}"
     return f"{type(e).__name__}: {e}"
-
-
-class FiniteGuard(TrainerCallback):
-    """Stops a trial the moment its loss or its gradients stop being finite.
-
-    Checked before every optimizer step (only parameters with gradients, i.e. the adapter),
-    so a diverging point fails at once instead of burning its remaining steps on NaNs.
-    """
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        import torch
-
-        for name, p in model.named_parameters():
-            if p.grad is not None and not torch.isfinite(p.grad).all():
-                raise NonFiniteLoss(f"gradient of {name} is not finite at step {state.global_step + 1}")
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        for key in ("loss", "grad_norm"):
-            value = (logs or {}).get(key)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise NonFiniteLoss(f"{key} is {value} at step {state.global_step}")
-
-
-class StepStats(TrainerCallback):
-    """A run's steady training speed and peak GPU memory, measured at the end of training:
-
-    - `time/step_s`: seconds per optimizer step after the first (kernel warm-up, first
-      batch), evaluations during training left out;
-    - `time/tokens_per_s`: input tokens per second over the same steps, where the config
-      counts them (`include_num_input_tokens_seen: non_padding`);
-    - `gpu/peak_allocated_gib`, `gpu/peak_reserved_gib`: torch's peak on this trial's GPU
-      since training began, base model included: what to size `resources.gpu` by.
-    """
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        import torch
-
-        self.cuda = torch.cuda.is_available() and not args.use_cpu
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-        self.first: tuple[float, int] | None = None  # (time, tokens seen) at the first step's end
-        self.last_step_end, self.eval_s, self.measured = 0.0, 0.0, {}
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.last_step_end = time.time()
-        if self.first is None:
-            self.first = (self.last_step_end, state.num_input_tokens_seen)
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        if self.first is not None:  # an eval inside training runs right after a step ends
-            self.eval_s += time.time() - self.last_step_end
-
-    def on_train_end(self, args, state, control, **kwargs):
-        import torch
-
-        if self.first is not None and state.global_step > 1:
-            seconds = time.time() - self.first[0] - self.eval_s
-            self.measured["time/step_s"] = seconds / (state.global_step - 1)
-            tokens = state.num_input_tokens_seen - self.first[1]
-            if tokens > 0:
-                self.measured["time/tokens_per_s"] = tokens / seconds
-        if self.cuda:
-            self.measured["gpu/peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
-            self.measured["gpu/peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
-
-
-class MetricsCallback(StepStats):
-    """Every metric TRL logs -> MLflow (step = global step); intermediate evals -> `report`;
-    at the end, `StepStats`' speed and memory.
-
-    The final eval is reported by `run_trial` after the MLflow run has ended: a scheduler
-    may stop the trial at a report, and a finished trial must not be left RUNNING.
-    """
-
-    def __init__(self, uri: str | None, run_id: str | None, report: Callable[[dict], None] | None, started: float | None = None):
-        self.uri, self.run_id, self.report = uri, run_id, report
-        self.latest: dict[str, float] = {}
-        self.timings: dict[str, float] = {"time/trial_start_unix": started or time.time()}
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        super().on_train_begin(args, state, control, **kwargs)
-        # Where a trial's time goes (benchmarks/sweep_speedup.py reads these): set-up vs training.
-        now = time.time()
-        self.timings.update({"time/train_start_unix": now, "time/setup_s": now - self.timings["time/trial_start_unix"]})
-        self.latest.update(self.timings)
-        if self.run_id is not None:
-            from .tracking import log_metrics
-
-            log_metrics(self.uri, self.run_id, self.timings, 0)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-        self.latest.update(logs)
-        self.latest["global_step"] = state.global_step
-        if self.run_id is not None:
-            from .tracking import log_metrics
-
-            log_metrics(self.uri, self.run_id, {**logs, "global_step": state.global_step}, state.global_step)
-        is_eval = any(k.startswith("eval_") for k in logs)
-        if self.report is not None and is_eval and state.global_step < state.max_steps:
-            self.report(dict(self.latest))
-
-    def on_train_end(self, args, state, control, **kwargs):
-        super().on_train_end(args, state, control, **kwargs)
-        self.latest.update(self.measured)
-        if self.run_id is not None and self.measured:
-            from .tracking import log_metrics
-
-            log_metrics(self.uri, self.run_id, self.measured, state.global_step)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +58,52 @@ def test_loss_type_list_matches_installed_trl():
     source = inspect.getsource(DPOTrainer._compute_loss)
     for name in DPO_LOSS_TYPES:
         assert f'loss_type == "{name}"' in source, name
+
+
+def test_the_cached_catalogue_is_what_the_installed_libraries_say(tmp_path, monkeypatch):
+    """The driver checks specs against a JSON catalogue of the configs' fields; it must hold
+    exactly what TRL/PEFT/transformers say, and a damaged cache file is rebuilt."""
+    from sweep import catalogue
+
+    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path))
+    catalogue.catalogue.cache_clear()
+    try:
+        built = catalogue.catalogue()  # read from the libraries, then written
+        (cached,) = tmp_path.glob("catalogue-*.json")
+        catalogue.catalogue.cache_clear()
+        assert catalogue.catalogue() == built == catalogue._read_libraries()
+        assert set(built["families"]) == {"dpo", "kto", "cpo", "orpo"}
+        assert {"beta", "loss_type", "max_length"} <= set(built["families"]["dpo"])
+        assert {"r", "lora_alpha", "target_modules"} <= set(built["lora"])
+        assert "bnb_4bit_quant_type" in built["quantization"]
+        cached.write_text("{not json")
+        catalogue.catalogue.cache_clear()
+        assert catalogue.catalogue() == built and json.loads(cached.read_text()) == built
+    finally:
+        catalogue.catalogue.cache_clear()
+
+
+def test_a_spec_is_checked_without_importing_the_trainers(tmp_path):
+    """Once the catalogue is cached (by the first run on a machine), validating a spec (good or bad) imports neither TRL nor
+    PEFT nor torch: a sweep's driver leaves that CPU to its Ray workers."""
+    good = write_spec(tmp_path / "good.yaml", small_spec("ok", axes={"beta": [0.1, 0.5], "r": [4, 8]}))
+    bad = write_spec(tmp_path / "bad.yaml", small_spec("bad", train={"eval_strategy": "sometimes"}))
+    script = (
+        "import sys\n"
+        "from sweep.spec import SpecError, load_spec\n"
+        f"print(len(load_spec({str(good)!r}).points()))\n"
+        f"try:\n    load_spec({str(bad)!r})\nexcept SpecError as e:\n    print(e)\n"
+        "print(sorted(m for m in ('trl', 'peft', 'torch', 'transformers') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "SWEEP_CACHE": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env) for _ in "12"]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines = proc.stdout.splitlines()
+        assert lines[0] == "4"
+        assert lines[1].startswith("train.eval_strategy: expected one of no, steps, epoch")
+    assert runs[0].stdout.splitlines()[2] == "['peft', 'torch', 'transformers', 'trl']"  # the first builds it
+    assert runs[1].stdout.splitlines()[2] == "[]"
 
 
 BAD_SPECS = [

@@ -187,19 +187,22 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
     assert quantizes(spec(quantization="4bit"), cuda=False)
     assert quantizes(spec(quantization="none", axes={"bnb_4bit_quant_type": ["nf4", "fp4"]}), cuda=False)
 
-    # The driver: `plan` validates against PEFT's and transformers' configs without it.
-    out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "sweep", "plan", str(REPO / "search_spaces" / "beta_grid.yaml")],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert out.returncode == 0 and "8 trials" in out.stdout, out.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
-    # (a blocked import is still listed, as one module with nothing under it)
-    assert "peft" in imported and not any(name.startswith("bitsandbytes.") for name in imported)
+    # The driver: `plan` reads PEFT's and transformers' configs without it, where it must
+    # (a new config catalogue: a fresh cache); with the catalogue cached it imports neither.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_CACHE": str(tmp_path / "cache")}
+    for cached in (False, True):
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "sweep", "plan", str(REPO / "search_spaces" / "beta_grid.yaml")],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 0 and "8 trials" in out.stdout, out.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+        # (a blocked import is still listed, as one module with nothing under it)
+        assert ("peft" in imported) is not cached and not any(name.startswith("bitsandbytes.") for name in imported)
 
     # Ray workers, as Tune's get them: importing the trial code imports PEFT, not bitsandbytes.
-    # A Ray started without it (`run` starts one before the spec is read, on a guess) is
-    # started again when the sweep turns out to quantize.
+    # A Ray started without it (`run` starts one as soon as the spec is valid, on a guess
+    # about GPUs) is started again when the sweep turns out to quantize.
     probe = (
         "from sweep import cluster\n"
         "import os, sys\n"
@@ -208,7 +211,7 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
         "    import ray\n"
         "    @ray.remote\n"
         "    def loaded():\n"
-        "        import sys, sweep.orchestrate\n"
+        "        import sys, sweep.orchestrate, sweep.callbacks\n"
         "        return 'peft' in sys.modules, sys.modules.get('bitsandbytes') is not None\n"
         "    print(quantized, *ray.get(loaded.remote()), 'SWEEP_SKIP_BITSANDBYTES' in os.environ)\n"
         "cluster.stop()\n"

@@ -80,7 +80,8 @@ def test_4bit_cpu_eval_keeps_training(tiny_model_path, tmp_path, monkeypatch):
 def test_failure_reasons_name_oom_and_nonfinite():
     import torch
 
-    from sweep.trial import NonFiniteLoss, failure_reason
+    from sweep.callbacks import NonFiniteLoss
+    from sweep.trial import failure_reason
 
     oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)")
     assert failure_reason(oom).startswith("CUDA out of memory: ")
