@@ -67,9 +67,12 @@ def _option(a: Any) -> dict[str, Any]:
 def catalogue() -> dict[str, dict[str, Any]]:
     """{"families": {family: {field: options}}, "lora": {field: options}, "quantization": {...}}."""
     from .builtin import cache_root
+    from .families import FAMILIES
 
-    versions = [FORMAT, sys.version_info[:2]] + [importlib.metadata.version(lib) for lib in LIBRARIES]
-    path = cache_root() / f"catalogue-{hashlib.sha256(json.dumps(versions).encode()).hexdigest()[:12]}.json"
+    # What the content depends on: the libraries' versions and which config each family reads.
+    key = [FORMAT, sys.version_info[:2], [importlib.metadata.version(lib) for lib in LIBRARIES],
+           {name: f.config for name, f in FAMILIES.items()}]  # fmt: skip
+    path = cache_root() / f"catalogue-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
