@@ -215,6 +215,7 @@ def separability(df: pd.DataFrame, repeats: pd.DataFrame, axes: list[str], metri
     if repeats is None or len(repeats) < 2:
         return ""
     from scipy import stats
+
     best, second = repeats.iloc[0], repeats.iloc[1]
 
     def desc(r):

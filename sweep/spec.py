@@ -240,7 +240,8 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 
 def read_spec_file(path: str | Path) -> Any:
-    """A spec file's YAML, not validated yet (that imports the trainers' configs: seconds)."""
+    """A spec file's YAML, not validated yet (`run` reads it first to set HF_HUB_OFFLINE before
+    anything imports huggingface_hub, which a first validation on a machine does)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError("spec", f"file not found: {path}")
@@ -532,7 +533,7 @@ def _short(v: Any) -> str:
 
 
 def _check_field(where: str, section: str, name: str, value: Any) -> Any:
-    """Check a value against the config field's annotation (coercing YAML's '5e-4' strings)."""
+    """Check a value against the config field's options (coercing YAML's '5e-4' strings)."""
     value = _coerce(where, value, config_fields()[section][name])
     if name == "loss_type":
         losses = [value] if isinstance(value, str) else value
