@@ -2,6 +2,10 @@ import atexit
 import os
 import sys
 
+if sys.argv[1:2] == ["run"]:  # until the sweep starts (orchestrate.run_sweep resumes it): startup.py
+    from . import startup
+
+    startup.pause()
 if sys.argv[1:2] in (["run"], ["plan"]):  # this process loads no model (trials run in Ray workers)
     from .model import skip_bitsandbytes
 

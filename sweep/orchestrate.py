@@ -16,7 +16,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from . import cluster, model, tracking
+from . import cluster, model, startup, tracking
 from .progress import LiveView
 from .spec import SpecError, SweepSpec, resolved_section
 from .trial import TrialContext, run_trial
@@ -118,6 +118,7 @@ def run_sweep(
 
     # SIGTERM (a cluster scheduler, `kill`) stops the sweep like Ctrl-C: Tune saves its state.
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    startup.resume()  # start-up is over: the collector back on, for a driver that may run for days
     try:
         with cluster.trials_on_prestarted_workers(address):
             tuner.fit()

@@ -295,8 +295,9 @@ def base_model(path: str, bnb, cuda: bool, bf16: bool, log=print):
             log("base model: reused from this worker's previous trial")
             return model
         log("base model: changed since it was loaded; loading it again")
-    _BASE.clear()  # one base model per worker
-    gc.unfreeze()  # (the one replaced, if any, may be collected)
+    if _BASE:  # one base model per worker: the one replaced may be collected
+        _BASE.clear()
+        gc.unfreeze()
     model = load_base_model(path, bnb, cuda, bf16)
     _BASE[key] = (model, weights_fingerprint(model))
     # What is alive now (the stack's modules, the base model) lives as long as the worker:

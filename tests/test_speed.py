@@ -247,7 +247,9 @@ def test_trials_run_in_the_workers_ray_prestarted_with_the_stack_imported(tmp_pa
         "prestarted = workers()\n"
         "print('warm workers', sum(warm(p) for p in prestarted))\n"
         "def trial(config):\n"
-        "    tune.report({'pid': os.getpid(), 'preloaded': 'trl.trainer.dpo_trainer' in sys.modules})\n"
+        "    import gc\n"
+        "    tune.report({'pid': os.getpid(), 'preloaded': 'trl.trainer.dpo_trainer' in sys.modules,\n"
+        "                 'collecting': gc.isenabled(), 'frozen': gc.get_freeze_count()})\n"
         "def run(name):\n"
         "    config = tune.RunConfig(name=name, storage_path=sys.argv[1], verbose=0)\n"
         "    return [r.metrics for r in tune.Tuner(trial, param_space={'x': tune.grid_search([0, 1])}, run_config=config).fit()]\n"
@@ -255,10 +257,39 @@ def test_trials_run_in_the_workers_ray_prestarted_with_the_stack_imported(tmp_pa
         "    warm_runs = run('warm')\n"
         "cold_runs = run('cold')\n"
         "print('warm', all(m['pid'] in prestarted for m in warm_runs), any(m['preloaded'] for m in warm_runs))\n"
+        "print('warm gc', all(m['collecting'] for m in warm_runs), all(m['frozen'] > 100_000 for m in warm_runs if m['preloaded']))\n"
         "print('cold', any(m['pid'] in prestarted for m in cold_runs))\n"
         "cluster.stop()\n"
     )
     out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     said = [line for line in out.stdout.splitlines() if line.startswith(("warm", "cold"))]
-    assert said == ["warm workers 1", "warm True True", "cold False"], out.stdout + out.stderr[-3000:]
+    # The warm worker imported with its garbage collector paused (sweep/startup.py), then
+    # turned it back on for the trials, with what it imported frozen out of its scans.
+    assert said == ["warm workers 1", "warm True True", "warm gc True True", "cold False"], out.stdout + out.stderr[-3000:]
+
+
+def test_start_up_pauses_the_garbage_collector_and_resumes_it_frozen():
+    """`run`'s driver and the warm workers import the stack with the collector off
+    (sweep/startup.py); it must come back on, or a sweep running for days never frees a
+    cycle, and only if start-up turned it off (an embedding program's choice stands)."""
+    import gc
+
+    from sweep import startup
+
+    frozen = gc.get_freeze_count()
+    try:
+        startup.pause()
+        assert not gc.isenabled()
+        startup.resume()
+        assert gc.isenabled() and gc.get_freeze_count() > frozen
+        startup.resume()  # nothing paused: nothing to do
+        assert gc.isenabled()
+
+        gc.disable()  # off before start-up: stays off
+        startup.pause()
+        startup.resume()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
