@@ -159,10 +159,24 @@ def _shutdown() -> None:
         _STARTED.exception()  # waits
         _STARTED = None
     if _ray_is_up():
+        _kill_autoscaler_monitor()
         sys.modules["ray"].shutdown()
     if _WARM_DIR:
         shutil.rmtree(_WARM_DIR, ignore_errors=True)
     _STOP.set()
+
+
+def _kill_autoscaler_monitor() -> None:
+    """Work around Ray 2.60 (pinned): `ray.shutdown()` of a Ray this process started kills
+    the GCS before the autoscaler monitor, whose SIGTERM handler then reports its own
+    "failure" to the dead GCS until Ray gives up on it after 1 s and kills it
+    (ray/_private/node.py `kill_all_processes`, ray/autoscaler/_private/monitor.py
+    `_signal_handler`): every local shutdown took 1 s longer, at the end of every sweep. The
+    monitor has nothing to save, so it is killed first. A no-op on a cluster joined with
+    `--address` (this process started none of its processes). tests/test_speed.py checks it."""
+    node = getattr(sys.modules["ray"]._private.worker, "_global_node", None)
+    if node is not None:
+        node.kill_monitor(check_alive=False)
 
 
 def _ray_is_up() -> bool:

@@ -293,3 +293,32 @@ def test_start_up_pauses_the_garbage_collector_and_resumes_it_frozen():
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+def test_a_local_ray_stops_its_autoscaler_monitor_before_the_gcs(tmp_path):
+    """Ray 2.60's shutdown kills the GCS first; its autoscaler monitor's SIGTERM handler then
+    reports to the dead GCS until Ray kills it 1 s later, at the end of every sweep.
+    `cluster.stop` kills the monitor first (cluster._kill_autoscaler_monitor), and leaves no
+    process of the local Ray behind."""
+    probe = (
+        "import psutil\n"
+        "from ray._private import node\n"
+        "from sweep import cluster\n"
+        "cluster.start(None, quantized=False).result()\n"
+        "started = psutil.Process().children(recursive=True)\n"
+        "order = []\n"
+        "kill = node.Node._kill_process_impl\n"
+        "def recorded(self, process_type, *args, **kwargs):\n"
+        "    if process_type in self.all_processes and self.all_processes[process_type][0].process.poll() is None:\n"
+        "        order.append(process_type)\n"
+        "    return kill(self, process_type, *args, **kwargs)\n"
+        "node.Node._kill_process_impl = recorded\n"
+        "cluster.stop()\n"
+        "print('order', *order)\n"
+        "print('left', sum(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    said = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.startswith(("order", "left")))
+    assert said.get("order", "").split()[:1] == ["monitor"] and "gcs_server" in said["order"], out.stdout + out.stderr[-3000:]
+    assert said["left"] == "0", out.stdout + out.stderr[-3000:]
