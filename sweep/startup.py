@@ -1,9 +1,9 @@
 """Python's cyclic garbage collector, paused while a sweep's processes start.
 
 Importing the stack (torch, transformers, TRL, PEFT, datasets, MLflow, Ray Tune) creates
-~700,000 objects, and CPython 3.11 rescans the growing heap in a full collection every few
-tens of thousands of them: ~30% of the import's CPU, for nothing (what an import creates
-lives as long as the process). On 2 cores (`benchmarks/startup_gc.py`): a warm worker's
+~700,000 objects, and CPython 3.11 collects its young generations every 700 new objects and
+rescans the whole heap each time it has grown by a quarter: ~30% of the import's CPU, for
+nothing (what an import creates lives as long as the process). On 2 cores (`benchmarks/startup_gc.py`): a warm worker's
 imports 5.5 -> 3.8 CPU-s, the driver's start-up (Ray Tune, a new MLflow store, the data
 check) 6.3 -> 4.6; a sweep's start-up is bound by the CPU of exactly these three processes.
 
