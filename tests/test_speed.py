@@ -31,6 +31,12 @@ def _caches(tmp_path):
     return [p for p in (tmp_path / "cache").glob("ref-*") if p.is_dir()]
 
 
+def _probe(code: str, cwd, *args: str) -> subprocess.CompletedProcess:
+    """`code` run in a fresh Python process (its own Ray) with this checkout importable."""
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
 def _computed_rows(cache, split: str = "train", column: str = "ref_chosen_logps") -> set[int]:
     """Rows of the cached `split` that have a reference value (not NaN)."""
     return {i for i, v in enumerate(prepare.load_reference(cache)[split][column]) if not math.isnan(v)}
@@ -216,8 +222,7 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
         "    print(quantized, *ray.get(loaded.remote()), 'SWEEP_SKIP_BITSANDBYTES' in os.environ)\n"
         "cluster.stop()\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = _probe(probe, tmp_path)
     # (the workers' switch is in Ray's environment, not left in the driver's)
     assert out.stdout.split("\n")[-3:-1] == ["False True False False", "True True True False"], out.stdout + out.stderr[-2000:]
 
@@ -261,8 +266,7 @@ def test_trials_run_in_the_workers_ray_prestarted_with_the_stack_imported(tmp_pa
         "print('cold', any(m['pid'] in prestarted for m in cold_runs))\n"
         "cluster.stop()\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = _probe(probe, tmp_path, str(tmp_path))
     said = [line for line in out.stdout.splitlines() if line.startswith(("warm", "cold"))]
     # The warm worker imported with its garbage collector paused (sweep/startup.py), then
     # turned it back on for the trials, with what it imported frozen out of its scans.
@@ -318,8 +322,7 @@ def test_a_local_ray_stops_its_autoscaler_monitor_before_the_gcs(tmp_path):
         "gone, alive = psutil.wait_procs(started, timeout=10)  # (workers exit as their raylet goes)\n"
         "print('left', len(alive))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = _probe(probe, tmp_path)
     said = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.startswith(("order", "left")))
     assert said.get("order", "").split()[:1] == ["monitor"] and "gcs_server" in said["order"], out.stdout + out.stderr[-3000:]
     assert said["left"] == "0", out.stdout + out.stderr[-3000:]
