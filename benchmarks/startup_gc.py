@@ -42,16 +42,10 @@ tracking.client(f"sqlite:///{sys.argv[1]}/mlflow.db").search_experiments()
 data = load_preference_data(DatasetSpec(path="builtin:prefs"))
 check_lengths(data, load_tokenizer(resolve_model_path("builtin:tiny")), 128, log=lambda *a: None)
 """
-# Runs the code above, then prints (CPU seconds, wall seconds) of the process so far.
-PROBE = """
-import os, sys, time
-if sys.argv[2] == "paused":
-    from sweep import startup
-    startup.pause()
-exec(compile({code!r}, "probe", "exec"))
-t = os.times()
-print(t.user + t.system, time.time() - float(sys.argv[3]))
-"""
+# Put before and after the code above: pause the collector as `sweep` does; print the
+# process's (CPU seconds, wall seconds) so far.
+PAUSE = "from sweep import startup\nstartup.pause()\n"
+TIMES = "import os, sys, time\nt = os.times()\nprint(t.user + t.system, time.time() - float(sys.argv[2]))\n"
 
 
 def measure(code: str, gc_mode: str) -> tuple[float, float]:
@@ -60,7 +54,7 @@ def measure(code: str, gc_mode: str) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_SKIP_BITSANDBYTES": "1", "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
-            [sys.executable, "-c", PROBE.format(code=code), tmp, gc_mode, str(time.time())],
+            [sys.executable, "-c", (PAUSE if gc_mode == "paused" else "") + code + TIMES, tmp, str(time.time())],
             env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
     cpu, wall = map(float, out.stdout.split()[-2:])
