@@ -12,6 +12,8 @@ the same data, data order and seeds, in four modes on this machine, two trials a
 - asha: the same grid with `scheduler: {type: asha}`, with rungs at every 15-step eval, at
   every 5-step eval, and with max_steps as ASHA's resource instead of an axis (every trial
   may run to 60 steps): training steps saved, and regret;
+- halving: the same with `scheduler: {type: halving}` (synchronous successive halving), on
+  the grid and with max_steps as the resource;
 - kto: two KTO points as `sweep run` with `share_reference: false` (reference computed
   inline at every step, as TRL does) and true (one shared pass): step time, identical metrics.
 
@@ -25,7 +27,7 @@ concurrency. `efficiency_excluding_start_up` leaves the process start-up out of 
 
 Identical naive runs on this VM have taken 129-155 s, more than the gains being measured:
 naive and sweep run `--repeats` times, alternated; the JSON holds each pair's figures, their
-medians, and the median pair's phases in detail. ASHA and KTO run once.
+medians, and the median pair's phases in detail. The schedulers and KTO run once.
 """
 
 from __future__ import annotations
@@ -53,11 +55,15 @@ TRAIN = {
     "logging_steps": 5, "eval_strategy": "steps", "eval_steps": 15, "seed": 42,
 }  # fmt: skip
 LORA = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"}
-ASHA = {  # name -> (eval_steps, scheduler, max_steps as ASHA's resource): rungs at every eval, grace one eval
-    "asha": (15, {"type": "asha", "grace_period": 1, "reduction_factor": 4}, False),
-    "asha_fine": (5, {"type": "asha", "grace_period": 1, "reduction_factor": 4}, False),
-    # The usual ASHA set-up: steps are the resource, not an axis (every trial may run to 60).
-    "asha_steps_as_resource": (15, {"type": "asha", "grace_period": 1, "reduction_factor": 4}, True),
+ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 4}
+HALVING = {"type": "halving", "grace_period": 1, "reduction_factor": 4}
+SCHEDULED = {  # name -> (eval_steps, scheduler, max_steps as the scheduler's resource): rungs at evals, grace one eval
+    "asha": (15, ASHA, False),
+    "asha_fine": (5, ASHA, False),
+    # The usual set-up: steps are the resource, not an axis (every trial may run to 60).
+    "asha_steps_as_resource": (15, ASHA, True),
+    "halving": (15, HALVING, False),
+    "halving_steps_as_resource": (15, HALVING, True),
 }
 KTO_AXES = {"loss_type": ["kto"], "beta": [0.1, 0.5], "learning_rate": [5.0e-4], "max_steps": [60]}
 KTO_COMPARED = ("loss", "rewards/margins", "kl", "eval_loss", "eval_kl", "eval_rewards/accuracies")
@@ -126,7 +132,7 @@ def run_sweep(work: Path, name: str, **extra) -> tuple[float, dict]:
     results = {}
     for r in runs:
         point = {k.removeprefix("sweep."): yaml.safe_load(v) for k, v in r.data.params.items() if k.startswith("sweep.")}
-        point.setdefault("max_steps", int(r.data.params["trial.max_steps"]))  # not an axis: ASHA's resource
+        point.setdefault("max_steps", int(r.data.params["trial.max_steps"]))  # not an axis: the scheduler's resource
         results[key(point)] = {**r.data.metrics, "status": r.info.status, "stopped_early": "sweep.stopped_early" in r.data.tags}
     return wall, {"t0": t0, "trials": results}
 
@@ -215,7 +221,7 @@ def main() -> None:
         print(f"sweep: {sweep_wall:.1f}s", flush=True)
         runs.append((naive_wall, naive, sweep_wall, swept))
     ashas = {}
-    for name, (eval_steps, scheduler, steps_as_resource) in ASHA.items():
+    for name, (eval_steps, scheduler, steps_as_resource) in SCHEDULED.items():
         train, axes = {"eval_steps": eval_steps}, None
         if steps_as_resource:
             train["max_steps"] = max(AXES["max_steps"])
@@ -227,17 +233,17 @@ def main() -> None:
 
     compared = [compare(*run) for run in runs]
     swept = runs[0][3]
-    # ASHA: steps trained, and whether it found the full grid's best configuration.
+    # Early stopping: steps trained, and whether it found the full grid's best configuration.
     metric = "eval_rewards/accuracies"
     full_steps = sum(t["global_step"] for t in swept["trials"].values())
     best_full = max(swept["trials"], key=lambda k: swept["trials"][k][metric])
 
-    def asha_result(name: str) -> dict:
+    def scheduled_result(name: str) -> dict:
         wall, run = ashas[name]
         steps = sum(t.get("global_step", 0) for t in run["trials"].values())
         finished = {k: t for k, t in run["trials"].items() if t["status"] == "FINISHED"}
         best = max(finished, key=lambda k: finished[k][metric])
-        eval_steps, scheduler, steps_as_resource = ASHA[name]
+        eval_steps, scheduler, steps_as_resource = SCHEDULED[name]
         return {
             "eval_steps": eval_steps, "scheduler": scheduler, "max_steps_as_resource": steps_as_resource, "wall_s": round(wall, 1),
             "training_steps": steps, "full_grid_steps": full_steps, "steps_fraction": round(steps / full_steps, 3),
@@ -269,7 +275,7 @@ def main() -> None:
         "detail": sorted(compared, key=lambda c: c["speedup"])[len(compared) // 2],
         "full_grid_best": json.loads(best_full),
         "full_grid_best_metric": swept["trials"][best_full][metric],
-        **{name: asha_result(name) for name in ASHA},
+        **{name: scheduled_result(name) for name in SCHEDULED},
         "kto": kto_result(kto),
     }
     print(json.dumps(result, indent=2))

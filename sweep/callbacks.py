@@ -86,11 +86,15 @@ class MetricsCallback(StepStats):
     at the end, `StepStats`' speed and memory.
 
     The final eval is reported by `run_trial` after the MLflow run has ended: a scheduler
-    may stop the trial at a report, and a finished trial must not be left RUNNING.
+    may stop the trial at a report, and a finished trial must not be left RUNNING. With
+    `checkpoints`, an eval is reported once the Trainer has saved the checkpoint of that
+    step (the Trainer saves right after it evaluates), with the checkpoint's folder.
     """
 
-    def __init__(self, uri: str | None, run_id: str | None, report: Callable[[dict], None] | None, started: float | None = None):
-        self.uri, self.run_id, self.report = uri, run_id, report
+    def __init__(self, uri: str | None, run_id: str | None, report: Callable[..., None] | None,
+                 started: float | None = None, checkpoints: bool = False):  # fmt: skip
+        self.uri, self.run_id, self.report, self.checkpoints = uri, run_id, report, checkpoints
+        self.pending: dict[str, float] | None = None  # an eval waiting for its checkpoint
         self.latest: dict[str, float] = {}
         self.timings: dict[str, float] = {"time/trial_start_unix": started or time.time()}
 
@@ -115,7 +119,19 @@ class MetricsCallback(StepStats):
             log_metrics(self.uri, self.run_id, {**logs, "global_step": state.global_step}, state.global_step)
         is_eval = any(k.startswith("eval_") for k in logs)
         if self.report is not None and is_eval and state.global_step < state.max_steps:
-            self.report(dict(self.latest))
+            if self.checkpoints:
+                self.pending = dict(self.latest)
+            else:
+                self.report(dict(self.latest))
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.pending is not None:
+            import os
+
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            metrics, self.pending = self.pending, None
+            self.report(metrics, os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"))
 
     def on_train_end(self, args, state, control, **kwargs):
         super().on_train_end(args, state, control, **kwargs)

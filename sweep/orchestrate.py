@@ -6,6 +6,7 @@ limit); MLflow holds the results. This module is the glue between them and the s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -18,7 +19,7 @@ from ray import tune
 
 from . import cluster, model, startup, tracking
 from .progress import LiveView
-from .spec import SpecError, SweepSpec, resolved_section
+from .spec import SpecError, SweepSpec, point_id, resolved_section
 from .trial import TrialContext, run_trial
 
 
@@ -40,13 +41,25 @@ class SweepOutcome:
         return 130 if self.interrupted else (1 if self.n_failed else 0)
 
 
-def _tune_trial(config: dict, ctx: TrialContext) -> None:
-    """Ray Tune entry point: the point comes in as `config`, metrics go out via tune.report."""
+def _point(config: dict, spec: SweepSpec) -> dict:
+    """A Ray Tune trial's config as the spec's point."""
     flat = {}
     for key, value in config.items():  # a zipped group arrives as one dict of fields
-        flat.update(value if key in ctx.spec.zipped else {key: value})
-    point = {name: flat[name] for name in ctx.spec.axis_names()}  # the spec's axis order
-    run_trial(ctx, point, report=tune.report)
+        flat.update(value if key in spec.zipped else {key: value})
+    return {name: flat[name] for name in spec.axis_names()}  # the spec's axis order
+
+
+def _tune_trial(config: dict, ctx: TrialContext) -> None:
+    """Ray Tune entry point: the point comes in as `config`, metrics go out via tune.report."""
+    point = _point(config, ctx.spec)
+    checkpoint = tune.get_checkpoint()  # set where a paused (or interrupted) trial resumes
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
+        run_trial(ctx, point, report=_report, resume_from=resume_from)
+
+
+def _report(metrics: dict, checkpoint_dir: str | None = None) -> None:
+    """A trial's report to Ray Tune; a checkpoint's folder is copied into the sweep's Ray folder."""
+    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
 
 def param_space(spec: SweepSpec) -> dict:
@@ -114,7 +127,8 @@ def run_sweep(
         log_to_file=not verbose,
     )
     cluster.ready(address, verbose)
-    tuner = _tuner(spec, ctx, results_dir / "ray", verbose, progress_interval, retry_failed)
+    unfinished = _Unfinished()
+    tuner = _tuner(spec, ctx, results_dir / "ray", verbose, progress_interval, retry_failed, unfinished)
 
     # SIGTERM (a cluster scheduler, `kill`) stops the sweep like Ctrl-C: Tune saves its state.
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
@@ -127,7 +141,12 @@ def run_sweep(
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         cluster.stop(background=True)  # Ray's part is done; it shuts down while the reports are written
-        killed = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "sweep interrupted")
+        # Points Ray Tune had not finished (interrupted, or paused at a rung) resume on the next
+        # run: their runs are KILLED as interrupted, not left as stopped early by the scheduler.
+        interrupted = [point_id(_point(config, spec)) for config in _Unfinished.configs]
+        if interrupted:
+            cluster.stop()  # their workers gone first: a trial being stopped tags its own run
+        killed = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "sweep interrupted", interrupted)
         if killed:
             log(f"marked {killed} unfinished trial run(s) KILLED")
     outcome = _finish(spec, uri, parent_run_id, results_dir, n_trials)
@@ -180,8 +199,37 @@ def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log) -> tuple[str, 
     return experiment_id, parent_run_id
 
 
+class _Unfinished(tune.Callback):
+    """The configs of the trials Ray Tune had not finished when `fit` returned: not started,
+    paused, or stopped by the interruption itself (Tune's clean-up ends running trials as
+    TERMINATED without `on_trial_complete`, so status alone cannot tell). Kept on the class:
+    a resumed sweep runs the unpickled copy of the first run's callback."""
+
+    configs: list = []
+
+    def __init__(self):
+        self.ran, self.ended = set(), set()
+        _Unfinished.configs = []
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.ran.add(trial.trial_id)
+
+    on_trial_restore = on_trial_start
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.ended.add(trial.trial_id)
+
+    on_trial_error = on_trial_complete
+
+    def on_experiment_end(self, trials, **info):
+        _Unfinished.configs = [
+            t.config for t in trials
+            if t.status not in ("TERMINATED", "ERROR") or (t.trial_id in self.ran and t.trial_id not in self.ended)
+        ]  # fmt: skip
+
+
 def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, progress_interval: float,
-           retry_failed: bool) -> tune.Tuner:  # fmt: skip
+           retry_failed: bool, unfinished: _Unfinished) -> tune.Tuner:  # fmt: skip
     """A new Tuner for the sweep, or the interrupted one restored from its folder."""
     gpu = spec.resources.gpu
     if gpu is None:  # one GPU per trial where the cluster has GPUs
@@ -193,11 +241,15 @@ def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, pro
         return tune.Tuner.restore(
             str(experiment_path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=retry_failed
         )
-    search_alg = None
+    search_alg, scheduler = None, _scheduler(spec)
     if spec.search.method == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(seed=spec.train.get("seed", 42))  # TPE; metric/mode from TuneConfig
+    elif spec.scheduler.pauses:
+        from .halving import PointsUntilLastRung
+
+        search_alg = PointsUntilLastRung()  # keeps paused trials' workers for their resumption
     return tune.Tuner(
         trainable,
         param_space=param_space(spec),
@@ -205,7 +257,7 @@ def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, pro
             metric=spec.metric,
             mode=spec.mode,
             search_alg=search_alg,
-            scheduler=_scheduler(spec),
+            scheduler=scheduler,
             num_samples=spec.sample_count(),
             max_concurrent_trials=spec.max_concurrent_trials,
             # A reused worker keeps torch/transformers/TRL imported between trials.
@@ -215,8 +267,9 @@ def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, pro
             name=ctx.parent_run_id,
             storage_path=str(storage),
             verbose=1 if verbose else 0,
-            callbacks=[LiveView(spec.num_trials(), spec.metric, spec.mode, interval=progress_interval)],
+            callbacks=[LiveView(spec.num_trials(), spec.metric, spec.mode, interval=progress_interval), unfinished],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest is what a trial resumes from
         ),
     )
 
@@ -229,6 +282,10 @@ def _scheduler(spec: SweepSpec):
         from ray.tune.schedulers import ASHAScheduler
 
         return ASHAScheduler(time_attr="training_iteration", grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    if s.type == "halving":
+        from .halving import SuccessiveHalving
+
+        return SuccessiveHalving(spec.num_trials(), s.grace_period, s.reduction_factor)
     if s.type == "median":
         from ray.tune.schedulers import MedianStoppingRule
 

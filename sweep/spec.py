@@ -50,7 +50,7 @@ NEEDS_LABEL_SMOOTHING = ("exo_pair",)
 QUANTIZATION_MODES = ("auto", "4bit", "8bit", "none")
 SAVE_MODES = ("all", "best", "none")
 DATASET_FORMATS = ("pairs", "transcript")
-SCHEDULERS = ("none", "asha", "median")
+SCHEDULERS = ("none", "asha", "median", "halving")
 DEFAULT_METRIC = "eval_rewards/accuracies"
 # Fields sweep sets itself for every trial; a spec setting them would be ignored or break tracking.
 RESERVED_TRAIN_FIELDS = ("output_dir", "report_to", "run_name", "logging_dir", "hub_token", "push_to_hub")
@@ -121,11 +121,20 @@ class Search:
 class Scheduler:
     type: str = "none"
     """`none` (every trial runs to its end), `asha` (Ray Tune's ASHAScheduler) or `median`
-    (Ray Tune's MedianStoppingRule): stop trials whose held-out `metric` trails, at each eval."""
+    (Ray Tune's MedianStoppingRule): stop trials whose held-out `metric` trails, at each eval;
+    `halving`: synchronous successive halving (Ray Tune's HyperBand, one bracket holding every
+    trial): each trial pauses at a rung, checkpointed, until all have reached it, then the best
+    1/reduction_factor resume from their checkpoints and the rest stop. Compares every trial
+    at every rung, where ASHA promotes the first to arrive: for grids of tens of points."""
     grace_period: int = 1
-    """Evaluations every trial gets before it may be stopped."""
+    """Evaluations every trial gets before it may be stopped (halving: the first rung)."""
     reduction_factor: float = 2
-    """ASHA: keep the top 1/reduction_factor of trials at each rung."""
+    """asha, halving: keep the top 1/reduction_factor of trials at each rung."""
+
+    @property
+    def pauses(self) -> bool:
+        """Trials pause and resume, so they report a checkpoint with every evaluation."""
+        return self.type == "halving"
 
 
 @dataclass
@@ -316,6 +325,13 @@ def _validate(spec: SweepSpec) -> None:
         raise SpecError("scheduler.type", _unknown("scheduler", spec.scheduler.type, SCHEDULERS, None))
     if spec.scheduler.grace_period < 1 or spec.scheduler.reduction_factor <= 1:
         raise SpecError("scheduler", f"needs grace_period >= 1 and reduction_factor > 1, got {spec.scheduler}")
+    if spec.scheduler.type != "none" and "no" in [spec.train.get("eval_strategy"), *spec.axes.get("eval_strategy", [])]:
+        raise SpecError("train.eval_strategy", f"scheduler {spec.scheduler.type} compares trials at their evaluations; "
+                                               "set eval_strategy: steps (and eval_steps) or scheduler.type: none")
+    if spec.scheduler.pauses and spec.max_concurrent_trials is not None:
+        # Ray Tune counts a paused trial as live, so a limit would keep the rest from ever reaching the rung.
+        raise SpecError("max_concurrent_trials", "cannot be combined with scheduler.type: halving, whose paused "
+                                                 "trials count against it; limit concurrency with resources instead")
     if spec.samples.prompts < 0 or spec.samples.max_new_tokens < 1:
         raise SpecError("samples", f"needs prompts >= 0 and max_new_tokens >= 1, got {spec.samples}")
     if not spec.model.strip():

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -27,6 +28,8 @@ from typing import Any
 from . import prepare
 from .spec import SweepSpec, point_id, resolved_section
 from .tracking import redact
+
+FINAL = "sweep/final"  # set in a trial's last report: it has ended (a scheduler must not pause it)
 
 # Settings a preference-tuning sweep wants unless the spec says otherwise.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -60,8 +63,15 @@ class TrialContext:
     log_to_file: bool = False  # send the trial's stdout/stderr to <trials_dir>/<trial_id>/trial.log
 
 
-def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict], None] | None = None) -> dict[str, float]:
-    """Train one point; return its final metrics. `report` receives metrics at every eval."""
+def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[..., None] | None = None,
+              resume_from: str | None = None) -> dict[str, float]:
+    """Train one point; return its final metrics.
+
+    `report` receives the metrics at every eval and, last, the final ones (with `FINAL` set).
+    Where the scheduler pauses trials (`scheduler.pauses`), every eval also writes a Trainer
+    checkpoint and `report(metrics, checkpoint_dir)` gets its folder; `resume_from` is such a
+    folder: the trial goes on from there, logging into the MLflow run it started.
+    """
     import torch
 
     started = time.time()
@@ -104,31 +114,35 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
             # never train a point twice, hand back what it measured.
             metrics = dict(done.data.metrics)
             if report is not None:
-                report(metrics)
+                report({**metrics, FINAL: True})
             return metrics
-        fixed = {**{f"train.{k}": v for k, v in spec.train.items()}, **{f"lora.{k}": v for k, v in spec.lora.items()}}
-        fixed.update(model=spec.model, dataset=spec.dataset.path, quantization=spec.quantization.get("mode"))
-        fixed["trial.family"] = family.name
-        fixed["trial.max_steps"] = args.max_steps
-        fixed["trial.node"] = _node_name()
-        run_id = tracking.start_trial_run(
-            ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed, str(log_path)
-        )
-        tracking.client(ctx.tracking_uri).log_artifact(run_id, str(out_dir / "trial_config.json"))
+        if resume_from is not None:  # paused at a rung (or interrupted): the same run goes on
+            run_id = tracking.reopen_trial_run(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id)
+        if run_id is None:
+            fixed = {**{f"train.{k}": v for k, v in spec.train.items()}, **{f"lora.{k}": v for k, v in spec.lora.items()}}
+            fixed.update(model=spec.model, dataset=spec.dataset.path, quantization=spec.quantization.get("mode"))
+            fixed["trial.family"] = family.name
+            fixed["trial.max_steps"] = args.max_steps
+            fixed["trial.node"] = _node_name()
+            run_id = tracking.start_trial_run(
+                ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed, str(log_path)
+            )
+            tracking.client(ctx.tracking_uri).log_artifact(run_id, str(out_dir / "trial_config.json"))
 
     status, reason, stopped_early = "FINISHED", None, False
     try:
         with _output_to(log_path if ctx.log_to_file else None):
             print(f"trial {trial_id}: {point}", flush=True)
             try:
-                metrics = _train(ctx, family, args, lora, bnb, cuda, run_id, report, started)
+                metrics = _train(ctx, family, args, lora, bnb, cuda, run_id, report, started, resume_from)
             except BaseException as e:
                 # SystemExit: Ray Tune's scheduler stopped the trial at a report; KeyboardInterrupt: Ctrl-C.
                 status = "KILLED" if isinstance(e, (SystemExit, KeyboardInterrupt)) else "FAILED"
                 if isinstance(e, SystemExit) and spec.scheduler.type != "none":
                     stopped_early = True
                     reason = None
-                    print(f"trial stopped early by the {spec.scheduler.type} scheduler", flush=True)
+                    verb = "paused (or stopped)" if spec.scheduler.pauses else "stopped early"
+                    print(f"trial {verb} by the {spec.scheduler.type} scheduler", flush=True)
                 else:
                     reason = "stopped" if status == "KILLED" else f"{failure_reason(e)}\n\n{traceback.format_exc()}"
                     print(reason if status == "FAILED" else "trial stopped", flush=True)
@@ -141,7 +155,7 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[[dict],
                 tracking.client(ctx.tracking_uri).set_tag(run_id, tracking.TAG_STOPPED_EARLY, "true")
             tracking.end_run(ctx.tracking_uri, run_id, status, reason)
     if report is not None:
-        report(metrics)
+        report({**metrics, FINAL: True})
     return metrics
 
 
@@ -191,6 +205,9 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
         train.update(use_cpu=True, bf16=False, fp16=False)
     # sweep owns output and tracking: its own MLflow logger, no Trainer integrations.
     train.update(output_dir=str(out_dir), report_to=[], run_name=point_id(point))
+    if spec.scheduler.pauses:  # a checkpoint at every eval, for the scheduler to pause the trial at
+        train.update(save_strategy=train["eval_strategy"], save_steps=train.get("eval_steps"), save_total_limit=1,
+                     save_only_model=False)  # fmt: skip
     family = family_of(train.get("loss_type"))
     args = family.config_class()(**config_kwargs(family, train))
     lora = LoraConfig(**{**LORA_DEFAULTS, **resolved_section(spec, "lora", point)})
@@ -198,7 +215,7 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
     return family, args, lora, quantization_config(q, cuda)
 
 
-def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[str, float]:
+def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started, resume_from) -> dict[str, float]:
     from .callbacks import FiniteGuard, MetricsCallback
     from .data import load_preference_data
     from .model import disable_bnb_cpu_repack, load_tokenizer, resolve_model_path
@@ -213,7 +230,7 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[
     from transformers import set_seed
 
     set_seed(args.seed)
-    callbacks = [MetricsCallback(ctx.tracking_uri, run_id, report, started)]
+    callbacks = [MetricsCallback(ctx.tracking_uri, run_id, report, started, checkpoints=spec.scheduler.pauses)]
     if spec.stop_on_nonfinite:
         callbacks.append(FiniteGuard())
     train_data, eval_data = data["train"], data["eval"]
@@ -249,7 +266,7 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[
         callbacks[0].timings.update(prepare.attach_reference_logps(trainer, cache))
 
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume_from)  # adapter, optimizer, schedule, RNG, data position
         last_eval = max((h["step"] for h in trainer.state.log_history if "eval_loss" in h), default=-1)
         if last_eval != trainer.state.global_step:  # always finish on a held-out measurement
             trainer.evaluate()
@@ -263,6 +280,8 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started) -> dict[
                 client(ctx.tracking_uri).log_artifacts(run_id, str(Path(args.output_dir) / "adapter"), "adapter")
     finally:
         prepare.release_base_model(trainer.model)  # the adapter off; the next trial checks the base first
+        for checkpoint in Path(args.output_dir).glob("checkpoint-*"):  # Ray Tune holds the copy it resumes from
+            shutil.rmtree(checkpoint, ignore_errors=True)
     return callbacks[0].latest
 
 

@@ -121,6 +121,49 @@ def test_sigterm_stops_cleanly_and_marks_runs_killed(tmp_path, tiny_model_path):
     assert "run the same command again to resume" in out
 
 
+def test_interrupted_halving_sweep_resumes_paused_trials_in_their_runs(tmp_path, tiny_model_path):
+    """Stopped while some trials wait at a rung (paused, checkpointed) and others train: every
+    unfinished run is KILLED as interrupted (not "stopped early"); run again, the paused trials
+    go on from their checkpoints in the same MLflow runs and the halving completes."""
+    spec = small_spec("halving_resume", axes={"beta": [0.1, 0.5], "learning_rate": [5.0e-4, 1.0e-3]},
+                      train={"max_steps": 30, "eval_steps": 6},
+                      scheduler={"type": "halving", "grace_period": 1, "reduction_factor": 2})  # fmt: skip
+    del spec["train"]["learning_rate"]
+    spec_path = write_spec(tmp_path / "h.yaml", spec)
+    proc = _start(spec_path, tmp_path)
+    try:
+        paused = lambda ch: sum("sweep.stopped_early" in r.data.tags for r in ch) >= 2  # noqa: E731
+        before = _wait_for(tmp_path, "halving_resume", paused)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130, proc.stdout.read()[-2000:] + proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    paused_ids = {r.data.tags["sweep.trial_id"]: r.info.run_id for r in before if "sweep.stopped_early" in r.data.tags}
+    _, parents, children = mlflow_store(tmp_path, "halving_resume")
+    assert parents[0].info.status == "KILLED"
+    for r in children:
+        assert r.info.status == "KILLED" and "sweep.stopped_early" not in r.data.tags, r.data.tags
+        assert r.data.tags["sweep.error"] == "sweep interrupted"
+
+    again = run_cli("run", str(spec_path), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    c, parents, children = mlflow_store(tmp_path, "halving_resume")
+    assert parents[0].info.status == "FINISHED"
+    latest = {}
+    for r in sorted(children, key=lambda r: r.info.start_time):
+        latest[r.data.tags["sweep.trial_id"]] = r
+    assert len(latest) == 4 and sorted(r.info.status for r in latest.values()) == ["FINISHED", "KILLED", "KILLED", "KILLED"]
+    assert all(r.info.status == "FINISHED" or r.data.tags.get("sweep.stopped_early") for r in latest.values())
+    for trial_id, run_id in paused_ids.items():  # resumed in the run they paused in, from their checkpoint
+        assert latest[trial_id].info.run_id == run_id
+        steps = [m.step for m in c.get_metric_history(run_id, "eval_rewards/accuracies")]
+        assert steps == sorted(set(steps)) and steps[0] == 6 and len(steps) >= 2, steps
+    winner = next(r for r in latest.values() if r.info.status == "FINISHED")
+    # (an eval logged after its checkpoint, before the interruption, is logged again after resuming)
+    assert sorted({m.step for m in c.get_metric_history(winner.info.run_id, "eval_rewards/accuracies")}) == [6, 12, 18, 24, 30]
+
+
 def test_nonfinite_trial_fails_fast_and_retries_are_counted_once(tmp_path, tiny_model_path):
     """discopop with tau=0 divides by zero: NaN gradients at the first step. The trial is FAILED
     with reason `non-finite loss` (retried once: max_failures=1), the other point finishes."""

@@ -137,6 +137,11 @@ BAD_SPECS = [
     ("enum value", {"train": {"eval_strategy": "sometimes"}}, "train.eval_strategy", "one of no, steps, epoch"),
     ("unknown builtin", {"model": "builtin:huge"}, "model", "builtin:tiny"),
     ("bad resources", {"resources": {"cpu": 0}}, "resources.cpu", "> 0"),
+    ("unknown scheduler", {"scheduler": {"type": "hyperband"}}, "scheduler.type", "valid: none, asha, median, halving"),
+    ("scheduler without evals", {"scheduler": {"type": "asha"}, "train": {"eval_strategy": "no"}}, "train.eval_strategy",
+     "compares trials at their evaluations"),
+    ("halving with a trial limit", {"scheduler": {"type": "halving"}, "max_concurrent_trials": 2}, "max_concurrent_trials",
+     "limit concurrency with resources"),
     ("missing dataset file", {"dataset": {"path": "./nope.jsonl"}}, None, None),  # checked at run time
 ]
 

@@ -178,6 +178,67 @@ def test_asha_stops_trailing_trials_and_their_runs_end_killed_with_metrics(tmp_p
     assert sum("time/reference_computed_s" in r.data.metrics for r in children) == 1
 
 
+def test_a_trial_paused_at_its_checkpoint_resumes_to_the_metrics_of_an_unpaused_run(tmp_path, tiny_model_path):
+    """`scheduler: halving` pauses trials at a rung: the trial reports a Trainer checkpoint
+    with every eval, and resumed from one it trains on exactly as if never paused (adapter,
+    optimizer, LR schedule, RNG and data position restored)."""
+    halving = parse_spec(small_spec("pause", results_dir=str(tmp_path), train={"max_steps": 12, "eval_steps": 4},
+                                    scheduler={"type": "halving"}))  # fmt: skip
+    kept = tmp_path / "kept"  # what Ray Tune keeps of the reported checkpoint
+
+    def pause_at_first_checkpoint(metrics, checkpoint_dir=None):
+        assert checkpoint_dir is not None and metrics["global_step"] == 4
+        shutil.copytree(checkpoint_dir, kept)
+        raise SystemExit  # how Ray Tune stops a trial's function at a report
+
+    with pytest.raises(SystemExit):
+        run_trial(TrialContext(spec=halving, model_path=str(tiny_model_path)), {"beta": 0.5}, report=pause_at_first_checkpoint)
+    assert (kept / "optimizer.pt").exists() and (kept / "adapter_model.safetensors").exists()
+    assert not list((tmp_path / "pause" / "trials").glob("*/checkpoint-*"))  # the trial's own copies are gone
+
+    reports = []
+    resumed = run_trial(TrialContext(spec=halving, model_path=str(tiny_model_path)), {"beta": 0.5},
+                        report=lambda m, checkpoint_dir=None: reports.append((m["global_step"], checkpoint_dir)),
+                        resume_from=str(kept))  # fmt: skip
+    assert [step for step, _ in reports] == [8, 12] and reports[0][1] and reports[-1][1] is None  # then the final one
+
+    plain = parse_spec(small_spec("plain", results_dir=str(tmp_path), train={"max_steps": 12, "eval_steps": 4}))
+    unpaused = run_trial(TrialContext(spec=plain, model_path=str(tiny_model_path)), {"beta": 0.5})
+    assert resumed["global_step"] == unpaused["global_step"] == 12
+    for key in COMPARED:
+        assert math.isclose(resumed[key], unpaused[key], rel_tol=1e-4, abs_tol=1e-5), (key, resumed[key], unpaused[key])
+
+
+def test_halving_compares_every_trial_at_each_rung_and_resumes_the_best(tmp_path, tiny_model_path):
+    """Synchronous successive halving over 4 points, halving at every 3-step eval: all 4 reach
+    the first rung, the best 2 go on from their checkpoints, the best of those to the end.
+    One MLflow run per point, the resumed ones carrying on where they paused."""
+    spec = small_spec(
+        "halving", axes={"learning_rate": [5.0e-4, 1.0e-3], "beta": [0.1, 0.5]},
+        train={"eval_steps": 3}, scheduler={"type": "halving", "grace_period": 1, "reduction_factor": 2},
+    )  # fmt: skip
+    del spec["train"]["learning_rate"]
+    proc = run_cli("run", str(write_spec(tmp_path / "halving.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    c, parents, children = mlflow_store(tmp_path, "halving")
+    assert len(children) == 4 and parents[0].info.status == "FINISHED"  # one run per point
+    metric = "eval_rewards/accuracies"
+    history = {r.info.run_id: {m.step: m.value for m in c.get_metric_history(r.info.run_id, metric)} for r in children}
+    steps = {r.info.run_id: sorted(history[r.info.run_id]) for r in children}
+    assert sorted(map(len, steps.values())) == [1, 1, 2, 4], steps  # 3, 3, 6 and 12 steps trained
+    at_rung = sorted(children, key=lambda r: history[r.info.run_id][3], reverse=True)
+    assert {len(steps[r.info.run_id]) for r in at_rung[:2]} == {2, 4}  # the best two at step 3 went on
+    winner = next(r for r in children if len(steps[r.info.run_id]) == 4)
+    assert winner.info.status == "FINISHED" and "sweep.stopped_early" not in winner.data.tags
+    assert history[winner.info.run_id][6] >= max(h[6] for h in history.values() if 6 in h)  # the best at step 6
+    assert steps[winner.info.run_id] == [3, 6, 9, 12] and winner.data.metrics["global_step"] == 12
+    for r in children:
+        if r is not winner:
+            assert r.info.status == "KILLED" and r.data.tags.get("sweep.stopped_early") == "true"
+    summary = pd.read_csv(tmp_path / "results" / "halving" / "summary.csv")
+    assert sorted(summary["status"]) == ["FINISHED"] + ["STOPPED_EARLY"] * 3
+
+
 def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
     """bitsandbytes costs every process that imports the stack ~1.3 s (PEFT imports it):
     the driver of `run`/`plan` and the workers of a sweep that never quantizes skip it, and
