@@ -42,6 +42,12 @@ def cmd_plan(args) -> int:
         grid = f" x {len(spec.points())} grid points" if points and spec.search.method == "random" else ""
         print(f"search: {spec.search.method}, {spec.sample_count()} samples{grid}")
     print(f"{n} {'trial' if n == 1 else 'trials'}")
+    s = spec.scheduler
+    if s.type == "halving":
+        steps = "; ".join(f"at {evals} eval(s) the best {kept} go on" for evals, kept in s.halving_rungs(n))
+        print(f"scheduler: halving (synchronous successive halving): {steps or 'no rung (one trial)'}")
+    elif s.type != "none":
+        print(f"scheduler: {s.type}, grace {s.grace_period} eval(s), reduction factor {s.reduction_factor}")
     return EXIT_OK
 
 

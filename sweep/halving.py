@@ -26,13 +26,12 @@ again: one eval more than the others at that comparison).
 
 from __future__ import annotations
 
-import math
-
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import HyperBandScheduler, TrialScheduler
 from ray.tune.schedulers.hyperband import _Bracket
 from ray.tune.search import BasicVariantGenerator
 
+from .spec import Scheduler
 from .trial import FINAL
 
 
@@ -40,15 +39,15 @@ class SuccessiveHalving(HyperBandScheduler):
     """Every trial runs `grace_period` evaluations; at each rung (grace x reduction_factor^k
     evaluations) the best 1/reduction_factor of them go on, until one would be left."""
 
-    def __init__(self, n_trials: int, grace_period: int, reduction_factor: float):
-        halvings = int(math.floor(math.log(max(n_trials, 1)) / math.log(reduction_factor) + 1e-9))
-        last_rung = int(grace_period * reduction_factor**halvings)
-        super().__init__(time_attr="training_iteration", max_t=last_rung, reduction_factor=reduction_factor,
-                         stop_last_trials=False)  # fmt: skip
+    def __init__(self, n_trials: int, scheduler: Scheduler):
+        rungs = scheduler.halving_rungs(n_trials)  # what `plan` shows
+        eta = scheduler.reduction_factor
+        last = int(rungs[-1][0] * eta) if rungs else scheduler.grace_period  # where the last halving leads
+        super().__init__(time_attr="training_iteration", max_t=last, reduction_factor=eta, stop_last_trials=False)
         self.n_trials = n_trials
         self.bracket = _Bracket(
-            time_attr="training_iteration", max_trials=n_trials, init_t_attr=grace_period,
-            max_t_attr=last_rung, eta=reduction_factor, s=halvings, stop_last_trials=False,
+            time_attr="training_iteration", max_trials=n_trials, init_t_attr=scheduler.grace_period,
+            max_t_attr=last, eta=eta, s=len(rungs), stop_last_trials=False,
         )  # fmt: skip
         self._hyperbands = [[self.bracket]]  # what HyperBand's choose_trial_to_run walks
         self._stop_once_paused: set = set()

@@ -285,7 +285,7 @@ def _scheduler(spec: SweepSpec):
     if s.type == "halving":
         from .halving import SuccessiveHalving
 
-        return SuccessiveHalving(spec.num_trials(), s.grace_period, s.reduction_factor)
+        return SuccessiveHalving(spec.num_trials(), s)
     if s.type == "median":
         from ray.tune.schedulers import MedianStoppingRule
 

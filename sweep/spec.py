@@ -27,6 +27,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -135,6 +136,16 @@ class Scheduler:
     def pauses(self) -> bool:
         """Trials pause and resume, so they report a checkpoint with every evaluation."""
         return self.type == "halving"
+
+    def halving_rungs(self, n_trials: int) -> list[tuple[int, int]]:
+        """halving: (evaluations, trials that go on) at each rung, halving until one would be
+        left; the arithmetic of Ray Tune's HyperBand bracket (integer evaluations, ceil)."""
+        eta, rungs, n, r = self.reduction_factor, [], n_trials, self.grace_period
+        for _ in range(int(math.floor(math.log(max(n_trials, 1)) / math.log(eta) + 1e-9))):
+            n = math.ceil(n / eta)
+            rungs.append((r, n))
+            r = int(r * eta)
+        return rungs
 
 
 @dataclass

@@ -280,8 +280,9 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started, resume_f
                 client(ctx.tracking_uri).log_artifacts(run_id, str(Path(args.output_dir) / "adapter"), "adapter")
     finally:
         prepare.release_base_model(trainer.model)  # the adapter off; the next trial checks the base first
-        for checkpoint in Path(args.output_dir).glob("checkpoint-*"):  # Ray Tune holds the copy it resumes from
-            shutil.rmtree(checkpoint, ignore_errors=True)
+        if spec.scheduler.pauses:  # ours, not ones the spec asked for: Ray Tune holds the copy it resumes from
+            for checkpoint in Path(args.output_dir).glob("checkpoint-*"):
+                shutil.rmtree(checkpoint, ignore_errors=True)
     return callbacks[0].latest
 
 

@@ -327,3 +327,15 @@ def test_bad_search_spaces(what, axes, search, field, words):
     with pytest.raises(SpecError) as err:
         parse_spec(spec)
     assert err.value.field == field and words in str(err.value), str(err.value)
+
+
+def test_plan_shows_the_rungs_of_a_halving_sweep(tmp_path, capsys):
+    spec = small_spec("halving_plan", axes={"beta": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]},
+                      scheduler={"type": "halving", "grace_period": 2, "reduction_factor": 4})  # fmt: skip
+    assert main(["plan", str(write_spec(tmp_path / "h.yaml", spec))]) == 0
+    out = capsys.readouterr().out
+    assert "16 trials" in out
+    assert "scheduler: halving (synchronous successive halving): at 2 eval(s) the best 4 go on; at 8 eval(s) the best 1 go on" in out
+    # As Ray Tune's bracket rounds: 10 trials, factor 3 -> 4 go on, then 2; one trial: no rung.
+    three = parse_spec(small_spec("h3", scheduler={"type": "halving", "reduction_factor": 3}))
+    assert three.scheduler.halving_rungs(10) == [(1, 4), (3, 2)] and three.scheduler.halving_rungs(1) == []
