@@ -199,30 +199,17 @@ def latest_attempts(runs: list) -> list:
 
 def finished_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str):
     """The FINISHED run of point `trial_id` in this sweep, if it has one."""
-    runs = client(uri).search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}' "
-            "and attributes.status = 'FINISHED'"
-        ),
-        max_results=1,
-    )
-    return runs[0] if runs else None
+    return _latest_trial_run(uri, experiment_id, parent_run_id, trial_id, "and attributes.status = 'FINISHED'")
 
 
 def reopen_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
     """The latest run of point `trial_id`, RUNNING again (its pause or interruption undone), to
     go on logging where it stopped; None if the point has no run yet or its latest attempt
     FAILED (a retry is an attempt of its own, whatever checkpoint it starts from)."""
-    c = client(uri)
-    runs = c.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )  # fmt: skip
-    if not runs or runs[0].info.status not in ("KILLED", "RUNNING"):
+    run = _latest_trial_run(uri, experiment_id, parent_run_id, trial_id)
+    if run is None or run.info.status not in ("KILLED", "RUNNING"):
         return None
-    run = runs[0]
+    c = client(uri)
     for tag in (TAG_STOPPED_EARLY, TAG_ERROR):
         if tag in run.data.tags:
             c.delete_tag(run.info.run_id, tag)
@@ -230,22 +217,30 @@ def reopen_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id:
     return run.info.run_id
 
 
+def _latest_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, condition: str = ""):
+    """The newest run of point `trial_id` in this sweep meeting `condition` (an MLflow filter clause), or None."""
+    runs = client(uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}' {condition}",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )  # fmt: skip
+    return runs[0] if runs else None
+
+
 def kill_unfinished(uri: str, experiment_id: str, parent_run_id: str, reason: str, trial_ids=()) -> int:
     """Mark a sweep's RUNNING child runs KILLED (e.g. after Ctrl-C), and the latest runs of
     `trial_ids` (points Ray Tune had not finished) KILLED as interrupted rather than stopped
     early: a trial paused by the scheduler tagged itself so. Returns how many."""
-    n, latest = 0, {}
-    for run in trial_runs(uri, experiment_id, parent_run_id):  # oldest first: the latest attempt wins
-        latest[run.data.tags.get(TAG_TRIAL_ID)] = run
-        if run.info.status == "RUNNING":
+    runs = trial_runs(uri, experiment_id, parent_run_id)
+    latest = {run.data.tags.get(TAG_TRIAL_ID): run for run in runs}  # oldest first: the latest attempt wins
+    paused = {latest[t].info.run_id for t in trial_ids if t in latest and TAG_STOPPED_EARLY in latest[t].data.tags}
+    n = 0
+    for run in runs:
+        if run.info.status == "RUNNING" or run.info.run_id in paused:
+            if run.info.run_id in paused:
+                client(uri).delete_tag(run.info.run_id, TAG_STOPPED_EARLY)
             end_run(uri, run.info.run_id, "KILLED", reason)
             n += 1
-    for trial_id in trial_ids:
-        run = latest.get(trial_id)
-        if run is not None and TAG_STOPPED_EARLY in run.data.tags:
-            client(uri).delete_tag(run.info.run_id, TAG_STOPPED_EARLY)
-            end_run(uri, run.info.run_id, "KILLED", reason)
-            n += run.info.status != "RUNNING"  # counted above otherwise
     return n
 
 
