@@ -7,6 +7,7 @@ base class pulls in transformers' Trainer stack (PEFT included), seconds of CPU.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -126,8 +127,6 @@ class MetricsCallback(StepStats):
 
     def on_save(self, args, state, control, **kwargs):
         if self.pending is not None:
-            import os
-
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             metrics, self.pending = self.pending, None

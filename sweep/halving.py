@@ -52,7 +52,6 @@ class SuccessiveHalving(HyperBandScheduler):
         self._hyperbands = [[self.bracket]]  # what HyperBand's choose_trial_to_run walks
         self._stop_once_paused: set = set()
         self._ended_before = 0
-        SuccessiveHalving.live = self
 
     live: SuccessiveHalving | None = None  # the one Ray Tune is running (this process runs one sweep at a time)
 

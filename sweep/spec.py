@@ -141,7 +141,7 @@ class Scheduler:
         """halving: (evaluations, trials that go on) at each rung, halving until one would be
         left; the arithmetic of Ray Tune's HyperBand bracket (integer evaluations, ceil)."""
         eta, rungs, n, r = self.reduction_factor, [], n_trials, self.grace_period
-        for _ in range(int(math.floor(math.log(max(n_trials, 1)) / math.log(eta) + 1e-9))):
+        for _ in range(math.floor(math.log(max(n_trials, 1)) / math.log(eta) + 1e-9)):
             n = math.ceil(n / eta)
             rungs.append((r, n))
             r = int(r * eta)
