@@ -113,12 +113,13 @@ def run_naive(work: Path, model: str) -> tuple[float, dict]:
     return time.time() - t0, results
 
 
-def run_sweep(work: Path, name: str, **extra) -> tuple[float, dict]:
+def run_spec(folder: Path, spec_dict: dict) -> tuple[float, float, object, list]:
+    """`python -m sweep run` on `spec_dict` in `folder` (its own store): (start, wall seconds,
+    the MLflow client, the trial runs)."""
     from mlflow.tracking import MlflowClient
 
-    folder = work / name
-    folder.mkdir()
-    (folder / "spec.yaml").write_text(yaml.safe_dump(spec(name, **extra), sort_keys=False))
+    folder.mkdir(parents=True)
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec_dict, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_TRACKING_URI", None)
     t0 = time.time()
@@ -127,8 +128,12 @@ def run_sweep(work: Path, name: str, **extra) -> tuple[float, dict]:
     if proc.returncode != 0:
         raise SystemExit(f"sweep failed:\n{proc.stdout}\n{proc.stderr}")
     c = MlflowClient(f"sqlite:///{folder / 'results' / 'mlflow.db'}")
-    exp = c.get_experiment_by_name(name)
-    runs = c.search_runs([exp.experiment_id], filter_string="tags.`sweep.kind` = 'trial'", max_results=1000)
+    exp = c.get_experiment_by_name(spec_dict["name"])
+    return t0, wall, c, c.search_runs([exp.experiment_id], filter_string="tags.`sweep.kind` = 'trial'", max_results=1000)
+
+
+def run_sweep(work: Path, name: str, **extra) -> tuple[float, dict]:
+    t0, wall, _, runs = run_spec(work / name, spec(name, **extra))
     results = {}
     for r in runs:
         point = {k.removeprefix("sweep."): yaml.safe_load(v) for k, v in r.data.params.items() if k.startswith("sweep.")}

@@ -1,75 +1,74 @@
 """Generate the preference dataset shipped as `builtin:prefs` (sweep/assets/prefs/).
 
-Each pair answers one small task (arithmetic, string edits, counting, comparison). The
-chosen answer is correct and concise; the rejected one has a systematic flaw:
+Each pair answers one small task with one right answer, kept in the column `answer` so a
+verifiable scorer (`builtin:verifiable`) can grade what a model says:
 
-- `wrong` (70%):    same format, wrong content (an off-by-some sum, an unreversed word, ...);
-- `rambling` (30%): the right content buried in filler ("Hmm, let me think...").
+- larger/smaller: "Which is larger, 33 or 43?" -> 43
+- animal/fruit:   "Which one is an animal: pear or fox?" -> fox
+- first/last:     "Say the last word of: owl fig cat" -> cat
 
-Both are real, learnable preference signals of different difficulty: a tiny model picks
-up "no filler" within a few dozen DPO steps, "correct content" much more slowly. That
-spread is what makes a beta / loss sweep on this data show real differences.
+The chosen answer is correct and concise; the rejected one has a systematic flaw:
 
-Deterministic: `python scripts/make_builtin_dataset.py` rewrites the same files.
+- `wrong` (60%):    the other option (the smaller number, the fruit, the first word);
+- `rambling` (40%): the right answer followed by hedging ("cat, I think, but I am not sure."),
+  the way the SFT model (builtin.py) answers some tasks.
+
+Deterministic: `python scripts/make_builtin_dataset.py [OUT_DIR]` writes the same files
+(default: the shipped ones).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "sweep" / "assets" / "prefs"
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from sweep.builtin import FILLERS  # noqa: E402  (the SFT model's own hedging)
+
+OUT = REPO / "sweep" / "assets" / "prefs"
 SEED = 1234
 N_TRAIN, N_EVAL = 2000, 400
-RAMBLING_SHARE = 0.3  # the rest are `wrong`: the harder signal that separates configurations
-
-CONSONANTS, VOWELS = "bcdfghklmnprstvz", "aeiou"
-FILLERS = [
-    "Hmm, let me think about that for a moment. I believe the answer is {a}, but I am not completely sure.",
-    "Well, that is an interesting question! After some thought, I would say {a}, if I remember correctly.",
-    "Okay, so basically, to be honest, the answer should probably be {a}, more or less, I think.",
-    "Let me see... there are many ways to look at this. In the end, it is {a}, as far as I can tell.",
-]
-
-
-def word(rng: random.Random) -> str:
-    return "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.randint(2, 3)))
+RAMBLING_SHARE = 0.4
+ANIMALS = "cat dog cow pig fox owl bee ant bat hen eel yak emu ape elk ram".split()
+FRUITS = "apple pear plum fig lime kiwi date peach melon grape mango lemon cherry berry olive guava".split()
+KINDS = ("larger", "smaller", "animal", "fruit", "first", "last")
 
 
 def task(rng: random.Random) -> tuple[str, str, str, str]:
     """Return (kind, prompt, correct answer, wrong answer)."""
-    kind = rng.choice(["add", "reverse", "upper", "count", "max"])
-    if kind == "add":
-        a, b = rng.randint(0, 99), rng.randint(0, 99)
-        return kind, f"What is {a} + {b}?", str(a + b), str(a + b + rng.choice([-10, -2, -1, 1, 2, 10]))
-    if kind == "reverse":
-        w = word(rng)
-        return kind, f"Reverse the word: {w}", w[::-1], w
-    if kind == "upper":
-        w = word(rng)
-        return kind, f"Write in capitals: {w}", w.upper(), w
-    if kind == "count":
-        w = word(rng)
-        return kind, f"How many letters are in {w}?", str(len(w)), str(len(w) + rng.choice([-1, 1, 2]))
-    a, b = rng.sample(range(100), 2)
-    return kind, f"Which is larger, {a} or {b}?", str(max(a, b)), str(min(a, b))
+    kind = rng.choice(KINDS)
+    if kind in ("larger", "smaller"):
+        a, b = rng.sample(range(10, 100), 2)
+        good, bad = (max(a, b), min(a, b)) if kind == "larger" else (min(a, b), max(a, b))
+        return kind, f"Which is {kind}, {a} or {b}?", str(good), str(bad)
+    if kind in ("animal", "fruit"):
+        animal, fruit = rng.choice(ANIMALS), rng.choice(FRUITS)
+        x, y = (animal, fruit) if rng.random() < 0.5 else (fruit, animal)
+        good, bad = (animal, fruit) if kind == "animal" else (fruit, animal)
+        return kind, f"Which one is {'an animal' if kind == 'animal' else 'a fruit'}: {x} or {y}?", good, bad
+    words = rng.sample(ANIMALS + FRUITS, 3)
+    good, bad = (words[0], words[2]) if kind == "first" else (words[2], words[0])
+    return kind, f"Say the {kind} word of: {' '.join(words)}", good, bad
 
 
 def pair(rng: random.Random) -> dict:
     kind, prompt, good, bad = task(rng)
     flaw = "rambling" if rng.random() < RAMBLING_SHARE else "wrong"
-    rejected = bad if flaw == "wrong" else rng.choice(FILLERS).format(a=good)
+    rejected = bad if flaw == "wrong" else good + rng.choice(FILLERS)
     return {
         "prompt": [{"role": "user", "content": prompt}],
         "chosen": [{"role": "assistant", "content": good}],
         "rejected": [{"role": "assistant", "content": rejected}],
+        "answer": good,
         "task": kind,
         "flaw": flaw,
     }
 
 
-def main() -> None:
+def main(out: Path = OUT) -> None:
     rng = random.Random(SEED)
     rows, seen = [], set()
     while len(rows) < N_TRAIN + N_EVAL:
@@ -79,13 +78,13 @@ def main() -> None:
             continue
         seen.add(key)
         rows.append(row)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     for split, part in (("train", rows[:N_TRAIN]), ("test", rows[N_TRAIN:])):
-        with open(OUT / f"{split}.jsonl", "w") as f:
+        with open(out / f"{split}.jsonl", "w") as f:
             for row in part:
                 f.write(json.dumps(row) + "\n")
-    print(f"wrote {N_TRAIN} train and {N_EVAL} test pairs to {OUT}")
+    print(f"wrote {N_TRAIN} train and {N_EVAL} test pairs to {out}")
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)

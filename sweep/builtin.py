@@ -1,10 +1,13 @@
 """The embedded default: a tiny chat model built offline, and the shipped preference data.
 
-`builtin:tiny` is a 2-layer Llama with a 512-token byte-level BPE tokenizer and a ChatML
-chat template. It is built deterministically from the shipped dataset and then briefly
-supervised-fine-tuned on the *chosen* answers, so DPO starts from an SFT policy as every
-real recipe does (SFT -> DPO). The result is cached on disk (a few hundred KB) keyed by
-a hash of everything that shapes it, and rebuilt only when that changes.
+`builtin:tiny` is a 2-layer Llama with a byte-level BPE tokenizer and a ChatML chat
+template. It is built deterministically from the shipped dataset and then
+supervised-fine-tuned on its tasks, so DPO starts from an SFT policy as every real recipe
+does (SFT -> DPO). Like real SFT models it answers mostly right but not always, and on some
+tasks it hedges after its answer ("cat, I think, but I am not sure."): the SFT mix has such
+answers for those tasks (RECIPE["hedging"]), so preference tuning has something to fix
+that a judge of its generations can see. The result is cached on disk (a few hundred KB)
+keyed by a hash of everything that shapes it, and rebuilt only when that changes.
 
 `builtin:prefs` is the dataset in `sweep/assets/prefs/` (see scripts/make_builtin_dataset.py).
 """
@@ -31,7 +34,7 @@ CHAT_TEMPLATE = (
 )
 # Everything that shapes the built model. Change any of it and the cache key changes.
 RECIPE = {
-    "version": 1,
+    "version": 2,
     "vocab_size": 512,
     "hidden_size": 64,
     "intermediate_size": 256,
@@ -39,10 +42,14 @@ RECIPE = {
     "num_attention_heads": 4,
     "max_position_embeddings": 256,
     "seed": 0,
-    "sft_steps": 300,
-    "sft_batch_size": 16,
-    "sft_learning_rate": 3e-3,
+    "sft_steps": 700,
+    "sft_batch_size": 64,  # the tasks' copy circuits form within a budget at this batch, not at 16
+    "sft_learning_rate": 4e-3,
+    # Share of SFT answers hedged (answer + a filler), per task: the model learns to hedge
+    # where most of its examples do, and to stop after the answer elsewhere.
+    "hedging": {"larger": 0.15, "smaller": 0.15, "animal": 0.7, "fruit": 0.7, "first": 0.7, "last": 0.7},
 }
+FILLERS = [", I think, but I am not sure.", ". Well, that is my best guess."]
 
 
 def cache_root() -> Path:
@@ -50,7 +57,7 @@ def cache_root() -> Path:
 
 
 def _recipe_key() -> str:
-    h = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps([RECIPE, FILLERS], sort_keys=True).encode())
     h.update((BUILTIN_DATASETS["prefs"] / "train.jsonl").read_bytes())
     return h.hexdigest()[:12]
 
@@ -79,10 +86,16 @@ def builtin_model_path(name: str, log=print) -> Path:
     return path
 
 
-def _corpus() -> list[list[dict]]:
-    """Conversations (prompt + chosen, prompt + rejected) of the shipped training split."""
-    rows = [json.loads(line) for line in open(BUILTIN_DATASETS["prefs"] / "train.jsonl")]
-    return [r["prompt"] + r[k] for r in rows for k in ("chosen", "rejected")]
+def _sft_rows() -> list[dict]:
+    """The SFT set: each training prompt with its right answer, hedged at the task's rate."""
+    import random
+
+    rng = random.Random(RECIPE["seed"])
+    rows = []
+    for r in map(json.loads, open(BUILTIN_DATASETS["prefs"] / "train.jsonl")):
+        answer = r["answer"] + rng.choice(FILLERS) if rng.random() < RECIPE["hedging"][r["task"]] else r["answer"]
+        rows.append({"prompt": r["prompt"], "completion": [{"role": "assistant", "content": answer}]})
+    return rows
 
 
 def _build_tokenizer(conversations: list[list[dict]]):
@@ -120,7 +133,8 @@ def _build_tiny(out: Path, log) -> None:
     from trl import SFTConfig, SFTTrainer
 
     torch.manual_seed(RECIPE["seed"])
-    tokenizer = _build_tokenizer(_corpus())
+    sft_rows = _sft_rows()
+    tokenizer = _build_tokenizer([r["prompt"] + r["completion"] for r in sft_rows])
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=RECIPE["hidden_size"],
@@ -136,9 +150,8 @@ def _build_tiny(out: Path, log) -> None:
     )
     model = LlamaForCausalLM(config)
 
-    # SFT on the chosen answers (prompt-completion format: loss on the completion only).
-    rows = [json.loads(line) for line in open(BUILTIN_DATASETS["prefs"] / "train.jsonl")]
-    sft_data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
+    # Prompt-completion format: loss on the completion only.
+    sft_data = Dataset.from_list(sft_rows)
     with tempfile.TemporaryDirectory() as tmp:
         args = SFTConfig(
             output_dir=tmp,
@@ -147,6 +160,7 @@ def _build_tiny(out: Path, log) -> None:
             learning_rate=RECIPE["sft_learning_rate"],
             lr_scheduler_type="cosine",
             warmup_steps=20,
+            max_length=64,
             seed=RECIPE["seed"],
             use_cpu=True,
             bf16=False,

@@ -48,6 +48,11 @@ def cmd_plan(args) -> int:
         print(f"scheduler: halving (synchronous successive halving): {steps or 'no rung (one trial)'}")
     elif s.type != "none":
         print(f"scheduler: {s.type}, grace {s.grace_period} eval(s), reduction factor {s.reduction_factor}")
+    j = spec.judge
+    if j.prompts:
+        scorers = ", ".join(f"{sc.name} ({sc.kind}: {sc.source}, weight {sc.weight:g})" for sc in j.scorers)
+        when = "every evaluation" if j.when == "eval" else "the final evaluation"
+        print(f"judge: {j.prompts} held-out prompts at {when}; scorers {scorers}")
     return EXIT_OK
 
 

@@ -25,8 +25,9 @@ REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-def load_preference_data(ds: DatasetSpec, log=None):
-    """Return a `datasets.DatasetDict` with `train` and `eval` splits holding only prompt/chosen/rejected.
+def load_preference_data(ds: DatasetSpec, log=None, keep_columns: bool = False):
+    """Return a `datasets.DatasetDict` with `train` and `eval` splits holding only prompt/chosen/rejected
+    (`keep_columns`: and the source's other columns, which judge scorers receive).
 
     Rows come out conversational (lists of messages, system prompt first where there is one)
     unless `dataset.chat_template` is false; rows with an empty prompt or answer are dropped
@@ -55,7 +56,7 @@ def load_preference_data(ds: DatasetSpec, log=None):
         if limit is not None and len(split) > limit:
             split = split.shuffle(seed=ds.seed).select(range(limit))
         keep = [c for c in (*REQUIRED_COLUMNS, "system") if c in split.column_names]
-        split = split.select_columns(keep).map(_formatter(ds), remove_columns=keep)
+        split = (split if keep_columns else split.select_columns(keep)).map(_formatter(ds), remove_columns=keep)
         before = len(split)
         split = split.filter(_complete)
         if len(split) == 0:

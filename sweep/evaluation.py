@@ -146,7 +146,6 @@ def verify(uri: str, run, log=print) -> dict[str, float]:
     """Recompute a finished trial's held-out accuracy and margin from its adapter and the base
     model, log them to its run as `verified_*`, and return {metric: value, "logged_<metric>": ...}."""
     from .data import load_preference_data
-    from .families import family_of
     from .spec import DatasetSpec
     from .tracking import log_metrics
 
@@ -160,9 +159,8 @@ def verify(uri: str, run, log=print) -> dict[str, float]:
     result = {k: metrics[k] for k in VERIFIED}
     step = int(run.data.metrics.get("global_step", 0))
     log_metrics(uri, run.info.run_id, {f"verified_{k}": v for k, v in result.items()}, step)
-    # Only reference-based rewards (DPO, KTO) are DPO's implicit reward; SimPO/ORPO log their own.
-    if family_of(trial.config["point"].get("loss_type", train.get("loss_type"))).uses_reference:
-        result.update({f"logged_{k}": run.data.metrics.get(k, float("nan")) for k in VERIFIED})
+    # Every family logs DPO's held-out metrics against the base model (trial.py), SimPO and ORPO included.
+    result.update({f"logged_{k}": run.data.metrics.get(k, float("nan")) for k in VERIFIED})
     return result
 
 

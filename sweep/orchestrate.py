@@ -125,6 +125,7 @@ def run_sweep(
         trials_dir=str(results_dir / "trials"),
         cache_dir=str(Path(spec.results_dir).resolve() / "cache"),  # shared by every sweep under results_dir
         log_to_file=not verbose,
+        import_paths=spec.import_paths(),
     )
     cluster.ready(address, verbose)
     unfinished = _Unfinished()
@@ -163,8 +164,10 @@ def _prepare(spec: SweepSpec, points: list[dict], log) -> str:
     from .data import check_lengths, load_preference_data
     from .model import load_tokenizer, resolve_model_path
 
-    data = load_preference_data(spec.dataset, log=log)
+    data = load_preference_data(spec.dataset, log=log, keep_columns=bool(spec.judge.prompts))
     log(f"data: {len(data['train'])} train / {len(data['eval'])} eval pairs")
+    if spec.judge.prompts:
+        _check_judge(spec, data["eval"], log)
     model_path = resolve_model_path(spec.model, log=log)
     tokenizer = load_tokenizer(model_path)
     if isinstance(data["train"][0]["prompt"], list) and not tokenizer.chat_template:
@@ -173,6 +176,20 @@ def _prepare(spec: SweepSpec, points: list[dict], log) -> str:
     max_lengths = [resolved_section(spec, "train", p).get("max_length", 1024) for p in points]
     check_lengths(data, tokenizer, min((m for m in max_lengths if m), default=None), log=log)
     return model_path
+
+
+def _check_judge(spec: SweepSpec, held_out, log) -> None:
+    """The scorers, called on the first held-out rows: one that fails is a spec error, before
+    anything trains."""
+    from . import judge
+
+    rows = judge.held_out_rows(spec, held_out)
+    if len(rows) < spec.judge.prompts:
+        log(f"warning: judge.prompts is {spec.judge.prompts} but the eval split has {len(rows)} rows; judging {len(rows)}")
+    try:
+        judge.probe(spec.judge.scorers, rows, spec.import_paths())
+    except judge.ScorerError as e:
+        raise SpecError(e.where, str(e)) from None
 
 
 def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log) -> tuple[str, str]:

@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .reports import CURVES
+from .reports import CURVES, PROXY
 
 
 def write_plots(df: pd.DataFrame, history: pd.DataFrame, metric: str, out_dir: Path, title: str) -> list[Path]:
@@ -18,10 +18,10 @@ def write_plots(df: pd.DataFrame, history: pd.DataFrame, metric: str, out_dir: P
     out_dir.mkdir(parents=True, exist_ok=True)
     done = df[(df["status"] == "FINISHED")] if "status" in df else df
     written = []
-    if "beta" in done and metric in done and done["beta"].nunique() > 1:
-        written.append(metric_vs(done, "beta", metric, out_dir / f"{_slug(metric)}_vs_beta.png", title))
-    if "learning_rate" in done and metric in done and done["learning_rate"].nunique() > 1:
-        written.append(metric_vs(done, "learning_rate", metric, out_dir / f"{_slug(metric)}_vs_learning_rate.png", title))
+    for m in dict.fromkeys([metric, PROXY]):  # the ranking metric and, if another, the proxy beside it
+        for x in ("beta", "learning_rate"):
+            if x in done and m in done and done[x].nunique() > 1:
+                written.append(metric_vs(done, x, m, out_dir / f"{_slug(m)}_vs_{x}.png", title))
     if len(history):
         written.append(training_curves(history, out_dir / "training_curves.png", title))
     return written
@@ -54,8 +54,10 @@ def metric_vs(df: pd.DataFrame, x: str, metric: str, path: Path, title: str) -> 
 
 def training_curves(history: pd.DataFrame, path: Path, title: str) -> Path:
     """Per-step reward margins and accuracies (train and held-out) of every trial, side by side."""
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(16, 4.5))
-    for ax, key in zip(axes, CURVES):
+    keys = [k for k in CURVES if k in set(history["metric"])]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 + 4 * len(keys), 4.5), squeeze=False)
+    axes = axes[0]
+    for ax, key in zip(axes, keys):
         part = history[history["metric"] == key]
         for trial, rows in part.groupby("trial", sort=True):
             marker = "o" if key.startswith("eval_") else None  # evals are few points

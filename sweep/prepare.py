@@ -63,10 +63,9 @@ def ref_cache_key(model, tokenizer, data, args, bnb, cuda: bool) -> str:
     import transformers
     import trl
 
-    weights = getattr(model.config, "_commit_hash", None) or _files_signature(model.config.name_or_path)
     parts = {
         "versions": [trl.__version__, transformers.__version__, torch.__version__, datasets.__version__],
-        "model": [model.config.name_or_path, weights, str(model.dtype)],
+        "model": model_identity(model),
         "quantization": bnb.to_dict() if bnb is not None else None,
         "device": "cuda" if cuda else "cpu",
         "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.chat_template, tokenizer.eos_token],
@@ -78,6 +77,14 @@ def ref_cache_key(model, tokenizer, data, args, bnb, cuda: bool) -> str:
     else:
         parts["args"] = [args.max_length, args.truncation_mode, args.ld_alpha]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_identity(model) -> list:
+    """Which base weights a model holds, in what dtype: its path (or hub id), the hub commit or
+    the local files' signature. Shared caches (reference log-probs, the base model's judged
+    answers) key on it."""
+    weights = getattr(model.config, "_commit_hash", None) or _files_signature(model.config.name_or_path)
+    return [model.config.name_or_path, weights, str(model.dtype)]
 
 
 def _files_signature(path: str) -> list:

@@ -22,10 +22,14 @@ from typing import Any
 import pandas as pd
 
 from . import tracking
+from .judge import BASE_PREFIX, SCORE
 from .spec import DEFAULT_METRIC
 
 # Final metrics shown on the terminal (export has every metric).
 SUMMARY_METRICS = [
+    "eval_judge/score",
+    "eval_judge/win_rate",
+    "eval_judge/length",
     "eval_rewards/accuracies",
     "eval_rewards/margins",
     "eval_margin/beta",
@@ -35,9 +39,11 @@ SUMMARY_METRICS = [
     "loss",
 ]
 # Metrics whose best value over a trial's history is also reported ("best_<metric>").
-BEST_OF = {"eval_rewards/accuracies": "max", "eval_rewards/margins": "max", "eval_loss": "min"}
+BEST_OF = {"eval_judge/score": "max", "eval_rewards/accuracies": "max", "eval_rewards/margins": "max", "eval_loss": "min"}
 ID_COLUMNS = ["trial", "trial_id", "run_id", "status"]
-CURVES = ("rewards/margins", "rewards/accuracies", "eval_rewards/accuracies")  # per-step curves plotted per trial
+# per-step curves plotted per trial (those a sweep has)
+CURVES = ("rewards/margins", "rewards/accuracies", "eval_rewards/accuracies", "eval_judge/score")
+PROXY, JUDGED = DEFAULT_METRIC, SCORE  # the implicit-reward proxy and the judged generations
 
 
 class SweepNotFound(LookupError):
@@ -305,6 +311,32 @@ def history_frame(sweep: Sweep, metrics: list[str] | None = None) -> pd.DataFram
     return df.sort_values(["trial", "metric", "step"], kind="stable").reset_index(drop=True) if len(df) else df
 
 
+def proxy_vs_judge(df: pd.DataFrame) -> dict[str, Any] | None:
+    """Does held-out reward accuracy (the proxy) rank the finished trials as the judged
+    generations do? Spearman's rank correlation and each one's winner; None without both
+    metrics on at least three finished trials."""
+    done = finished(finished(df, PROXY), JUDGED)
+    if len(done) < 3:
+        return None
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(done[PROXY], done[JUDGED]).statistic
+    return {
+        "trials": len(done),
+        "spearman": None if math.isnan(rho) else float(rho),
+        "proxy_best": done.loc[done[PROXY].idxmax(), "trial"],
+        "judge_best": done.loc[done[JUDGED].idxmax(), "trial"],
+    }
+
+
+def describe_agreement(a: dict[str, Any]) -> str:
+    rho = "undefined (one of them is constant)" if a["spearman"] is None else f"{a['spearman']:.2f}"
+    line = f"proxy vs judge over {a['trials']} finished trials: Spearman rank correlation of {PROXY} and {JUDGED} = {rho}"
+    if a["proxy_best"] == a["judge_best"]:
+        return f"{line}; both pick {a['judge_best']}"
+    return f"{line}\nthey pick different winners: {PROXY} picks {a['proxy_best']}, {JUDGED} picks {a['judge_best']}"
+
+
 def render(df: pd.DataFrame, fmt: str = "table", index: bool = False) -> str:
     """A frame as terminal text, GitHub markdown, or JSON records."""
     if fmt == "json":
@@ -350,6 +382,8 @@ def report(sweep: Sweep, metric: str | None = None, fmt: str = "table") -> str:
     table = pivot(df, metric)
     repeats = repeats_frame(df, sweep.axes, metric, sweep.mode)
     verdict = separability(df, repeats, sweep.axes, metric, sweep.mode)
+    agreement = proxy_vs_judge(df)
+    base = {k: v for k, v in sweep.parent.data.metrics.items() if k.startswith(BASE_PREFIX)}
     n_bad = int((~df["status"].isin(["FINISHED", "STOPPED_EARLY"])).sum()) if len(df) else 0
     n_stopped = int((df["status"] == "STOPPED_EARLY").sum()) if len(df) else 0
     if fmt == "json":
@@ -364,6 +398,8 @@ def report(sweep: Sweep, metric: str | None = None, fmt: str = "table") -> str:
                 "pivot": None if table is None else json.loads(table.to_json(orient="index")),
                 "repeats": None if repeats is None else json.loads(repeats.to_json(orient="records")),
                 "separability": verdict or None,
+                "proxy_vs_judge": agreement,
+                "base_model": base or None,
             },
             indent=2,
         )
@@ -385,6 +421,11 @@ def report(sweep: Sweep, metric: str | None = None, fmt: str = "table") -> str:
         parts += ["", heading(f"{metric}: loss_type x beta"), render(table, fmt, index=True)]
     if repeats is not None:
         parts += ["", heading(f"{metric} over seeds: mean, std, 95% confidence interval"), render(repeats, fmt), "", verdict]
+    if base:
+        shown = ", ".join(f"{k.removeprefix(BASE_PREFIX)}={v:.4g}" for k, v in sorted(base.items()))
+        parts += ["", f"the base model (adapter off) on the same prompts: {shown}"]
+    if agreement is not None:
+        parts += ["", describe_agreement(agreement)]
     return "\n".join(parts)
 
 

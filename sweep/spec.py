@@ -157,6 +157,24 @@ class Samples:
 
 
 @dataclass
+class Judge:
+    prompts: int = 0
+    """Held-out prompts each trial answers and scores (the first N of the eval split; 0: no judging)."""
+    scorers: list = field(default_factory=list)
+    """`builtin:verifiable`, `module:function` (GRPO's reward-function convention) or a reward
+    model (path or hub id of a one-label sequence classifier); or a mapping
+    {builtin|function|reward_model: ..., weight: w, name: n}. See judge.py."""
+    when: str = "eval"
+    """`eval`: judge at every evaluation (schedulers can rank by it); `end`: at the final one only."""
+    max_new_tokens: int = 32
+    batch_size: int = 32
+    """Prompts generated for at once (one padded batch, KV cache)."""
+    generation: dict[str, Any] = field(default_factory=dict)
+    """Sampling settings: do_sample, temperature, top_p, top_k, repetition_penalty, num_beams,
+    seed. Default greedy."""
+
+
+@dataclass
 class SweepSpec:
     name: str
     model: str = "builtin:tiny"
@@ -195,6 +213,8 @@ class SweepSpec:
     reports then give mean, std and a 95% confidence interval per point."""
     samples: Samples = field(default_factory=lambda: Samples())
     """Generations logged by every trial at its end, for side-by-side reading."""
+    judge: Judge = field(default_factory=lambda: Judge())
+    """Judged generations: the trials' answers to held-out prompts, scored, as `eval_judge/*` metrics."""
     source: str | None = None
     """Path of the YAML file the spec came from (set by `load_spec`)."""
 
@@ -220,6 +240,12 @@ class SweepSpec:
         if self.search.num_samples is not None:
             return self.search.num_samples
         return 1 if self.search.method == "grid" else 10
+
+    def import_paths(self) -> list[str]:
+        """Where a `module:function` scorer is imported from: the spec file's folder, then the
+        working directory (absolute: trials run in folders of their own)."""
+        paths = [str(Path(self.source).resolve().parent)] if self.source else []
+        return paths + [str(Path.cwd())]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -254,9 +280,7 @@ def section_of(field_name: str) -> str | None:
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a spec file. Raises SpecError on any problem."""
-    spec = parse_spec(read_spec_file(path))
-    spec.source = str(path)
-    return spec
+    return parse_spec(read_spec_file(path), source=str(path))
 
 
 def read_spec_file(path: str | Path) -> Any:
@@ -287,8 +311,9 @@ def needs_no_hub(raw: Any) -> bool:
     return all(isinstance(name, str) and name.startswith("builtin:") for name in (model, dataset))
 
 
-def parse_spec(raw: Any) -> SweepSpec:
-    """Build a validated SweepSpec from plain data (a parsed YAML mapping)."""
+def parse_spec(raw: Any, source: str | None = None) -> SweepSpec:
+    """Build a validated SweepSpec from plain data (a parsed YAML mapping); `source`: the file
+    it came from (scorer modules are imported from beside it)."""
     if not isinstance(raw, dict):
         raise SpecError("spec", "must be a YAML mapping with at least `name`")
     _check_keys("", raw, [f.name for f in dataclasses.fields(SweepSpec) if f.name not in ("source", "sampled", "zipped")])
@@ -316,6 +341,8 @@ def parse_spec(raw: Any) -> SweepSpec:
         scheduler=_sub_dataclass("scheduler", raw.get("scheduler", {}), Scheduler),
         share_reference=_check_type("share_reference", raw.get("share_reference", True), bool),
         samples=_sub_dataclass("samples", raw.get("samples", {}), Samples),
+        judge=_sub_dataclass("judge", raw.get("judge", {}), Judge),
+        source=source,
     )
     _validate(spec)
     return spec
@@ -345,6 +372,7 @@ def _validate(spec: SweepSpec) -> None:
                                                  "trials count against it; limit concurrency with resources instead")
     if spec.samples.prompts < 0 or spec.samples.max_new_tokens < 1:
         raise SpecError("samples", f"needs prompts >= 0 and max_new_tokens >= 1, got {spec.samples}")
+    _validate_judge(spec)
     if not spec.model.strip():
         raise SpecError("model", "must not be empty; e.g. builtin:tiny or a hub id")
     _validate_model(spec.model)
@@ -371,6 +399,44 @@ def _validate(spec: SweepSpec) -> None:
     for point in spec.points():
         validate_point(spec, point)
     _check_fields_used(spec)
+
+
+def _validate_judge(spec: SweepSpec) -> None:
+    """The judge's settings and scorers (a callable is imported, a reward model's config read),
+    and a ranking metric it must produce."""
+    from . import judge
+
+    j = spec.judge
+    if j.prompts < 0 or j.max_new_tokens < 1 or j.batch_size < 1:
+        raise SpecError("judge", f"needs prompts >= 0, max_new_tokens >= 1 and batch_size >= 1, got {j}")
+    if j.when not in ("eval", "end"):
+        raise SpecError("judge.when", _unknown("value", j.when, ("eval", "end"), None))
+    for key in j.generation:
+        if key not in judge.GENERATION_FIELDS:
+            raise SpecError(f"judge.generation.{key}", _unknown("setting", key, judge.GENERATION_FIELDS, None))
+    if j.prompts and not j.scorers:
+        raise SpecError("judge.scorers", "needs at least one scorer, e.g. [builtin:verifiable]")
+    try:
+        scorers = [judge.parse_scorer(f"judge.scorers[{i}]", raw) for i, raw in enumerate(j.scorers)]
+        for i, scorer in enumerate(scorers):
+            judge.check_scorer(f"judge.scorers[{i}]", scorer, spec.import_paths())
+    except judge.ScorerError as e:
+        raise SpecError(e.where, str(e)) from None
+    names = [s.name for s in scorers]
+    reserved = {"score", "win_rate", "length"}
+    clash = next((n for n in names if names.count(n) > 1 or n in reserved), None)
+    if clash:
+        raise SpecError("judge.scorers", f"two scorers (or a scorer and a judge metric) are named {clash!r}; "
+                                         "give one a `name:` (its metric is eval_judge/<name>)")
+    j.scorers = scorers
+    if spec.metric.startswith(judge.PREFIX):
+        produced = [judge.PREFIX + n for n in [*names, *sorted(reserved)]] if j.prompts else []
+        if spec.metric not in produced:
+            raise SpecError("metric", f"{spec.metric} is not produced by this sweep's judge; "
+                                      + (f"valid: {', '.join(produced)}" if produced else "set judge.prompts and judge.scorers"))
+        if j.when == "end" and spec.scheduler.type != "none":
+            raise SpecError("judge.when", f"scheduler {spec.scheduler.type} ranks trials by {spec.metric} at every "
+                                          "evaluation: judge at every evaluation (when: eval)")
 
 
 def _validate_seeds(spec: SweepSpec) -> None:

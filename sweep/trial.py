@@ -61,6 +61,7 @@ class TrialContext:
     trials_dir: str | None = None  # where each trial writes its resolved config and log
     cache_dir: str | None = None  # shared reference log-probs; absolute (Ray runs trials in their own cwd)
     log_to_file: bool = False  # send the trial's stdout/stderr to <trials_dir>/<trial_id>/trial.log
+    import_paths: list[str] | None = None  # where `module:function` scorers are imported from (spec.import_paths())
 
 
 def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[..., None] | None = None,
@@ -244,7 +245,12 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started, resume_f
         # Shuffle after unpairing, or early batches are all "desirable" (STACK-NOTES).
         train_data = unpair_preference_dataset(train_data).shuffle(seed=args.seed)
         eval_data = unpair_preference_dataset(eval_data)
-        trainer_class = _with_paired_accuracy(trainer_class, data["eval"], tokenizer, args, cuda)
+    # Every family gets DPO's held-out accuracy against the base model (KTO logs none, SimPO
+    # and ORPO log rewards without a reference), and every trial the judge's metrics.
+    paired = None if family.name == "dpo" else (data["eval"], tokenizer, args, cuda)
+    judge = _judge(ctx, tokenizer, run_id) if spec.judge.prompts else None
+    if paired is not None or judge is not None:
+        trainer_class = _with_evaluations(trainer_class, family, paired, judge, at_end_only=spec.judge.when == "end")
     if shared_reference:  # one reference pass per sweep, not one per step of every trial
         key = prepare.ref_cache_key(model, tokenizer, {"train": train_data, "eval": eval_data}, args, bnb, cuda)
         cache = Path(ctx.cache_dir or Path(spec.results_dir).resolve() / "cache") / f"ref-{key}"
@@ -297,32 +303,60 @@ def _log_samples(ctx, run_id, model, tokenizer, pairs) -> None:
     client(ctx.tracking_uri).log_table(run_id, data=table, artifact_file=SAMPLES_FILE)
 
 
-def _with_paired_accuracy(trainer_class, pairs, tokenizer, args, cuda):
-    """`trainer_class` whose evaluations also log DPO's held-out `eval_rewards/accuracies`.
+def _judge(ctx: TrialContext, tokenizer, run_id: str | None):
+    """The trial's judge of generations over the sweep's judged held-out prompts."""
+    from .judge import Judge, held_out_rows
 
-    KTO trains on unpaired rows and logs no accuracy; its implicit reward is DPO's
-    (beta x log-ratio to the reference), so the paired accuracy on the same held-out pairs
-    makes KTO trials comparable with DPO/IPO ones in one table (and rankable by the default metric).
+    spec = ctx.spec
+    cache = Path(ctx.cache_dir or Path(spec.results_dir).resolve() / "cache")
+    return Judge(spec.judge, held_out_rows(spec), tokenizer, cache_dir=cache, import_paths=ctx.import_paths or spec.import_paths(),
+                 uri=ctx.tracking_uri, run_id=run_id, parent_run_id=ctx.parent_run_id)  # fmt: skip
+
+
+def _with_evaluations(trainer_class, family, paired, judge, at_end_only: bool):
+    """`trainer_class` whose evaluations also log, where given:
+
+    - `paired` (pairs, tokenizer, args, cuda): DPO's held-out `eval_rewards/accuracies` and
+      margins against the base model. KTO trains on unpaired rows and logs none; SimPO's and
+      ORPO's own rewards have no reference (kept as `eval_<family>/rewards/*`). DPO's implicit
+      reward (beta x log-ratio to the base) on the same held-out pairs puts every family in one
+      comparable table, rankable by the default metric;
+    - `judge`: the judged generations (`eval_judge/*`), at every evaluation or only the final one.
     """
+    from transformers import Trainer
+
     from .evaluation import PairedEval
 
-    class WithPairedAccuracy(trainer_class):
+    class Evaluations(Trainer):
+        # Placed just above Trainer in the method order (below): the family trainer's own `log`
+        # has added its stored eval metrics (CPO/ORPO do) by the time this one sees `logs`.
         _paired: PairedEval | None = None
 
         def log(self, logs, start_time=None):
             if "eval_loss" in logs:
-                if self._paired is None:
-                    self._paired = PairedEval(
-                        self.model, tokenizer, pairs, beta=args.beta, max_length=args.max_length,
-                        batch_size=args.per_device_eval_batch_size, cpu=not cuda, bf16=args.bf16,
-                    )  # fmt: skip
-                paired = self._paired()
-                logs["eval_rewards/accuracies"] = paired["eval_rewards/accuracies"]
-                logs.setdefault("eval_rewards/margins", paired["eval_rewards/margins"])
+                if paired is not None:
+                    self._log_paired(logs)
+                if judge is not None and (not at_end_only or self.state.global_step >= self.state.max_steps):
+                    logs.update(judge(self.model, self.state.global_step))
             super().log(logs, start_time)
 
-    WithPairedAccuracy.__name__ = trainer_class.__name__
-    return WithPairedAccuracy
+        def _log_paired(self, logs):
+            pairs, tokenizer, args, cuda = paired
+            if self._paired is None:
+                self._paired = PairedEval(
+                    self.model, tokenizer, pairs, beta=args.beta, max_length=args.max_length,
+                    batch_size=args.per_device_eval_batch_size, cpu=not cuda, bf16=args.bf16,
+                )  # fmt: skip
+            for key in ("eval_rewards/accuracies", "eval_rewards/margins"):
+                if key in logs:  # the family's own, reference-free reward
+                    logs[f"eval_{family.name}/{key.removeprefix('eval_')}"] = logs.pop(key)
+            logs.update({k: v for k, v in self._paired().items() if k in ("eval_rewards/accuracies", "eval_rewards/margins")})
+
+    class WithEvaluations(trainer_class, Evaluations):
+        pass
+
+    WithEvaluations.__name__ = trainer_class.__name__
+    return WithEvaluations
 
 
 SAMPLES_FILE = "samples.json"  # the MLflow table of a trial's generations

@@ -25,11 +25,11 @@ def test_shipped_dataset_is_large_real_and_split():
 
 
 def test_dataset_generator_is_deterministic(tmp_path):
-    """The script in the repo regenerates exactly the shipped files."""
-    before = {p.name: p.read_bytes() for p in BUILTIN_DATASETS["prefs"].glob("*.jsonl")}
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_builtin_dataset.py")], check=True, capture_output=True)
-    after = {p.name: p.read_bytes() for p in BUILTIN_DATASETS["prefs"].glob("*.jsonl")}
-    assert before == after
+    """The script in the repo generates exactly the shipped files (into a folder of its own:
+    the shipped ones are never rewritten by a test)."""
+    shipped = {p.name: p.read_bytes() for p in BUILTIN_DATASETS["prefs"].glob("*.jsonl")}
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_builtin_dataset.py"), str(tmp_path)], check=True, capture_output=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.jsonl")} == shipped
 
 
 def test_builtin_model_loads_with_auto_classes_and_chats(tiny_model_path):
@@ -40,12 +40,13 @@ def test_builtin_model_loads_with_auto_classes_and_chats(tiny_model_path):
     assert model.config.model_type == "llama" and model.config.num_hidden_layers == RECIPE["num_hidden_layers"]
     assert len(tok) <= RECIPE["vocab_size"] and tok.padding_side == "left"
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    ids = tok.apply_chat_template([{"role": "user", "content": "Say the first word of: cat pear owl"}],
+                                  add_generation_prompt=True, return_dict=True, return_tensors="pt")  # fmt: skip
     assert tok.decode(ids["input_ids"][0]).endswith("<|im_start|>assistant\n")
-    out = model.generate(**ids, max_new_tokens=20, do_sample=False)
+    out = model.generate(**ids, max_new_tokens=24, do_sample=False)
     answer = tok.decode(out[0][ids["input_ids"].shape[1]:])
-    # SFT taught it the format of the chosen answers: short, then end of turn.
-    assert answer.endswith("<|im_end|>") and len(answer) < 20, answer
+    # SFT taught it the task and the format: the answer first (maybe hedged), then end of turn.
+    assert answer.startswith("cat") and answer.endswith("<|im_end|>"), answer
 
 
 def test_builtin_model_was_fine_tuned_on_chosen_answers(tiny_model_path):
@@ -78,8 +79,12 @@ def test_builtin_model_build_is_cached_and_deterministic(tiny_model_path, tmp_pa
     from sweep.builtin import builtin_model_path
 
     assert builtin_model_path("tiny", log=lambda *_: None) == tiny_model_path  # reused, not rebuilt
-    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path))
-    again = builtin_model_path("tiny", log=lambda *_: None)
-    assert again != tiny_model_path
+    # Two builds of one recipe give the same bytes (a shortened SFT, so the test costs seconds).
+    monkeypatch.setitem(RECIPE, "sft_steps", 20)
+    builds = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("SWEEP_CACHE", str(tmp_path / name))
+        builds.append(builtin_model_path("tiny", log=lambda *_: None))
+    assert builds[0].name == builds[1].name != tiny_model_path.name  # the recipe is in the cache key
     for name in ("model.safetensors", "tokenizer.json"):
-        assert (again / name).read_bytes() == (tiny_model_path / name).read_bytes(), name
+        assert (builds[0] / name).read_bytes() == (builds[1] / name).read_bytes(), name

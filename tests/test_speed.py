@@ -158,6 +158,7 @@ def test_asha_stops_trailing_trials_and_their_runs_end_killed_with_metrics(tmp_p
     spec = small_spec(
         "asha", axes={"learning_rate": [1.0e-3, 1.0e-7], "beta": [0.1, 0.3]}, max_concurrent_trials=1,
         scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2}, samples={"prompts": 0}, save="none",
+        metric="eval_rewards/margins",  # sign-based accuracy rewards even a 1e-7 step in the right direction
     )  # fmt: skip
     del spec["train"]["learning_rate"]
     proc = run_cli("run", str(write_spec(tmp_path / "asha.yaml", spec)), cwd=tmp_path)

@@ -1,0 +1,239 @@
+"""Judged generations: scorers, the per-prompt table, the base model's answers shared per sweep,
+ranking and halving by a generation metric, and bad scorers refused before anything trains."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweep import judge
+from sweep.spec import SpecError, parse_spec
+
+from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
+
+RECORDING_SCORER = '''
+import json, os
+
+def brevity(prompts, completions, answer, task, **kwargs):
+    """1 / (1 + words); records what it was given."""
+    with open(os.environ["SCORER_LOG"], "a") as f:
+        f.write(json.dumps({"keys": sorted(["prompts", "completions", "answer", "task", *kwargs]),
+                            "prompts": prompts, "completions": completions, "answer": answer}) + "\\n")
+    return [1.0 / (1 + len(c[0]["content"].split())) if c[0]["content"] else None for c in completions]
+'''
+
+
+# ---- pure helpers -------------------------------------------------------------------------------
+
+
+def test_verifiable_grades_concise_hedging_and_wrong_answers():
+    completions = ["cat", "cat, I think, but I am not sure.", "dog", "concatenate", "", "43."]
+    answers = ["cat", "cat", "cat", "cat", "cat", "43"]
+    assert judge.verifiable(prompts=[""] * 6, completions=completions, answer=answers) == [1.0, 0.5, 0.0, 0.0, 0.0, 1.0]
+    # without an `answer` column the chosen answer is the reference; messages are read as text
+    chosen = [[{"role": "assistant", "content": "fox"}]]
+    assert judge.verifiable(prompts=[[]], completions=[[{"role": "assistant", "content": "fox"}]], chosen=chosen) == [1.0]
+
+
+def test_totals_are_weighted_sums_and_win_rate_counts_ties_half():
+    scorers = [judge.Scorer("builtin", "verifiable", "verifiable", 1.0), judge.Scorer("function", "m:f", "f", 0.5)]
+    scores = {"verifiable": [1.0, 0.5, None, 0.0], "f": [0.2, None, None, 1.0]}
+    assert judge.totals(scorers, scores, 4) == [1.1, 0.5, None, 0.5]
+    # win, tie, not comparable, loss
+    assert judge.outcomes([1.1, 0.5, None, 0.5], [1.0, 0.5, 0.3, 0.9]) == [1.0, 0.5, None, 0.0]
+    judged = judge.Judged(["a", "b", "c", "d"], [1, 2, 3, 4], scores, [1.1, 0.5, None, 0.5])
+    metrics = judged.metrics(judge.PREFIX)
+    assert metrics["eval_judge/verifiable"] == pytest.approx(0.5) and metrics["eval_judge/f"] == pytest.approx(0.6)
+    assert metrics["eval_judge/score"] == pytest.approx(0.7) and metrics["eval_judge/length"] == 2.5
+
+
+def test_scorer_forms_and_their_metric_names(tmp_path):
+    assert judge.parse_scorer("s", "builtin:verifiable") == judge.Scorer("builtin", "verifiable", "verifiable")
+    assert judge.parse_scorer("s", "my_scorers:brevity") == judge.Scorer("function", "my_scorers:brevity", "brevity")
+    assert judge.parse_scorer("s", {"reward_model": "org/rm-7b", "weight": 2}) == judge.Scorer("reward_model", "org/rm-7b", "rm-7b", 2.0)
+    assert judge.parse_scorer("s", {"builtin": "verifiable", "name": "exact"}).name == "exact"
+    spec = parse_spec(small_spec("judged", judge={"prompts": 8, "scorers": ["builtin:verifiable"]}, metric="eval_judge/win_rate"))
+    assert spec.judge.scorers == [judge.Scorer("builtin", "verifiable", "verifiable")]
+
+
+@pytest.fixture(scope="module")
+def reward_model(tmp_path_factory, tiny_model_path):
+    """A tiny one-label sequence classifier with the builtin tokenizer: a reward model offline."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    path = tmp_path_factory.mktemp("rm") / "tiny-rm"
+    config = AutoConfig.from_pretrained(tiny_model_path)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(path)
+    return path
+
+
+def _bad_scorer_cases(tmp_path: Path, tiny_model_path: Path):
+    (tmp_path / "scorers_ok.py").write_text("def no_completions(prompts, answer):\n    return [1.0] * len(prompts)\n")
+    return [
+        ("missing module", ["no_such_module:score"], "judge.scorers[0]", "cannot import 'no_such_module'"),
+        ("missing function", ["scorers_ok:nothing_here"], "judge.scorers[0]", "has no function 'nothing_here'"),
+        ("wrong signature", ["scorers_ok:no_completions"], "judge.scorers[0]", "must take prompts and completions"),
+        ("a causal LM, not a reward model", [str(tiny_model_path)], "judge.scorers[0]", "is not a sequence-classification"),
+        ("no such path", ["./no/such/rm"], "judge.scorers[0]", "no such directory"),
+        ("unknown builtin", ["builtin:exactish"], "judge.scorers[0]", "valid: builtin:verifiable"),
+        ("no scorer", [], "judge.scorers", "needs at least one scorer"),
+    ]
+
+
+def test_bad_scorers_are_spec_errors(tmp_path, tiny_model_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a module:function is imported from beside the spec or the working directory
+    for case, scorers, field, message in _bad_scorer_cases(tmp_path, tiny_model_path):
+        with pytest.raises(SpecError) as e:
+            parse_spec(small_spec("bad", judge={"prompts": 8, "scorers": scorers}), source=str(tmp_path / "bad.yaml"))
+        assert e.value.field == field and message in str(e.value), case
+    with pytest.raises(SpecError, match="is not produced by this sweep's judge"):
+        parse_spec(small_spec("bad", judge={"prompts": 8, "scorers": ["builtin:verifiable"]}, metric="eval_judge/brevity"))
+    with pytest.raises(SpecError, match="judge at every evaluation"):
+        parse_spec(small_spec("bad", judge={"prompts": 8, "scorers": ["builtin:verifiable"], "when": "end"},
+                              metric="eval_judge/score", scheduler={"type": "asha"}))  # fmt: skip
+
+
+def test_bad_scorer_ends_the_run_with_one_line_before_anything_is_written(tmp_path, tiny_model_path):
+    (tmp_path / "scorers_bad.py").write_text("def words(prompts, completions, **kw):\n    return ['many'] * len(completions)\n")
+    spec = small_spec("bad_scorer", judge={"prompts": 8, "scorers": ["scorers_bad:words"]})
+    proc = run_cli("run", str(write_spec(tmp_path / "bad_scorer.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (
+        "error: judge.scorers[0]: scorers_bad:words returned a non-numeric score 'many'; scores are floats or None"
+    )
+    assert not (tmp_path / "results").exists()
+    missing = small_spec("bad_scorer", judge={"prompts": 8, "scorers": ["scorers_bad:nope"]})
+    proc = run_cli("plan", str(write_spec(tmp_path / "bad_plan.yaml", missing)), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "judge.scorers[0]: module 'scorers_bad' has no function 'nope'" in proc.stderr
+
+
+# ---- in a trial ---------------------------------------------------------------------------------
+
+
+def _table(c, run_id: str, path: str) -> pd.DataFrame:
+    data = json.loads(Path(c.download_artifacts(run_id, path)).read_text())
+    return pd.DataFrame(data["data"], columns=data["columns"])
+
+
+def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(tmp_path, tiny_model_path, reward_model, monkeypatch):
+    from sweep import tracking
+    from sweep.trial import TrialContext, run_trial
+
+    (tmp_path / "my_scorers.py").write_text(textwrap.dedent(RECORDING_SCORER))
+    monkeypatch.setenv("SCORER_LOG", str(tmp_path / "calls.jsonl"))
+    raw = small_spec("judged", results_dir=str(tmp_path / "results"), train={"max_steps": 8, "eval_steps": 4},
+                     judge={"prompts": 12, "max_new_tokens": 16, "batch_size": 5,
+                            "scorers": ["builtin:verifiable", {"function": "my_scorers:brevity", "weight": 0.5},
+                                        {"reward_model": str(reward_model), "name": "rm", "weight": 0.25}]})  # fmt: skip
+    spec = parse_spec(raw, source=str(tmp_path / "judged.yaml"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = tracking.ensure_experiment(uri, "judged", tmp_path / "artifacts")
+    parent = tracking.start_parent_run(uri, experiment, spec, None)
+    ctx = TrialContext(spec=spec, model_path=str(tiny_model_path), tracking_uri=uri, experiment_id=experiment,
+                       parent_run_id=parent, cache_dir=str(tmp_path / "cache"), import_paths=spec.import_paths())  # fmt: skip
+    finals = [run_trial(ctx, {"beta": beta}) for beta in (0.1, 0.5)]
+
+    calls = [json.loads(line) for line in open(tmp_path / "calls.jsonl")]
+    # the callable: GRPO's keyword arguments, message lists for a chat dataset, the dataset's other columns
+    assert calls[0]["keys"] == ["answer", "chosen", "completions", "flaw", "prompts", "rejected", "task"]
+    assert calls[0]["prompts"][0][0]["role"] == "user" and calls[0]["completions"][0][0]["role"] == "assistant"
+    # the base model's answers were scored once for the sweep: 1 + 2 evaluations x 2 trials
+    assert len(calls) == 1 + 2 * 2
+    c = tracking.client(uri)
+    base = c.get_run(parent).data.metrics
+    base_table = _table(c, parent, judge.BASE_TABLE)
+    assert base["base_judge/score"] == pytest.approx(base_table["score"].mean())
+    assert len(list((tmp_path / "cache").glob("judge-*.json"))) == 1
+
+    runs = tracking.trial_runs(uri, experiment, parent)
+    assert len(runs) == 2
+    for run, final in zip(runs, finals):
+        history = {k: {m.step: m.value for m in c.get_metric_history(run.info.run_id, k)}
+                   for k in ("eval_judge/score", "eval_judge/win_rate", "eval_judge/length", "eval_judge/verifiable",
+                             "eval_judge/brevity", "eval_judge/rm")}  # fmt: skip
+        assert all(sorted(h) == [4, 8] for h in history.values()), history
+        assert final["eval_judge/score"] == history["eval_judge/score"][8]
+        for step in (4, 8):
+            table = _table(c, run.info.run_id, f"judge/step-{step:06d}.json")
+            assert len(table) == 12 and list(table["base"]) == list(base_table["answer"])
+            # every metric re-derives from the table: weighted totals, means, wins with ties at half
+            total = table["verifiable"] + 0.5 * table["brevity"].fillna(0) + 0.25 * table["rm"]
+            assert list(table["score"]) == pytest.approx(list(total))
+            assert history["eval_judge/score"][step] == pytest.approx(table["score"].mean())
+            assert history["eval_judge/rm"][step] == pytest.approx(table["rm"].mean())
+            wins = [1.0 if s > b else 0.5 if s == b else 0.0 for s, b in zip(table["score"], table["base_score"])]
+            assert history["eval_judge/win_rate"][step] == pytest.approx(sum(wins) / len(wins))
+            assert list(table["outcome"]) == [{1.0: "win", 0.5: "tie", 0.0: "loss"}[w] for w in wins]
+            assert history["eval_judge/length"][step] == pytest.approx(table["length"].mean())
+
+
+# ---- in a sweep -----------------------------------------------------------------------------------
+
+
+def test_halving_ranks_trials_by_what_they_say(tmp_path, tiny_model_path):
+    """beta=10 keeps the policy at its hedging SFT reference: the judge ranks it last where
+    held-out reward accuracy ranks it first. Halving by the judge's score stops it at the first rung."""
+    spec = small_spec("halving_judged", axes={"beta": [0.01, 0.1, 1.0, 10.0]},
+                      dataset={"max_train_rows": None, "max_eval_rows": 200},
+                      train={"max_steps": 40, "eval_steps": 20, "per_device_train_batch_size": 16, "warmup_steps": 5,
+                             "logging_steps": 5, "per_device_eval_batch_size": 50},
+                      judge={"prompts": 60, "scorers": ["builtin:verifiable"], "max_new_tokens": 24, "batch_size": 60},
+                      scheduler={"type": "halving", "grace_period": 1, "reduction_factor": 2},
+                      metric="eval_judge/score")  # fmt: skip
+    proc = run_cli("run", str(write_spec(tmp_path / "h.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    c, _, children = mlflow_store(tmp_path, "halving_judged")
+    first = {}  # beta -> (judge score, reward accuracy) at the first rung, and how far it trained
+    for run in children:
+        history = {k: {m.step: m.value for m in c.get_metric_history(run.info.run_id, k)}
+                   for k in ("eval_judge/score", "eval_rewards/accuracies")}  # fmt: skip
+        first[float(run.data.params["sweep.beta"])] = (history["eval_judge/score"][20], history["eval_rewards/accuracies"][20],
+                                                      int(run.data.metrics["global_step"]))  # fmt: skip
+    went_on = {b for b, (_, _, steps) in first.items() if steps == 40}
+    stopped = set(first) - went_on
+    assert len(went_on) == 2 and min(first[b][0] for b in went_on) >= max(first[b][0] for b in stopped)
+    assert 10.0 in stopped and max(first, key=lambda b: first[b][1]) == 10.0  # the proxy would have kept it
+    report = run_cli("report", "halving_judged", "--format", "json", cwd=tmp_path)
+    ranked = json.loads(report.stdout)
+    assert ranked["ranked_by"] == "eval_judge/score" and ranked["trials"][0]["beta"] in went_on
+
+
+def test_default_sweep_tuned_models_say_better_things_than_the_base(tmp_path, tiny_model_path):
+    """The README's figures for `python -m sweep run search_spaces/beta_grid.yaml`."""
+    proc = run_cli("run", str(REPO / "search_spaces" / "beta_grid.yaml"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = pd.read_csv(tmp_path / "results" / "beta_grid" / "summary.csv")
+    c, parents, _ = mlflow_store(tmp_path, "beta_grid")
+    base = parents[0].data.metrics["base_judge/score"]
+    best, worst = summary.iloc[0], summary.iloc[-1]  # ranked by eval_judge/score
+    assert list(summary["eval_judge/score"]) == sorted(summary["eval_judge/score"], reverse=True)
+    assert 0.3 < base < 0.75, base  # the SFT base answers well above zero, with room left
+    assert best["eval_judge/score"] >= base + 0.15 and best["eval_judge/win_rate"] >= 0.6
+    assert worst["eval_judge/score"] <= best["eval_judge/score"] - 0.1
+    assert best["eval_judge/length"] < c.get_run(parents[0].info.run_id).data.metrics["base_judge/length"]
+    assert "proxy vs judge over 8 finished trials" in proc.stdout
+
+
+def test_simpo_and_orpo_also_get_dpo_accuracy_against_the_base(tiny_model_path, tmp_path):
+    """Every family has both yardsticks: their own reference-free rewards are kept under their
+    family's name, and `eval_rewards/*` is DPO's implicit reward against the base model."""
+    from sweep.trial import TrialContext, run_trial
+
+    spec = parse_spec(small_spec("families", results_dir=str(tmp_path), axes={"loss_type": ["simpo", "orpo"]},
+                                 train={"max_steps": 4, "eval_steps": 4}))  # fmt: skip
+    ctx = TrialContext(spec=spec, model_path=str(tiny_model_path))
+    for loss, family in (("simpo", "cpo"), ("orpo", "orpo")):
+        metrics = run_trial(ctx, {"loss_type": loss})
+        assert f"eval_{family}/rewards/accuracies" in metrics and f"eval_{family}/rewards/margins" in metrics, loss
+        assert 0 <= metrics["eval_rewards/accuracies"] <= 1
+        # DPO's margin is beta x a log-ratio to the base: 4 small LoRA steps keep it far below the family's own
+        assert abs(metrics["eval_rewards/margins"]) < abs(metrics[f"eval_{family}/rewards/margins"]), loss
