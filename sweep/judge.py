@@ -14,31 +14,22 @@ artifact `judge/step-<step>.json`, from which each metric can be re-derived. The
 model's answers and scores are computed once per sweep (cached beside the reference
 log-probs) and logged on the parent run as `base_judge/*`.
 
-Scorers follow TRL GRPO's `reward_funcs` convention:
-- `builtin:<name>`: scorers shipped here (BUILTIN_SCORERS);
-- `module:function`: a callable taking `prompts`, `completions` and the dataset's other
-  columns as keyword arguments, returning one float (or None: not applicable) per completion;
-  completions are message lists where prompts are, as in GRPO;
-- anything else: a reward model, a local directory or hub id of a sequence-classification
-  model with one label, loaded once per worker and kept there.
-Each may be `{builtin|function|reward_model: ..., weight: w, name: n}`; totals are weighted
-sums (GRPO's `reward_weights`), so with one scorer the total is its score.
+Scorers (scorers.py) follow TRL GRPO's `reward_funcs` convention; totals are weighted sums
+(GRPO's `reward_weights`), so with one scorer the total is its score.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
-import math
 import os
-import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .scorers import Scorer, call_scorer, check_scores, columns_of, text_of
 
 PREFIX = "eval_judge/"  # per-evaluation metrics of a trial
 BASE_PREFIX = "base_judge/"  # the base model's, on the parent run
@@ -46,269 +37,6 @@ SCORE, WIN_RATE, LENGTH = PREFIX + "score", PREFIX + "win_rate", PREFIX + "lengt
 TABLE_DIR = "judge"  # artifact folder of the per-prompt tables
 BASE_TABLE = f"{TABLE_DIR}/base.json"
 GENERATION_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "num_beams", "seed")
-FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-class ScorerError(ValueError):
-    """A scorer that cannot be used; `where` names its place in the spec."""
-
-    def __init__(self, where: str, message: str):
-        self.where = where
-        super().__init__(message)
-
-
-# ---- builtin scorers ----------------------------------------------------------------------
-
-
-def verifiable(prompts, completions, answer=None, chosen=None, **_) -> list[float | None]:
-    """1 for exactly the reference answer, 0.5 for an answer that contains it among other words
-    (correct but rambling), 0 otherwise (wrong). The reference is the dataset's `answer`
-    column where it has one, else the chosen answer."""
-    refs = answer if answer is not None else chosen
-    if refs is None:
-        return [None] * len(completions)
-    scores = []
-    for completion, ref in zip(completions, refs, strict=True):
-        ref = text_of(ref).strip() if ref is not None else ""
-        if not ref:
-            scores.append(None)
-            continue
-        said = text_of(completion).strip()
-        if said.rstrip(".!") == ref.rstrip(".!"):
-            scores.append(1.0)
-        elif re.search(rf"(?<!\w){re.escape(ref)}(?!\w)", said):
-            scores.append(0.5)
-        else:
-            scores.append(0.0)
-    return scores
-
-
-BUILTIN_SCORERS = {"verifiable": verifiable}
-
-
-def text_of(value: Any) -> str:
-    """The text of a completion or prompt: a string, or the last message of a message list."""
-    if isinstance(value, list):
-        return str(value[-1].get("content") or "") if value else ""
-    return "" if value is None else str(value)
-
-
-# ---- the spec's scorers -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scorer:
-    kind: str  # builtin | function | reward_model
-    source: str  # builtin name, "module:function", or a model path / hub id
-    name: str  # the metric is eval_judge/<name>
-    weight: float = 1.0
-
-
-def parse_scorer(where: str, raw: Any) -> Scorer:
-    """A spec entry (`builtin:verifiable`, `pkg.mod:fn`, a model path, or a mapping with
-    `builtin`/`function`/`reward_model` and optional `weight`, `name`) as a Scorer; checks the form only."""
-    weight, name = 1.0, None
-    if isinstance(raw, dict):
-        kinds = [k for k in ("builtin", "function", "reward_model") if k in raw]
-        extra = set(raw) - {"builtin", "function", "reward_model", "weight", "name"}
-        if len(kinds) != 1 or extra:
-            raise ScorerError(where, f"needs exactly one of builtin, function, reward_model (and optional weight, name); got {sorted(raw)}")
-        kind, source = kinds[0], raw[kinds[0]]
-        weight, name = raw.get("weight", 1.0), raw.get("name")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-            raise ScorerError(f"{where}.weight", f"must be a number, got {weight!r}")
-        if name is not None and not (isinstance(name, str) and re.fullmatch(r"[\w.-]+", name)):
-            raise ScorerError(f"{where}.name", f"must be letters, digits, '_', '-' or '.', got {name!r}")
-        if kind == "builtin" and isinstance(source, str) and not source.startswith("builtin:"):
-            source = f"builtin:{source}"
-    else:
-        source = raw
-        kind = None
-    if not isinstance(source, str) or not source.strip():
-        raise ScorerError(where, f"must be builtin:<name>, module:function or a reward model path, got {source!r}")
-    if source.startswith("builtin:"):
-        kind, source = "builtin", source.removeprefix("builtin:")
-        if source not in BUILTIN_SCORERS:
-            raise ScorerError(where, f"unknown builtin scorer {source!r}; valid: {', '.join(f'builtin:{b}' for b in BUILTIN_SCORERS)}")
-    elif kind == "function" or (kind is None and FUNCTION.match(source) and not Path(source).exists()):
-        kind = "function"
-        if not FUNCTION.match(source):
-            raise ScorerError(where, f"a function scorer is module:function (e.g. my_scorers:brevity), got {source!r}")
-    else:
-        kind = "reward_model"
-    if name is None:
-        name = source if kind == "builtin" else source.split(":")[1] if kind == "function" else Path(source.rstrip("/")).name
-    return Scorer(kind, source, name, float(weight))
-
-
-def check_scorer(where: str, scorer: Scorer, import_paths: list[str]) -> None:
-    """What can be known before anything trains: the callable imports and takes `prompts` and
-    `completions`; a reward model is a sequence classifier with one label."""
-    if scorer.kind == "function":
-        fn = load_function(scorer.source, import_paths, where)
-        try:
-            params = inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            return  # a builtin or C callable: judged by the probe
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            missing = [a for a in ("prompts", "completions") if a not in params]
-            if missing:
-                raise ScorerError(where, f"{scorer.source} must take prompts and completions as keyword arguments "
-                                         f"(as GRPO's reward functions do: def f(prompts, completions, **kwargs)); it lacks {', '.join(missing)}")
-    elif scorer.kind == "reward_model":
-        config = _reward_model_config(where, scorer.source)
-        if config is None:
-            return  # a hub id not in the local cache: checked when a worker loads it
-        archs = config.get("architectures") or []
-        if not any(a.endswith("ForSequenceClassification") for a in archs):
-            raise ScorerError(where, f"{scorer.source} is not a sequence-classification (reward) model: its architectures "
-                                     f"are {archs or 'not given'}; a reward model is an AutoModelForSequenceClassification with one label")
-        labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
-        if labels != 1:
-            raise ScorerError(where, f"{scorer.source} has {labels} labels; a reward model has one (num_labels=1)")
-
-
-def load_function(source: str, import_paths: list[str], where: str = "judge.scorers"):
-    import importlib
-
-    module_name, attr = source.split(":")
-    for path in import_paths:
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # ImportError, or the module's own error as it imports
-        raise ScorerError(where, f"cannot import {module_name!r} ({type(e).__name__}: {e}); it is looked for in "
-                                 f"{', '.join(import_paths) or 'sys.path'}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ScorerError(where, f"module {module_name!r} has no function {attr!r}")
-    return fn
-
-
-def _reward_model_config(where: str, source: str) -> dict | None:
-    path = Path(source).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ScorerError(where, f"{source} is a directory without config.json: not a model")
-        return json.loads((path / "config.json").read_text())
-    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
-        raise ScorerError(where, f"reward model {source!r}: no such directory, and not a hub id (org/name)")
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(source, "config.json")
-    if isinstance(cached, str):
-        return json.loads(Path(cached).read_text())
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ScorerError(where, f"reward model {source!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1")
-    return None
-
-
-def held_out_rows(spec, data=None):
-    """The judged rows: the first `judge.prompts` of the eval split, with the dataset's other
-    columns (`data`: that split, if loaded already with them)."""
-    if data is None:
-        from .data import load_preference_data
-
-        data = load_preference_data(spec.dataset, keep_columns=True)["eval"]
-    return data.select(range(min(spec.judge.prompts, len(data))))
-
-
-def probe(scorers: list[Scorer], rows, import_paths: list[str]) -> None:
-    """Call each builtin and function scorer on the first held-out rows, with their chosen
-    answers as completions: a scorer that raises or returns something other than one number
-    (or None) per completion is refused before anything trains."""
-    sample = rows.select(range(min(2, len(rows))))
-    for i, scorer in enumerate(scorers):
-        if scorer.kind == "reward_model":
-            continue
-        where = f"judge.scorers[{i}]"
-        try:
-            scores = call_scorer(scorer, sample["prompt"], list(sample["chosen"]), _columns(sample), import_paths)
-        except ScorerError:
-            raise
-        except Exception as e:
-            raise ScorerError(where, f"{scorer.source} raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                                     "when called on the first held-out rows") from None
-        _check_scores(where, scorer, scores, len(sample))
-
-
-def _check_scores(where: str, scorer: Scorer, scores: Any, n: int) -> list[float | None]:
-    if not isinstance(scores, (list, tuple)) or len(scores) != n:
-        raise ScorerError(where, f"{scorer.source} must return a list of {n} scores (one per completion), got {type(scores).__name__}"
-                                 + (f" of {len(scores)}" if isinstance(scores, (list, tuple)) else ""))
-    out = []
-    for s in scores:
-        if s is not None and (isinstance(s, bool) or not isinstance(s, (int, float))):
-            try:  # numpy and torch scalars
-                s = float(s)
-            except (TypeError, ValueError):
-                raise ScorerError(where, f"{scorer.source} returned a non-numeric score {s!r}; scores are floats or None") from None
-        out.append(None if s is None or not math.isfinite(float(s)) else float(s))
-    return out
-
-
-def _columns(rows) -> dict[str, list]:
-    """The dataset's other columns, as GRPO passes them to reward functions."""
-    return {c: list(rows[c]) for c in rows.column_names if c not in ("prompt", "completion")}
-
-
-def call_scorer(scorer: Scorer, prompts: list, completions: list[str], columns: dict[str, list],
-                import_paths: list[str]) -> Any:  # fmt: skip
-    conversational = bool(prompts) and isinstance(prompts[0], list)
-    given = [[{"role": "assistant", "content": c}] for c in completions] if conversational else list(completions)
-    if scorer.kind == "reward_model":
-        return reward_model_scores(scorer.source, prompts, completions)
-    fn = BUILTIN_SCORERS[scorer.source] if scorer.kind == "builtin" else load_function(scorer.source, import_paths)
-    kwargs = {"prompts": prompts, "completions": given, **columns}
-    try:
-        params = inspect.signature(fn).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            kwargs = {k: v for k, v in kwargs.items() if k in params}  # only what it names
-    except (TypeError, ValueError):
-        pass
-    return fn(**kwargs)
-
-
-# ---- reward models, kept warm per worker ------------------------------------------------------
-
-_REWARD_MODELS: dict[str, tuple[Any, Any]] = {}
-
-
-def reward_model_scores(source: str, prompts: list, completions: list[str], batch_size: int = 16) -> list[float]:
-    """The reward model's score (its single logit) of each prompt + completion, formatted with
-    its own chat template where it has one."""
-    import torch
-
-    model, tokenizer = _reward_model(source)
-    texts = []
-    for prompt, completion in zip(prompts, completions, strict=True):
-        if isinstance(prompt, list) and tokenizer.chat_template:
-            texts.append(tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": completion}], tokenize=False))
-        else:
-            texts.append(f"{text_of(prompt)}\n{completion}")
-    scores: list[float] = []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=1024)
-        with torch.no_grad():
-            logits = model(**{k: v.to(model.device) for k, v in enc.items()}).logits
-        scores += logits[:, 0].float().cpu().tolist()
-    return scores
-
-
-def _reward_model(source: str):
-    if source not in _REWARD_MODELS:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        cuda = torch.cuda.is_available()
-        model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.bfloat16 if cuda else torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model.config.pad_token_id = tokenizer.pad_token_id
-        _REWARD_MODELS[source] = (model.to("cuda" if cuda else "cpu").eval(), tokenizer)
-    return _REWARD_MODELS[source]
 
 
 # ---- generation ---------------------------------------------------------------------------------
@@ -348,6 +76,16 @@ def generate(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: i
         tokenizer.padding_side = side
         model.train(was_training)
     return texts, lengths
+
+
+def held_out_rows(spec, data=None):
+    """The judged rows: the first `judge.prompts` of the eval split, with the dataset's other
+    columns (`data`: that split, if loaded already with them)."""
+    if data is None:
+        from .data import load_preference_data
+
+        data = load_preference_data(spec.dataset, keep_columns=True)["eval"]
+    return data.select(range(min(spec.judge.prompts, len(data))))
 
 
 # ---- judging a trial -----------------------------------------------------------------------------
@@ -401,7 +139,7 @@ class Judge:
         self.cache_dir, self.import_paths = cache_dir, import_paths
         self.uri, self.run_id, self.parent_run_id = uri, run_id, parent_run_id
         self.prompts = list(rows["prompt"])
-        self.columns = _columns(rows)
+        self.columns = columns_of(rows)
         self.base: Judged | None = None
         self.seconds = 0.0
 
@@ -411,7 +149,7 @@ class Judge:
         scores = {}
         for i, s in enumerate(self.scorers):
             raw = call_scorer(s, self.prompts, answers, self.columns, self.import_paths)
-            scores[s.name] = _check_scores(f"judge.scorers[{i}]", s, raw, len(answers))
+            scores[s.name] = check_scores(f"judge.scorers[{i}]", s, raw, len(answers))
         return Judged(answers, lengths, scores, totals(self.scorers, scores, len(answers)))
 
     def __call__(self, model, step: int) -> dict[str, float]:

@@ -181,14 +181,14 @@ def _prepare(spec: SweepSpec, points: list[dict], log) -> str:
 def _check_judge(spec: SweepSpec, held_out, log) -> None:
     """The scorers, called on the first held-out rows: one that fails is a spec error, before
     anything trains."""
-    from . import judge
+    from . import judge, scorers
 
     rows = judge.held_out_rows(spec, held_out)
     if len(rows) < spec.judge.prompts:
         log(f"warning: judge.prompts is {spec.judge.prompts} but the eval split has {len(rows)} rows; judging {len(rows)}")
     try:
-        judge.probe(spec.judge.scorers, rows, spec.import_paths())
-    except judge.ScorerError as e:
+        scorers.probe(spec.judge.scorers, rows, spec.import_paths())
+    except scorers.ScorerError as e:
         raise SpecError(e.where, str(e)) from None
 
 

@@ -404,7 +404,7 @@ def _validate(spec: SweepSpec) -> None:
 def _validate_judge(spec: SweepSpec) -> None:
     """The judge's settings and scorers (a callable is imported, a reward model's config read),
     and a ranking metric it must produce."""
-    from . import judge
+    from . import judge, scorers as scoring
 
     j = spec.judge
     if j.prompts < 0 or j.max_new_tokens < 1 or j.batch_size < 1:
@@ -417,10 +417,10 @@ def _validate_judge(spec: SweepSpec) -> None:
     if j.prompts and not j.scorers:
         raise SpecError("judge.scorers", "needs at least one scorer, e.g. [builtin:verifiable]")
     try:
-        scorers = [judge.parse_scorer(f"judge.scorers[{i}]", raw) for i, raw in enumerate(j.scorers)]
+        scorers = [scoring.parse_scorer(f"judge.scorers[{i}]", raw) for i, raw in enumerate(j.scorers)]
         for i, scorer in enumerate(scorers):
-            judge.check_scorer(f"judge.scorers[{i}]", scorer, spec.import_paths())
-    except judge.ScorerError as e:
+            scoring.check_scorer(f"judge.scorers[{i}]", scorer, spec.import_paths())
+    except scoring.ScorerError as e:
         raise SpecError(e.where, str(e)) from None
     names = [s.name for s in scorers]
     reserved = {"score", "win_rate", "length"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep import judge
+from sweep import judge, scorers
 from sweep.spec import SpecError, parse_spec
 
 from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
@@ -33,16 +33,16 @@ def brevity(prompts, completions, answer, task, **kwargs):
 def test_verifiable_grades_concise_hedging_and_wrong_answers():
     completions = ["cat", "cat, I think, but I am not sure.", "dog", "concatenate", "", "43."]
     answers = ["cat", "cat", "cat", "cat", "cat", "43"]
-    assert judge.verifiable(prompts=[""] * 6, completions=completions, answer=answers) == [1.0, 0.5, 0.0, 0.0, 0.0, 1.0]
+    assert scorers.verifiable(prompts=[""] * 6, completions=completions, answer=answers) == [1.0, 0.5, 0.0, 0.0, 0.0, 1.0]
     # without an `answer` column the chosen answer is the reference; messages are read as text
     chosen = [[{"role": "assistant", "content": "fox"}]]
-    assert judge.verifiable(prompts=[[]], completions=[[{"role": "assistant", "content": "fox"}]], chosen=chosen) == [1.0]
+    assert scorers.verifiable(prompts=[[]], completions=[[{"role": "assistant", "content": "fox"}]], chosen=chosen) == [1.0]
 
 
 def test_totals_are_weighted_sums_and_win_rate_counts_ties_half():
-    scorers = [judge.Scorer("builtin", "verifiable", "verifiable", 1.0), judge.Scorer("function", "m:f", "f", 0.5)]
+    weighted = [scorers.Scorer("builtin", "verifiable", "verifiable", 1.0), scorers.Scorer("function", "m:f", "f", 0.5)]
     scores = {"verifiable": [1.0, 0.5, None, 0.0], "f": [0.2, None, None, 1.0]}
-    assert judge.totals(scorers, scores, 4) == [1.1, 0.5, None, 0.5]
+    assert judge.totals(weighted, scores, 4) == [1.1, 0.5, None, 0.5]
     # win, tie, not comparable, loss
     assert judge.outcomes([1.1, 0.5, None, 0.5], [1.0, 0.5, 0.3, 0.9]) == [1.0, 0.5, None, 0.0]
     judged = judge.Judged(["a", "b", "c", "d"], [1, 2, 3, 4], scores, [1.1, 0.5, None, 0.5])
@@ -52,12 +52,12 @@ def test_totals_are_weighted_sums_and_win_rate_counts_ties_half():
 
 
 def test_scorer_forms_and_their_metric_names(tmp_path):
-    assert judge.parse_scorer("s", "builtin:verifiable") == judge.Scorer("builtin", "verifiable", "verifiable")
-    assert judge.parse_scorer("s", "my_scorers:brevity") == judge.Scorer("function", "my_scorers:brevity", "brevity")
-    assert judge.parse_scorer("s", {"reward_model": "org/rm-7b", "weight": 2}) == judge.Scorer("reward_model", "org/rm-7b", "rm-7b", 2.0)
-    assert judge.parse_scorer("s", {"builtin": "verifiable", "name": "exact"}).name == "exact"
+    assert scorers.parse_scorer("s", "builtin:verifiable") == scorers.Scorer("builtin", "verifiable", "verifiable")
+    assert scorers.parse_scorer("s", "my_scorers:brevity") == scorers.Scorer("function", "my_scorers:brevity", "brevity")
+    assert scorers.parse_scorer("s", {"reward_model": "org/rm-7b", "weight": 2}) == scorers.Scorer("reward_model", "org/rm-7b", "rm-7b", 2.0)
+    assert scorers.parse_scorer("s", {"builtin": "verifiable", "name": "exact"}).name == "exact"
     spec = parse_spec(small_spec("judged", judge={"prompts": 8, "scorers": ["builtin:verifiable"]}, metric="eval_judge/win_rate"))
-    assert spec.judge.scorers == [judge.Scorer("builtin", "verifiable", "verifiable")]
+    assert spec.judge.scorers == [scorers.Scorer("builtin", "verifiable", "verifiable")]
 
 
 @pytest.fixture(scope="module")
