@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .spec import SpecError, load_spec, needs_no_hub, point_id, read_spec_file
+from .spec import SpecError, load_spec, needs_no_hub, point_id, read_spec_file, unreachable_models
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -25,6 +25,8 @@ def cmd_plan(args) -> int:
     from .spec import describe_axis
 
     spec = load_spec(args.spec)
+    for where, problem in unreachable_models(spec):  # plan validates hub specs offline: a warning, not an error
+        print(f"warning: {where}: {problem}", file=sys.stderr)
     print(f"sweep {spec.name}: model {spec.model}, dataset {spec.dataset.path}, ranked by {spec.metric} ({spec.mode})")
     if spec.train:
         print("fixed: " + ", ".join(f"{k}={v}" for k, v in spec.train.items()))
@@ -66,6 +68,8 @@ def cmd_run(args) -> int:
     cluster.set_auth_mode(args.address)
     try:
         spec = load_spec(args.spec)  # milliseconds once the config catalogue is cached (catalogue.py)
+        for where, problem in unreachable_models(spec)[:1]:
+            raise SpecError(where, problem)
         if not cluster.address_of(args.address):
             # A local Ray comes up, and its workers import the stack, while this process
             # imports Ray Tune, checks the data and opens the MLflow store. Its workers skip

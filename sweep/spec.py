@@ -785,12 +785,48 @@ def _normalise_quantization(q: Any) -> dict[str, Any]:
     return {"mode": mode, **{k: _check_field(f"quantization.{k}", "quantization", k, v) for k, v in q.items()}}
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 def _validate_model(model: str) -> None:
+    """A builtin name, a local directory holding a model and its tokenizer, or a hub id."""
     if model.startswith("builtin:"):
         from .builtin import BUILTIN_MODELS
 
         if model.removeprefix("builtin:") not in BUILTIN_MODELS:
             raise SpecError("model", _unknown("builtin model", model, [f"builtin:{m}" for m in BUILTIN_MODELS], None))
+        return
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SpecError("model", f"{model} is a directory without config.json: not a model saved with save_pretrained")
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
+            raise SpecError("model", f"{model} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save its tokenizer beside it")
+    elif path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise SpecError("model", f"{model!r}: no such model directory, and not a hub id (org/name); "
+                                 "expected builtin:tiny, a local model directory or a hub id")
+
+
+def unreachable_models(spec: SweepSpec) -> list[tuple[str, str]]:
+    """(field, problem) for each hub id the spec loads (the model, reward-model scorers) that this
+    machine cannot load now: HF_HUB_OFFLINE is set and it is not in the local cache. `run`
+    refuses them before Ray starts; `plan`, which validates hub specs offline, warns."""
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+        return []
+    sources = [("model", spec.model)] + [(f"judge.scorers[{i}]", s.source) for i, s in enumerate(spec.judge.scorers)
+                                         if s.kind == "reward_model"]  # fmt: skip
+    problems = []
+    for where, source in sources:
+        if source.startswith("builtin:") or Path(source).expanduser().is_dir():
+            continue
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(source, "config.json"), str):
+            problems.append((where, f"{source} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                                    f"download it first (hf download {source}) or unset HF_HUB_OFFLINE"))
+    return problems
 
 
 def _validate_dataset(ds: DatasetSpec) -> None:

@@ -105,8 +105,25 @@ def start_parent_run(uri: str, experiment_id: str, spec, spec_file: Path | None)
     params["num_trials"] = str(spec.num_trials())
     _log_params(c, run.info.run_id, flat_params(params))
     if spec_file is not None:
-        c.log_artifact(run.info.run_id, str(spec_file), artifact_path="spec")
+        log_spec_file(c, run.info.run_id, spec_file)
     return run.info.run_id
+
+
+def log_spec_file(c, run_id: str, spec_file: Path) -> None:
+    """Attach the spec to the parent run as `spec/<file>`: the file itself, or, where it holds a
+    secret-named value (`train.model_init_kwargs.token`, ...), a redacted copy of its YAML."""
+    import tempfile
+
+    import yaml
+
+    raw = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
+    if redact(raw) == raw:
+        c.log_artifact(run_id, str(spec_file), artifact_path="spec")  # as written, comments included
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / spec_file.name
+        copy.write_text("# secret values redacted by sweep\n" + yaml.safe_dump(redact(raw), sort_keys=False))
+        c.log_artifact(run_id, str(copy), artifact_path="spec")
 
 
 def start_trial_run(uri: str, experiment_id: str, parent_run_id: str, spec, point: dict, trial_id: str,

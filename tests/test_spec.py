@@ -339,3 +339,25 @@ def test_plan_shows_the_rungs_of_a_halving_sweep(tmp_path, capsys):
     # As Ray Tune's bracket rounds: 10 trials, factor 3 -> 4 go on, then 2; one trial: no rung.
     three = parse_spec(small_spec("h3", scheduler={"type": "halving", "reduction_factor": 3}))
     assert three.scheduler.halving_rungs(10) == [(1, 4), (3, 2)] and three.scheduler.halving_rungs(1) == []
+
+
+def test_a_model_that_cannot_be_loaded_ends_run_with_one_line_before_ray_starts(tmp_path):
+    (tmp_path / "not_a_model").mkdir()
+    (tmp_path / "not_a_model" / "notes.txt").write_text("weights elsewhere")
+    cases = [
+        ("./no/such/model", "model: './no/such/model': no such model directory, and not a hub id"),
+        ("nobody-here/no-such-model-7b", "model: nobody-here/no-such-model-7b is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"),
+        (str(tmp_path / "not_a_model"), "is a directory without config.json: not a model"),
+    ]  # fmt: skip
+    for model, message in cases:
+        spec = small_spec("bad_model", model=model, dataset={"path": "builtin:prefs"})
+        proc = run_cli("run", str(write_spec(tmp_path / "bad_model.yaml", spec)), cwd=tmp_path, timeout=120)
+        assert proc.returncode == 2, (model, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr, proc.stderr
+        assert not (tmp_path / "results").exists() and "Ray" not in proc.stdout + proc.stderr
+    # plan validates hub specs offline: a hub id it cannot see is a warning there, not an error
+    proc = run_cli("plan", str(tmp_path / "bad_model.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2  # the last case, a directory that is not a model, is an error everywhere
+    spec = small_spec("hub_model", model="nobody-here/no-such-model-7b", dataset={"path": "builtin:prefs"})
+    proc = run_cli("plan", str(write_spec(tmp_path / "hub_model.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 0 and "warning: model: nobody-here/no-such-model-7b is not in the local" in proc.stderr
