@@ -13,6 +13,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "hf_TESTSECRETdoNotLeak0123456789"
+# Written into the grid sweep's spec, as one passes a token for a gated model: stored nowhere.
+SPEC_SECRETS = ("hf_SPECtokenNEVERstored0123456789", "sk-nestedAPIkeyNEVERstored987654")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -88,6 +90,7 @@ def sweeps_dir(tmp_path_factory):
 def grid_sweep(sweeps_dir, tiny_model_path):
     """A real 2 x 2 sweep (loss_type x beta), run once per session with `python -m sweep run`."""
     spec = small_spec("grid", axes={"loss_type": ["sigmoid", "ipo"], "beta": [0.1, 0.5]})
+    spec["train"]["model_init_kwargs"] = {"token": SPEC_SECRETS[0], "extra": {"api_key": SPEC_SECRETS[1], "revision": "main"}}
     return run_cli("run", str(write_spec(sweeps_dir / "grid.yaml", spec)), "--progress-interval", "5", cwd=sweeps_dir)
 
 

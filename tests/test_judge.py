@@ -179,6 +179,29 @@ def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(tmp_p
 # ---- in a sweep -----------------------------------------------------------------------------------
 
 
+def test_a_sweep_judges_with_a_callable_beside_its_spec_and_a_local_reward_model(tmp_path, tiny_model_path, reward_model,
+                                                                               monkeypatch):  # fmt: skip
+    """End to end through Ray: the callable is imported in the trials' workers from the spec's
+    folder (not the working directory), the reward model is loaded there."""
+    spec_dir, cwd = tmp_path / "specs", tmp_path / "work"
+    spec_dir.mkdir(), cwd.mkdir()
+    (spec_dir / "my_scorers.py").write_text(textwrap.dedent(RECORDING_SCORER))
+    spec = small_spec("judged_sweep", train={"max_steps": 6, "eval_steps": 6},
+                      judge={"prompts": 10, "max_new_tokens": 12, "when": "end",
+                             "scorers": ["builtin:verifiable", "my_scorers:brevity", {"reward_model": str(reward_model), "name": "rm"}]})  # fmt: skip
+    monkeypatch.setenv("SCORER_LOG", str(tmp_path / "calls.jsonl"))  # the trials' workers inherit it
+    proc = run_cli("run", str(write_spec(spec_dir / "judged.yaml", spec)), cwd=cwd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    c, parents, children = mlflow_store(cwd, "judged_sweep")
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    for run in children:
+        for key in ("eval_judge/verifiable", "eval_judge/brevity", "eval_judge/rm", "eval_judge/score", "eval_judge/win_rate"):
+            assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [6], key
+    assert "base_judge/rm" in parents[0].data.metrics
+    # the driver's probe (2 rows), the base model's answers once, each trial's final evaluation
+    assert sorted(len(json.loads(line)["completions"]) for line in open(tmp_path / "calls.jsonl")) == [2, 10, 10, 10]
+
+
 def test_halving_ranks_trials_by_what_they_say(tmp_path, tiny_model_path):
     """beta=10 keeps the policy at its hedging SFT reference: the judge ranks it last where
     held-out reward accuracy ranks it first. Halving by the judge's score stops it at the first rung."""

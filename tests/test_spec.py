@@ -356,8 +356,6 @@ def test_a_model_that_cannot_be_loaded_ends_run_with_one_line_before_ray_starts(
         assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr, proc.stderr
         assert not (tmp_path / "results").exists() and "Ray" not in proc.stdout + proc.stderr
     # plan validates hub specs offline: a hub id it cannot see is a warning there, not an error
-    proc = run_cli("plan", str(tmp_path / "bad_model.yaml"), cwd=tmp_path)
-    assert proc.returncode == 2  # the last case, a directory that is not a model, is an error everywhere
     spec = small_spec("hub_model", model="nobody-here/no-such-model-7b", dataset={"path": "builtin:prefs"})
     proc = run_cli("plan", str(write_spec(tmp_path / "hub_model.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 0 and "warning: model: nobody-here/no-such-model-7b is not in the local" in proc.stderr
