@@ -187,7 +187,8 @@ def probe(scorers: list[Scorer], rows, import_paths: list[str]) -> None:
             continue
         where = f"judge.scorers[{i}]"
         try:
-            scores = call_scorer(scorer, sample["prompt"], list(sample["chosen"]), columns_of(sample), import_paths)
+            chosen = [text_of(c) for c in sample["chosen"]]
+            scores = call_scorer(scorer, list(sample["prompt"]), chosen, columns_of(sample), import_paths)
         except ScorerError:
             raise
         except Exception as e:
