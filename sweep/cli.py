@@ -43,6 +43,11 @@ def cmd_plan(args) -> int:
     if spec.search.method != "grid":
         grid = f" x {len(spec.points())} grid points" if points and spec.search.method == "random" else ""
         print(f"search: {spec.search.method}, {spec.sample_count()} samples{grid}")
+    j = spec.judge
+    if j.prompts:
+        scorers = ", ".join(f"{sc.name} ({sc.kind}: {sc.source}, weight {sc.weight:g})" for sc in j.scorers)
+        when = "every evaluation" if j.when == "eval" else "the final evaluation"
+        print(f"judge: {j.prompts} held-out prompts at {when}; scorers {scorers}")
     print(f"{n} {'trial' if n == 1 else 'trials'}")
     s = spec.scheduler
     if s.type == "halving":
@@ -50,11 +55,6 @@ def cmd_plan(args) -> int:
         print(f"scheduler: halving (synchronous successive halving): {steps or 'no rung (one trial)'}")
     elif s.type != "none":
         print(f"scheduler: {s.type}, grace {s.grace_period} eval(s), reduction factor {s.reduction_factor}")
-    j = spec.judge
-    if j.prompts:
-        scorers = ", ".join(f"{sc.name} ({sc.kind}: {sc.source}, weight {sc.weight:g})" for sc in j.scorers)
-        when = "every evaluation" if j.when == "eval" else "the final evaluation"
-        print(f"judge: {j.prompts} held-out prompts at {when}; scorers {scorers}")
     return EXIT_OK
 
 
