@@ -22,14 +22,14 @@ from typing import Any
 import pandas as pd
 
 from . import tracking
-from .judge import BASE_PREFIX, SCORE
+from .judge import BASE_PREFIX, LENGTH, SCORE, WIN_RATE
 from .spec import DEFAULT_METRIC
 
 # Final metrics shown on the terminal (export has every metric).
 SUMMARY_METRICS = [
-    "eval_judge/score",
-    "eval_judge/win_rate",
-    "eval_judge/length",
+    SCORE,
+    WIN_RATE,
+    LENGTH,
     "eval_rewards/accuracies",
     "eval_rewards/margins",
     "eval_margin/beta",
@@ -39,10 +39,10 @@ SUMMARY_METRICS = [
     "loss",
 ]
 # Metrics whose best value over a trial's history is also reported ("best_<metric>").
-BEST_OF = {"eval_judge/score": "max", "eval_rewards/accuracies": "max", "eval_rewards/margins": "max", "eval_loss": "min"}
+BEST_OF = {SCORE: "max", "eval_rewards/accuracies": "max", "eval_rewards/margins": "max", "eval_loss": "min"}
 ID_COLUMNS = ["trial", "trial_id", "run_id", "status"]
 # per-step curves plotted per trial (those a sweep has)
-CURVES = ("rewards/margins", "rewards/accuracies", "eval_rewards/accuracies", "eval_judge/score")
+CURVES = ("rewards/margins", "rewards/accuracies", "eval_rewards/accuracies", SCORE)
 PROXY, JUDGED = DEFAULT_METRIC, SCORE  # the implicit-reward proxy and the judged generations
 
 
@@ -142,6 +142,8 @@ def trials_frame(sweep: Sweep, *, all_metrics: bool = False, best: bool = True) 
             row["eval_margin/beta"] = metrics["eval_rewards/margins"] / beta
         if best:
             for key, how in BEST_OF.items():
+                if key not in metrics:  # never logged: no history to ask the store for
+                    continue
                 history = [m.value for m in c.get_metric_history(run.info.run_id, key)]
                 if history:
                     row[f"best_{key}"] = max(history) if how == "max" else min(history)
