@@ -121,3 +121,27 @@ def test_unknown_sweep_is_a_clear_error(grid_sweep, sweeps_dir):
     proc = run_cli("report", "nope", cwd=sweeps_dir)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: no sweep named 'nope'") and "grid" in proc.stderr
+
+
+def test_repeat_statistics_match_hand_computed_values():
+    """Sample std, a Student-t 95% interval (not a normal one) and the paired t-test verdict
+    at p < 0.05, on known numbers (no sweep needed)."""
+    from sweep.reports import repeats_frame, separability
+
+    def trials(values: dict[float, list[float]]) -> pd.DataFrame:
+        rows = [{"trial": f"beta={b:g},seed={s}", "status": "FINISHED", "beta": b, "seed": s, "m": v}
+                for b, vs in values.items() for s, v in enumerate(vs)]  # fmt: skip
+        return pd.DataFrame(rows)
+
+    df = trials({0.5: [0.80, 0.82, 0.84], 0.1: [0.70, 0.75, 0.71]})
+    rep = repeats_frame(df, ["beta", "seed"], "m", "max").set_index("point")
+    assert rep.loc["beta=0.5", "std"] == pytest.approx(0.02)
+    # t(0.975, df=2) = 4.302653: half-width 4.302653 * 0.02 / sqrt(3) = 0.049683 (a normal interval: 0.022632)
+    assert (rep.loc["beta=0.5", "ci95_low"], rep.loc["beta=0.5", "ci95_high"]) == pytest.approx((0.770317, 0.869683), abs=1e-6)
+    # paired differences 0.10, 0.07, 0.13: t = 5.7735, df = 2, two-sided p = 0.0287
+    verdict = separability(df, repeats_frame(df, ["beta", "seed"], "m", "max"), ["beta", "seed"], "m", "max")
+    assert "separable (paired t-test over 3 seeds p=0.0287" in verdict and "NOT" not in verdict
+    # differences 0.01, -0.02, 0.04: t = 0.577, p = 0.622: not separable
+    close = trials({0.5: [0.80, 0.82, 0.84], 0.1: [0.79, 0.84, 0.80]})
+    verdict = separability(close, repeats_frame(close, ["beta", "seed"], "m", "max"), ["beta", "seed"], "m", "max")
+    assert "NOT separable (paired t-test over 3 seeds p=0.622" in verdict
