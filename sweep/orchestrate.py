@@ -245,6 +245,29 @@ class _Unfinished(tune.Callback):
         ]  # fmt: skip
 
 
+class _RecordFailures(tune.Callback):
+    """A trial Ray Tune ends in error is FAILED in MLflow with its cause, whatever ended it.
+
+    A Python exception is recorded by the trial itself: its run is FAILED before Tune hears
+    of it. A worker process that died (the OOM killer, a signal, a segfault) or a node that
+    left never got that far: its run is still RUNNING when Tune reports the error (or the
+    retry, with `max_failures`), and is ended FAILED here with Ray's cause in one line."""
+
+    def __init__(self, ctx: TrialContext):
+        self.spec, self.uri = ctx.spec, ctx.tracking_uri
+        self.experiment_id, self.parent_run_id = ctx.experiment_id, ctx.parent_run_id
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        from .progress import error_line
+
+        trial_id = point_id(_point(trial.config, self.spec))
+        run = tracking.running_trial_run(self.uri, self.experiment_id, self.parent_run_id, trial_id)
+        if run is not None:
+            tracking.end_run(self.uri, run.info.run_id, "FAILED", error_line(trial))
+
+    on_trial_recover = on_trial_error
+
+
 def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, progress_interval: float,
            retry_failed: bool, unfinished: _Unfinished) -> tune.Tuner:  # fmt: skip
     """A new Tuner for the sweep, or the interrupted one restored from its folder."""
@@ -284,7 +307,8 @@ def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, pro
             name=ctx.parent_run_id,
             storage_path=str(storage),
             verbose=1 if verbose else 0,
-            callbacks=[LiveView(spec.num_trials(), spec.metric, spec.mode, interval=progress_interval), unfinished],
+            callbacks=[LiveView(spec.num_trials(), spec.metric, spec.mode, interval=progress_interval), unfinished,
+                       _RecordFailures(ctx)],  # fmt: skip
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest is what a trial resumes from
         ),

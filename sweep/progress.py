@@ -8,6 +8,7 @@ printed whenever a trial finishes or fails, with its metric or its reason.
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -62,7 +63,10 @@ class LiveView(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self.failed.add(trial.trial_id)
         self._ended(trial)
-        self._event(f"FAILED {_label(trial)}: {_error_line(trial)}")
+        self._event(f"FAILED {_label(trial)}: {error_line(trial)}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):  # failed; max_failures lets Tune retry it
+        self._event(f"FAILED {_label(trial)}, retrying: {error_line(trial)}")
 
     def _classify(self, trial) -> bool:
         """Count a completed trial once (also trials a resumed sweep finished earlier)."""
@@ -185,11 +189,23 @@ def _label(trial) -> str:
     return point_label(flat)
 
 
-def _error_line(trial) -> str:
-    """The last line of the trial's error (Ray keeps the traceback in a file)."""
+def error_line(trial) -> str:
+    """Why the trial failed, in one short line (Ray keeps the whole error in a file)."""
     path = getattr(trial, "error_file", None)
     if path and Path(path).exists():
-        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-        if lines:
-            return lines[-1][:300]
+        return failure_cause(Path(path).read_text(errors="replace"))
     return "see the trial's MLflow run"
+
+
+def failure_cause(error: str) -> str:
+    """One short line for Ray's text of a trial's error: a worker process or a node that died
+    is named as such (Ray's multi-line advice stays in the error file); otherwise the error's
+    last line, as a Python exception ends."""
+    if "its node has died" in error or "NodeDiedError" in error:
+        node = re.search(r"(?:node[ _]id|Node ID|NodeID)[:= ]+(\w+)", error, re.IGNORECASE)
+        return f"node {node.group(1)[:12] if node else '?'} left the cluster"
+    if "worker process has died" in error or "ActorDiedError" in error:
+        pid = re.search(r"\bpid: (\d+)", error)
+        return f"worker process died{f' (pid {pid.group(1)})' if pid else ''}: killed (the OOM killer?) or crashed"
+    lines = [ln for ln in error.splitlines() if ln.strip()]
+    return lines[-1].strip()[:300] if lines else "unknown error"

@@ -219,6 +219,11 @@ def finished_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_i
     return _latest_trial_run(uri, experiment_id, parent_run_id, trial_id, "and attributes.status = 'FINISHED'")
 
 
+def running_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str):
+    """The RUNNING run of point `trial_id` in this sweep, if it has one."""
+    return _latest_trial_run(uri, experiment_id, parent_run_id, trial_id, "and attributes.status = 'RUNNING'")
+
+
 def reopen_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
     """The latest run of point `trial_id`, RUNNING again (its pause or interruption undone), to
     go on logging where it stopped; None if the point has no run yet or its latest attempt

@@ -133,7 +133,7 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[..., No
     status, reason, stopped_early = "FINISHED", None, False
     try:
         with _output_to(log_path if ctx.log_to_file else None):
-            print(f"trial {trial_id}: {point}", flush=True)
+            print(f"trial {trial_id} (pid {os.getpid()}): {point}", flush=True)
             try:
                 metrics = _train(ctx, family, args, lora, bnb, cuda, run_id, report, started, resume_from)
             except BaseException as e:

@@ -243,3 +243,48 @@ def test_secrets_never_reach_mlflow_logs_or_exports(grid_sweep, failing_sweep, s
     params = flat_params({"hub_token": "x", "api_key": "y", "beta": 0.1, "model_init_kwargs": {"token": "z", "dtype": "bf16"}})
     assert params == {"beta": "0.1", "model_init_kwargs": "{'token': '<redacted>', 'dtype': 'bf16'}"}
     assert redact({"a": [{"password": "p"}]}) == {"a": [{"password": "<redacted>"}]}
+
+
+@pytest.mark.parametrize("max_failures", [0, 1])
+def test_a_killed_worker_is_a_failed_trial_with_its_cause(tmp_path, tiny_model_path, max_failures):
+    """The OOM killer (SIGKILL) ends one trial's Ray worker mid-training: its run is FAILED with
+    the cause, the other trial finishes, and the sweep exits 1 (not 130: nobody interrupted it).
+    With max_failures 0, `run --retry-failed` completes it; with 1, Ray Tune retries it at once.
+    Either way each attempt is its own run and each point ends with one FINISHED run."""
+    import re
+
+    from sweep.spec import point_id
+
+    spec = small_spec("worker_kill", axes={"max_steps": [400, 6]}, max_failures=max_failures,
+                      train={"eval_steps": 200, "logging_steps": 1})  # fmt: skip
+    del spec["train"]["max_steps"]
+    path = write_spec(tmp_path / "kill.yaml", spec)
+    log = tmp_path / "results" / "worker_kill" / "trials" / point_id({"max_steps": 400}) / "trial.log"
+    proc = _start(path, tmp_path)
+    try:
+        deadline = time.time() + 180
+        while not (log.exists() and "'loss'" in log.read_text()):  # training: kill its worker as the OOM killer would
+            assert time.time() < deadline and proc.poll() is None, "the long trial never started training"
+            time.sleep(0.2)
+        os.kill(int(re.search(r"\(pid (\d+)\)", log.read_text()).group(1)), signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    c, parents, children = mlflow_store(tmp_path, "worker_kill")
+    failed = [r for r in children if r.info.status == "FAILED"]
+    assert len(failed) == 1 and failed[0].data.params["sweep.max_steps"] == "400", out + err
+    assert re.fullmatch(r"worker process died \(pid \d+\): killed \(the OOM killer\?\) or crashed", failed[0].data.tags["sweep.error"])
+    assert "KILLED" not in _statuses(children) and "RUNNING" not in _statuses(children)
+    failed_lines = [line for line in out.splitlines() if "FAILED max_steps=400" in line]
+    assert len(failed_lines) == 1 and len(failed_lines[0]) < 200, failed_lines
+    if max_failures == 0:
+        assert proc.returncode == 1 and parents[0].info.status == "FAILED", out[-2000:] + err[-2000:]
+        again = run_cli("run", str(path), "--retry-failed", cwd=tmp_path)
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+        c, parents, children = mlflow_store(tmp_path, "worker_kill")
+    else:  # retried at once, in a run of its own
+        assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    assert parents[0].info.status == "FINISHED"
+    assert sorted(r.data.params["sweep.max_steps"] for r in children if r.info.status == "FINISHED") == ["400", "6"]
+    assert _statuses(children) == ["FAILED", "FINISHED", "FINISHED"]
