@@ -117,7 +117,7 @@ def run_sweep(
         _check_store_reachable(uri)  # before the store is touched
     experiment_id, parent_run_id = _open_parent_run(spec, uri, fresh, log)
     ctx = TrialContext(
-        spec=spec,
+        spec=tracking.without_secrets(spec),  # Ray Tune pickles what trials get into its experiment folder
         model_path=model_path,
         tracking_uri=uri,
         experiment_id=experiment_id,

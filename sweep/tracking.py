@@ -64,6 +64,15 @@ def redact(value: Any) -> Any:
     return value
 
 
+def without_secrets(spec):
+    """A copy of `spec` whose config sections hold no secret-named value. What trials receive
+    is pickled by Ray Tune into `results/<sweep>/ray/`; sweep loads the model itself (a token
+    for a gated model comes from HF_TOKEN), so nothing a trial does reads such a value."""
+    import dataclasses
+
+    return dataclasses.replace(spec, train=redact(spec.train), lora=redact(spec.lora), quantization=redact(spec.quantization))
+
+
 def flat_params(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Params as MLflow strings: secret-named keys dropped (nested ones redacted), values cut
     to MLflow's 6000-character limit."""

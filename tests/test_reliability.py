@@ -255,11 +255,11 @@ def test_a_killed_worker_is_a_failed_trial_with_its_cause(tmp_path, tiny_model_p
 
     from sweep.spec import point_id
 
-    spec = small_spec("worker_kill", axes={"max_steps": [400, 6]}, max_failures=max_failures,
-                      train={"eval_steps": 200, "logging_steps": 1})  # fmt: skip
+    spec = small_spec("worker_kill", axes={"max_steps": [200, 6]}, max_failures=max_failures,
+                      train={"eval_steps": 100, "logging_steps": 1})  # fmt: skip
     del spec["train"]["max_steps"]
     path = write_spec(tmp_path / "kill.yaml", spec)
-    log = tmp_path / "results" / "worker_kill" / "trials" / point_id({"max_steps": 400}) / "trial.log"
+    log = tmp_path / "results" / "worker_kill" / "trials" / point_id({"max_steps": 200}) / "trial.log"
     proc = _start(path, tmp_path)
     try:
         deadline = time.time() + 180
@@ -273,10 +273,10 @@ def test_a_killed_worker_is_a_failed_trial_with_its_cause(tmp_path, tiny_model_p
             os.killpg(proc.pid, signal.SIGKILL)
     c, parents, children = mlflow_store(tmp_path, "worker_kill")
     failed = [r for r in children if r.info.status == "FAILED"]
-    assert len(failed) == 1 and failed[0].data.params["sweep.max_steps"] == "400", out + err
+    assert len(failed) == 1 and failed[0].data.params["sweep.max_steps"] == "200", out + err
     assert re.fullmatch(r"worker process died \(pid \d+\): killed \(the OOM killer\?\) or crashed", failed[0].data.tags["sweep.error"])
     assert "KILLED" not in _statuses(children) and "RUNNING" not in _statuses(children)
-    failed_lines = [line for line in out.splitlines() if "FAILED max_steps=400" in line]
+    failed_lines = [line for line in out.splitlines() if "FAILED max_steps=200" in line]
     assert len(failed_lines) == 1 and len(failed_lines[0]) < 200, failed_lines
     if max_failures == 0:
         assert proc.returncode == 1 and parents[0].info.status == "FAILED", out[-2000:] + err[-2000:]
@@ -286,5 +286,5 @@ def test_a_killed_worker_is_a_failed_trial_with_its_cause(tmp_path, tiny_model_p
     else:  # retried at once, in a run of its own
         assert proc.returncode == 0, out[-2000:] + err[-2000:]
     assert parents[0].info.status == "FINISHED"
-    assert sorted(r.data.params["sweep.max_steps"] for r in children if r.info.status == "FINISHED") == ["400", "6"]
+    assert sorted(r.data.params["sweep.max_steps"] for r in children if r.info.status == "FINISHED") == ["200", "6"]
     assert _statuses(children) == ["FAILED", "FINISHED", "FINISHED"]
