@@ -122,12 +122,8 @@ def check_scorer(where: str, scorer: Scorer, import_paths: list[str]) -> None:
     """What can be known before anything trains: the callable imports and takes `prompts` and
     `completions`; a reward model is a sequence classifier with one label."""
     if scorer.kind == "function":
-        fn = load_function(scorer.source, import_paths, where)
-        try:
-            params = inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            return  # a builtin or C callable: judged by the probe
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        params = keyword_names(load_function(scorer.source, import_paths, where))
+        if params is not None:  # None: it takes any keyword (or cannot be inspected: the probe judges it)
             missing = [a for a in ("prompts", "completions") if a not in params]
             if missing:
                 raise ScorerError(where, f"{scorer.source} must take prompts and completions as keyword arguments "
@@ -225,13 +221,20 @@ def call_scorer(scorer: Scorer, prompts: list, completions: list[str], columns: 
         return reward_model_scores(scorer.source, prompts, completions)
     fn = BUILTIN_SCORERS[scorer.source] if scorer.kind == "builtin" else load_function(scorer.source, import_paths)
     kwargs = {"prompts": prompts, "completions": given, **columns}
+    params = keyword_names(fn)
+    if params is not None:
+        kwargs = {k: v for k, v in kwargs.items() if k in params}  # only what it names
+    return fn(**kwargs)
+
+
+def keyword_names(fn) -> set[str] | None:
+    """The argument names `fn` takes; None where it takes any keyword (`**kwargs`) or has no
+    signature to read (a C callable)."""
     try:
         params = inspect.signature(fn).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            kwargs = {k: v for k, v in kwargs.items() if k in params}  # only what it names
     except (TypeError, ValueError):
-        pass
-    return fn(**kwargs)
+        return None
+    return None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else set(params)
 
 
 # ---- reward models, kept warm per worker ------------------------------------------------------

@@ -423,7 +423,7 @@ def _validate_judge(spec: SweepSpec) -> None:
     except scoring.ScorerError as e:
         raise SpecError(e.where, str(e)) from None
     names = [s.name for s in scorers]
-    reserved = {"score", "win_rate", "length"}
+    reserved = set(judge.TOTALS)
     clash = next((n for n in names if names.count(n) > 1 or n in reserved), None)
     if clash:
         raise SpecError("judge.scorers", f"two scorers (or a scorer and a judge metric) are named {clash!r}; "

@@ -56,6 +56,13 @@ def test_scorer_forms_and_their_metric_names(tmp_path):
     assert scorers.parse_scorer("s", "my_scorers:brevity") == scorers.Scorer("function", "my_scorers:brevity", "brevity")
     assert scorers.parse_scorer("s", {"reward_model": "org/rm-7b", "weight": 2}) == scorers.Scorer("reward_model", "org/rm-7b", "rm-7b", 2.0)
     assert scorers.parse_scorer("s", {"builtin": "verifiable", "name": "exact"}).name == "exact"
+    # a function without **kwargs gets only the arguments it names
+    scorers.BUILTIN_SCORERS["_only_named"] = lambda completions, task: [float(t == "animal") for t in task]
+    try:
+        given = scorers.call_scorer(scorers.Scorer("builtin", "_only_named", "x"), [[]], ["cat"], {"task": ["animal"], "flaw": ["x"]}, [])
+    finally:
+        del scorers.BUILTIN_SCORERS["_only_named"]
+    assert given == [1.0]  # neither `prompts` nor the `flaw` column it does not name reached it
     spec = parse_spec(small_spec("judged", judge={"prompts": 8, "scorers": ["builtin:verifiable"]}, metric="eval_judge/win_rate"))
     assert spec.judge.scorers == [scorers.Scorer("builtin", "verifiable", "verifiable")]
 
