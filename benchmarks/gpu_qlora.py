@@ -44,19 +44,36 @@ sys.path.insert(0, str(REPO))
 
 SHAPES = {  # transformers Qwen2Config fields
     "qwen2-0.5b": dict(
-        hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-        vocab_size=151936, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
     ),
     "tiny": dict(
-        hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=512, max_position_embeddings=2048, tie_word_embeddings=True,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
     ),
-}  # fmt: skip
+}
 POINTS = {"beta": [0.1, 0.3, 0.5, 0.7]}  # the swept axis: four trials
 LORA = {"r": 16, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "all-linear"}
 QUANTIZATION = {
-    "load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16",
-}  # fmt: skip
+    "load_in_4bit": True,
+    "bnb_4bit_quant_type": "nf4",
+    "bnb_4bit_use_double_quant": True,
+    "bnb_4bit_compute_dtype": "bfloat16",
+}
 COMPARED = ("eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")  # final, held out
 
 
@@ -64,11 +81,24 @@ def train_settings(steps: int, batch: int, cuda: bool) -> dict:
     gpu = {"bf16": True, "optim": "paged_adamw_32bit", "activation_checkpointing": True}
     cpu = {"bf16": False, "use_cpu": True, "activation_checkpointing": False}
     return {
-        "loss_type": "sigmoid", "beta": 0.1, "learning_rate": 5.0e-5, "lr_scheduler_type": "cosine", "warmup_steps": 3,
-        "max_steps": steps, "per_device_train_batch_size": batch, "per_device_eval_batch_size": batch, "max_length": 1024,
-        "logging_steps": 5, "eval_strategy": "no", "save_strategy": "no", "seed": 42, "disable_tqdm": True,
-        "dataloader_num_workers": 0, "include_num_input_tokens_seen": "non_padding", **(gpu if cuda else cpu),
-    }  # fmt: skip
+        "loss_type": "sigmoid",
+        "beta": 0.1,
+        "learning_rate": 5.0e-5,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 3,
+        "max_steps": steps,
+        "per_device_train_batch_size": batch,
+        "per_device_eval_batch_size": batch,
+        "max_length": 1024,
+        "logging_steps": 5,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "seed": 42,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+        **(gpu if cuda else cpu),
+    }
 
 
 def build_model(shape: str, out: Path) -> Path:
@@ -82,7 +112,9 @@ def build_model(shape: str, out: Path) -> Path:
         return out
     tokenizer = _build_tokenizer(_corpus())
     torch.manual_seed(0)
-    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    ids = dict(
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
     model = Qwen2ForCausalLM(Qwen2Config(**SHAPES[shape], **ids)).to(torch.bfloat16)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -131,7 +163,9 @@ class GpuMemoryWatch:
         while not self._stop.is_set():
             try:
                 query = ["nvidia-smi", "--query-gpu=memory.used,utilization.gpu", "--format=csv,noheader,nounits"]
-                used, busy = (int(v) for v in subprocess.run(query, capture_output=True, text=True, timeout=10).stdout.split(","))
+                used, busy = (
+                    int(v) for v in subprocess.run(query, capture_output=True, text=True, timeout=10).stdout.split(",")
+                )
                 self.peak_mib = max(self.peak_mib, used)
                 if used > 1024:
                     self.busy.append(busy)
@@ -173,33 +207,55 @@ def run_plain(work: Path, model: Path, data: Path, train: dict, quantization: di
     t0 = time.time()
     with GpuMemoryWatch() as gpu:
         proc = subprocess.run(
-            [sys.executable, str(REPO / "benchmarks" / "naive_dpo.py"), "--model", str(model), "--data", str(data),
-             "--config", json.dumps(config), "--out", str(out)], env=env, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(REPO / "benchmarks" / "naive_dpo.py"),
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--config",
+                json.dumps(config),
+                "--out",
+                str(out),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     if proc.returncode != 0:
         raise SystemExit(f"plain TRL script failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return {**json.loads(out.read_text()), "wall_s": round(time.time() - t0, 1), **gpu.summary()}
 
 
-def run_sweep(work: Path, name: str, model: Path, data: Path, train: dict, quantization: dict | None, gpu_per_trial: float) -> dict:
+def run_sweep(
+    work: Path, name: str, model: Path, data: Path, train: dict, quantization: dict | None, gpu_per_trial: float
+) -> dict:
     from mlflow.tracking import MlflowClient
 
     folder = work / name
     shutil.rmtree(folder, ignore_errors=True)  # a fresh sweep, not a resumed one
     folder.mkdir(parents=True)
     spec = {
-        "name": name, "model": str(model), "dataset": {"path": str(data), "max_eval_rows": 8},
-        "axes": POINTS, "train": {k: v for k, v in train.items() if k not in POINTS}, "lora": LORA,
+        "name": name,
+        "model": str(model),
+        "dataset": {"path": str(data), "max_eval_rows": 8},
+        "axes": POINTS,
+        "train": {k: v for k, v in train.items() if k not in POINTS},
+        "lora": LORA,
         "quantization": quantization or "none",
         "resources": {"cpu": 2 if gpu_per_trial else 1, "gpu": gpu_per_trial},  # 0: the CPU smoke test
-        "samples": {"prompts": 0}, "save": "none",
-    }  # fmt: skip
+        "samples": {"prompts": 0},
+        "save": "none",
+    }
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     env = _env()
     env.pop("MLFLOW_TRACKING_URI", None)
     t0 = time.time()
     with GpuMemoryWatch() as gpu:
-        proc = subprocess.run([sys.executable, "-m", "sweep", "run", "spec.yaml"], cwd=folder, env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "sweep", "run", "spec.yaml"], cwd=folder, env=env, capture_output=True, text=True
+        )
     wall = time.time() - t0
     logs = "".join(f"--- {p}\n{p.read_text()[-4000:]}" for p in sorted(folder.glob("results/*/trials/*/trial.log")))
     if proc.returncode != 0:
@@ -210,17 +266,26 @@ def run_sweep(work: Path, name: str, model: Path, data: Path, train: dict, quant
     trials = {r.data.params["sweep.beta"]: {**r.data.metrics, "status": r.info.status} for r in runs}
     tokens = sum(t.get("num_input_tokens_seen", 0) for t in trials.values())
     return {
-        "gpu_per_trial": gpu_per_trial, "wall_s": round(wall, 1), "training_tokens_per_wall_s": round(tokens / wall),
-        **gpu.summary(), "base_model_reused": logs.count("base model: reused from this worker's previous trial"),
+        "gpu_per_trial": gpu_per_trial,
+        "wall_s": round(wall, 1),
+        "training_tokens_per_wall_s": round(tokens / wall),
+        **gpu.summary(),
+        "base_model_reused": logs.count("base model: reused from this worker's previous trial"),
         "all_finished": all(t["status"] == "FINISHED" for t in trials.values()),
         "trials": {k: per_trial(t) for k, t in trials.items()},
         "trials_raw": trials,
-    }  # fmt: skip
+    }
 
 
 def per_trial(m: dict) -> dict:
-    keys = ("time/step_s", "time/tokens_per_s", "gpu/peak_allocated_gib", "gpu/peak_reserved_gib", "time/reference_computed_s",
-            "time/setup_s")
+    keys = (
+        "time/step_s",
+        "time/tokens_per_s",
+        "gpu/peak_allocated_gib",
+        "gpu/peak_reserved_gib",
+        "time/reference_computed_s",
+        "time/setup_s",
+    )
     return {k: round(m[k], 3) for k in keys if k in m}
 
 
@@ -230,7 +295,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shape", choices=SHAPES, default="qwen2-0.5b")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--pack", type=float, nargs="*", default=[1, 0.5, 0.25], help="resources.gpu of each sweep (none: plain only)")
+    p.add_argument(
+        "--pack", type=float, nargs="*", default=[1, 0.5, 0.25], help="resources.gpu of each sweep (none: plain only)"
+    )
     p.add_argument("--quantization", choices=["nf4", "none"], default="nf4", help="none: bf16 LoRA, for comparison")
     p.add_argument("--batch", type=int, default=8, help="preference pairs per step")
     p.add_argument("--prompt-tokens", type=int, default=256)
@@ -241,7 +308,14 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     a.work.mkdir(parents=True, exist_ok=True)
     model = build_model(a.shape, a.work / f"model-{a.shape}")
-    data = build_data(model, a.work / f"data-{a.prompt_tokens}-{a.answer_tokens}", a.steps * a.batch + a.batch, 8, a.prompt_tokens, a.answer_tokens)
+    data = build_data(
+        model,
+        a.work / f"data-{a.prompt_tokens}-{a.answer_tokens}",
+        a.steps * a.batch + a.batch,
+        8,
+        a.prompt_tokens,
+        a.answer_tokens,
+    )
     train = train_settings(a.steps, a.batch, cuda)
     quantization = QUANTIZATION if cuda and a.quantization == "nf4" else None
     device = torch.cuda.get_device_name(0) if cuda else "cpu"
@@ -251,7 +325,9 @@ def main() -> None:
     print(f"plain TRL: {per_trial(plain)}", flush=True)
     sweeps = {}
     for fraction in a.pack:
-        sweeps[fraction] = run = run_sweep(a.work, f"gpu{fraction}".replace(".", "_"), model, data, train, quantization, fraction if cuda else 0)
+        sweeps[fraction] = run = run_sweep(
+            a.work, f"gpu{fraction}".replace(".", "_"), model, data, train, quantization, fraction if cuda else 0
+        )
         print(f"sweep gpu {fraction}: {json.dumps({k: v for k, v in run.items() if k != 'trials_raw'})}", flush=True)
 
     if not sweeps:  # plain only
@@ -261,15 +337,26 @@ def main() -> None:
     first = sweeps[a.pack[0]]
     same_point = first["trials_raw"][str(train["beta"])]  # the plain script's point
     result = {
-        "device": device, "torch": torch.__version__, "shape": a.shape, "shape_config": SHAPES[a.shape],
-        "steps": a.steps, "pairs_per_step": a.batch, "prompt_tokens": a.prompt_tokens, "answer_tokens": a.answer_tokens,
-        "train": train, "lora": LORA, "quantization": quantization,
-        "plain_trl": {**per_trial(plain), **{k: plain[k] for k in ("wall_s", "gpu_peak_used_gib", "gpu_mean_utilisation_pct")}},
+        "device": device,
+        "torch": torch.__version__,
+        "shape": a.shape,
+        "shape_config": SHAPES[a.shape],
+        "steps": a.steps,
+        "pairs_per_step": a.batch,
+        "prompt_tokens": a.prompt_tokens,
+        "answer_tokens": a.answer_tokens,
+        "train": train,
+        "lora": LORA,
+        "quantization": quantization,
+        "plain_trl": {
+            **per_trial(plain),
+            **{k: plain[k] for k in ("wall_s", "gpu_peak_used_gib", "gpu_mean_utilisation_pct")},
+        },
         "sweep_trial_same_point": per_trial(same_point),
         "step_time_ratio_plain_over_sweep": round(plain["time/step_s"] / same_point["time/step_s"], 2),
         "final_metrics_abs_diff_plain_vs_sweep": {m: abs(plain[m] - same_point[m]) for m in COMPARED},
         "sweeps": {str(k): {kk: vv for kk, vv in v.items() if kk != "trials_raw"} for k, v in sweeps.items()},
-    }  # fmt: skip
+    }
     print(json.dumps(result, indent=2))
     a.out.write_text(json.dumps(result, indent=2) + "\n")
 

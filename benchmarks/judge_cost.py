@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 from sweep_speedup import REPO, run_spec  # this folder is on sys.path when the script runs
+
 COMPARED = ("loss", "rewards/margins", "eval_rewards/accuracies")
 
 
@@ -60,16 +61,23 @@ def main() -> None:
             on = run(Path(tmp) / f"on-{i}", judged=True)
             same = all(on["trials"][t][k] == off["trials"][t][k] for t in on["trials"] for k in COMPARED)
             pair = {
-                "wall_off_s": off["wall_s"], "wall_on_s": on["wall_s"], "added_wall_s": on["wall_s"] - off["wall_s"],
-                "evaluations": on["evaluations"], "per_evaluation_s": on["per_evaluation_s"],
-                "base_answers_s": on["base_answers_s"], "judge_s_summed": on["judge_s_summed"],
+                "wall_off_s": off["wall_s"],
+                "wall_on_s": on["wall_s"],
+                "added_wall_s": on["wall_s"] - off["wall_s"],
+                "evaluations": on["evaluations"],
+                "per_evaluation_s": on["per_evaluation_s"],
+                "base_answers_s": on["base_answers_s"],
+                "judge_s_summed": on["judge_s_summed"],
                 "judge_share_of_trial_time": on["judge_s_summed"] / on["trial_s_summed"],
                 "training_metrics_identical": same,
-            }  # fmt: skip
+            }
             pairs.append(pair)
             print(json.dumps(pair), flush=True)
-    result = {"repeats": pairs, "median_added_wall_s": statistics.median(p["added_wall_s"] for p in pairs),
-              "median_per_evaluation_s": statistics.median(p["per_evaluation_s"] for p in pairs)}  # fmt: skip
+    result = {
+        "repeats": pairs,
+        "median_added_wall_s": statistics.median(p["added_wall_s"] for p in pairs),
+        "median_per_evaluation_s": statistics.median(p["per_evaluation_s"] for p in pairs),
+    }
     (REPO / "benchmarks" / "judge_cost.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "repeats"}))
 

@@ -21,10 +21,11 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="directory with train.jsonl and test.jsonl")
     p.add_argument(
-        "--config", required=True,
+        "--config",
+        required=True,
         help="JSON: {train: DPOConfig kwargs, lora: LoraConfig kwargs, max_eval_rows: N,"
         " quantization: BitsAndBytesConfig kwargs (optional; on the GPU)}",
-    )  # fmt: skip
+    )
     p.add_argument("--out", required=True)
     a = p.parse_args()
     cfg = json.loads(a.config)
@@ -59,9 +60,14 @@ def main() -> None:
     set_seed(args.seed)
     stats = StepStats()
     trainer = DPOTrainer(
-        model=model, args=args, train_dataset=data["train"], eval_dataset=evaluation,
-        processing_class=tokenizer, peft_config=LoraConfig(**cfg["lora"]), callbacks=[stats],
-    )  # fmt: skip
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(**cfg["lora"]),
+        callbacks=[stats],
+    )
     t_tokenized = time.time()
     trainer.train()
     t_trained = time.time()

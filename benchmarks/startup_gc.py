@@ -55,8 +55,11 @@ def measure(code: str, gc_mode: str) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             [sys.executable, "-c", (PAUSE if gc_mode == "paused" else "") + code + TIMES, tmp, str(time.time())],
-            env=env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     cpu, wall = map(float, out.stdout.split()[-2:])
     return round(cpu, 2), round(wall, 2)
 
@@ -80,8 +83,9 @@ def main() -> None:
     for process, modes in runs.items():
         for gc_mode, values in modes.items():
             result["median"][f"{process}, collector {gc_mode}"] = {
-                "cpu_s": statistics.median(v[0] for v in values), "wall_s": statistics.median(v[1] for v in values),
-            }  # fmt: skip
+                "cpu_s": statistics.median(v[0] for v in values),
+                "wall_s": statistics.median(v[1] for v in values),
+            }
     print(json.dumps(result["median"], indent=2))
     (REPO / "benchmarks" / "startup_gc.json").write_text(json.dumps(result, indent=2) + "\n")
 

@@ -51,9 +51,15 @@ sys.path.insert(0, str(REPO))
 CONCURRENCY = 2  # = the cores of the reference machine; sweep runs cpu: 1 per trial
 AXES = {"loss_type": ["sigmoid", "ipo"], "beta": [0.1, 0.5], "learning_rate": [5.0e-4, 1.0e-3], "max_steps": [30, 60]}
 TRAIN = {
-    "per_device_train_batch_size": 16, "per_device_eval_batch_size": 50, "warmup_steps": 3, "max_length": 128,
-    "logging_steps": 5, "eval_strategy": "steps", "eval_steps": 15, "seed": 42,
-}  # fmt: skip
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 50,
+    "warmup_steps": 3,
+    "max_length": 128,
+    "logging_steps": 5,
+    "eval_strategy": "steps",
+    "eval_steps": 15,
+    "seed": 42,
+}
 LORA = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"}
 ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 4}
 HALVING = {"type": "halving", "grace_period": 1, "reduction_factor": 4}
@@ -74,11 +80,17 @@ TOLERANCE = 1e-4
 
 def spec(name: str, train: dict | None = None, axes: dict | None = None, **extra) -> dict:
     return {
-        "name": name, "model": "builtin:tiny",
+        "name": name,
+        "model": "builtin:tiny",
         "dataset": {"path": "builtin:prefs", "max_eval_rows": MAX_EVAL_ROWS},
-        "axes": axes or AXES, "train": {**TRAIN, **(train or {})}, "lora": LORA, "resources": {"cpu": 1},
-        "samples": {"prompts": 0}, "save": "none", **extra,
-    }  # fmt: skip
+        "axes": axes or AXES,
+        "train": {**TRAIN, **(train or {})},
+        "lora": LORA,
+        "resources": {"cpu": 1},
+        "samples": {"prompts": 0},
+        "save": "none",
+        **extra,
+    }
 
 
 def points() -> list[dict]:
@@ -96,15 +108,36 @@ def run_naive(work: Path, model: str) -> tuple[float, dict]:
     def one(i_point):
         i, point = i_point
         out = work / f"naive-{i}.json"
-        train = {**TRAIN_DEFAULTS, **TRAIN, **point, "activation_checkpointing": False, "use_cpu": True,
-                 "bf16": False, "fp16": False, "report_to": [], "output_dir": str(work / f"naive-{i}")}  # fmt: skip
+        train = {
+            **TRAIN_DEFAULTS,
+            **TRAIN,
+            **point,
+            "activation_checkpointing": False,
+            "use_cpu": True,
+            "bf16": False,
+            "fp16": False,
+            "report_to": [],
+            "output_dir": str(work / f"naive-{i}"),
+        }
         config = {"train": train, "lora": {**LORA_DEFAULTS, **LORA}, "max_eval_rows": MAX_EVAL_ROWS}
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
         subprocess.run(
-            [sys.executable, str(REPO / "benchmarks" / "naive_dpo.py"), "--model", model,
-             "--data", str(BUILTIN_DATASETS["prefs"]), "--config", json.dumps(config), "--out", str(out)],
-            check=True, env=env, capture_output=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(REPO / "benchmarks" / "naive_dpo.py"),
+                "--model",
+                model,
+                "--data",
+                str(BUILTIN_DATASETS["prefs"]),
+                "--config",
+                json.dumps(config),
+                "--out",
+                str(out),
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         return key(point), json.loads(out.read_text())
 
     t0 = time.time()
@@ -123,22 +156,35 @@ def run_spec(folder: Path, spec_dict: dict) -> tuple[float, float, object, list]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_TRACKING_URI", None)
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "sweep", "run", "spec.yaml"], cwd=folder, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweep", "run", "spec.yaml"], cwd=folder, env=env, capture_output=True, text=True
+    )
     wall = time.time() - t0
     if proc.returncode != 0:
         raise SystemExit(f"sweep failed:\n{proc.stdout}\n{proc.stderr}")
     c = MlflowClient(f"sqlite:///{folder / 'results' / 'mlflow.db'}")
     exp = c.get_experiment_by_name(spec_dict["name"])
-    return t0, wall, c, c.search_runs([exp.experiment_id], filter_string="tags.`sweep.kind` = 'trial'", max_results=1000)
+    return (
+        t0,
+        wall,
+        c,
+        c.search_runs([exp.experiment_id], filter_string="tags.`sweep.kind` = 'trial'", max_results=1000),
+    )
 
 
 def run_sweep(work: Path, name: str, **extra) -> tuple[float, dict]:
     t0, wall, _, runs = run_spec(work / name, spec(name, **extra))
     results = {}
     for r in runs:
-        point = {k.removeprefix("sweep."): yaml.safe_load(v) for k, v in r.data.params.items() if k.startswith("sweep.")}
+        point = {
+            k.removeprefix("sweep."): yaml.safe_load(v) for k, v in r.data.params.items() if k.startswith("sweep.")
+        }
         point.setdefault("max_steps", int(r.data.params["trial.max_steps"]))  # not an axis: the scheduler's resource
-        results[key(point)] = {**r.data.metrics, "status": r.info.status, "stopped_early": "sweep.stopped_early" in r.data.tags}
+        results[key(point)] = {
+            **r.data.metrics,
+            "status": r.info.status,
+            "stopped_early": "sweep.stopped_early" in r.data.tags,
+        }
     return wall, {"t0": t0, "trials": results}
 
 
@@ -152,13 +198,15 @@ def kto_result(kto: dict) -> dict:
     return {
         "grid": KTO_AXES,
         "wall_s": {"inline": round(kto[False][0], 1), "shared": round(kto[True][0], 1)},
-        "train_runtime_s_summed": {"inline": round(sum(t["train_runtime"] for t in inline.values()), 1),
-                                   "shared": round(sum(t["train_runtime"] for t in shared.values()), 1)},
+        "train_runtime_s_summed": {
+            "inline": round(sum(t["train_runtime"] for t in inline.values()), 1),
+            "shared": round(sum(t["train_runtime"] for t in shared.values()), 1),
+        },
         "step_s_median": {"inline": median_step(inline), "shared": median_step(shared)},
         "step_speedup": round(median_step(inline) / median_step(shared), 2),
         "reference_s": round(sum(t.get("time/reference_pass_s", 0.0) for t in shared.values()), 2),
         "max_abs_diff": {m: max(abs(inline[k][m] - shared[k][m]) for k in inline) for m in KTO_COMPARED},
-    }  # fmt: skip
+    }
 
 
 def compare(naive_wall: float, naive: dict, sweep_wall: float, swept: dict) -> dict:
@@ -166,12 +214,16 @@ def compare(naive_wall: float, naive: dict, sweep_wall: float, swept: dict) -> d
     worst = {m: max(abs(naive[k][m] - swept["trials"][k][m]) for k in naive) for m in COMPARED}
     trials = swept["trials"].values()
     sum_train_sweep = sum(t["train_runtime"] for t in trials)
-    reference = sum(t.get("time/reference_pass_s", 0.0) for t in trials)  # the pass, whichever trials computed its parts
+    reference = sum(
+        t.get("time/reference_pass_s", 0.0) for t in trials
+    )  # the pass, whichever trials computed its parts
     first_step = min(t["time/train_start_unix"] for t in trials) - swept["t0"]
     sum_setup = sum(t["time/setup_s"] for t in trials)
     phases_naive = {p: sum(r["phases"][p] for r in naive.values()) for p in next(iter(naive.values()))["phases"]}
     sum_train_naive = phases_naive["training (with inline reference)"]
-    per_process = {p: statistics.median(r["phases"][p] for r in naive.values()) for p in ("start-up", "model load", "tokenize")}
+    per_process = {
+        p: statistics.median(r["phases"][p] for r in naive.values()) for p in ("start-up", "model load", "tokenize")
+    }
     one_time = sum(per_process.values()) + reference
     lower_bound = one_time + sum_train_sweep / CONCURRENCY
     return {
@@ -210,8 +262,12 @@ def main() -> None:
     from sweep.builtin import builtin_model_path
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="naive and sweep runs, alternated (this machine's speed drifts more than the gains)")  # fmt: skip
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="naive and sweep runs, alternated (this machine's speed drifts more than the gains)",
+    )
     repeats = parser.parse_args().repeats
     model = str(builtin_model_path("tiny"))  # built once, outside every timing
     work = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
@@ -233,8 +289,10 @@ def main() -> None:
             axes = {k: v for k, v in AXES.items() if k != "max_steps"}
         ashas[name] = run_sweep(work, name, train=train, axes=axes, scheduler=scheduler)
         print(f"{name}: {ashas[name][0]:.1f}s", flush=True)
-    kto = {shared: run_sweep(work, f"kto_{'shared' if shared else 'inline'}", axes=KTO_AXES, share_reference=shared)
-           for shared in (False, True)}  # fmt: skip
+    kto = {
+        shared: run_sweep(work, f"kto_{'shared' if shared else 'inline'}", axes=KTO_AXES, share_reference=shared)
+        for shared in (False, True)
+    }
 
     compared = [compare(*run) for run in runs]
     swept = runs[0][3]
@@ -250,13 +308,19 @@ def main() -> None:
         best = max(finished, key=lambda k: finished[k][metric])
         eval_steps, scheduler, steps_as_resource = SCHEDULED[name]
         return {
-            "eval_steps": eval_steps, "scheduler": scheduler, "max_steps_as_resource": steps_as_resource, "wall_s": round(wall, 1),
-            "training_steps": steps, "full_grid_steps": full_steps, "steps_fraction": round(steps / full_steps, 3),
+            "eval_steps": eval_steps,
+            "scheduler": scheduler,
+            "max_steps_as_resource": steps_as_resource,
+            "wall_s": round(wall, 1),
+            "training_steps": steps,
+            "full_grid_steps": full_steps,
+            "steps_fraction": round(steps / full_steps, 3),
             "stopped_early": sum(t["stopped_early"] for t in run["trials"].values()),
-            "best": json.loads(best), "best_metric": finished[best][metric],
+            "best": json.loads(best),
+            "best_metric": finished[best][metric],
             "regret": round(swept["trials"][best_full][metric] - finished[best][metric], 4),
             "found_full_grid_best": best == best_full,
-        }  # fmt: skip
+        }
 
     def median(key: str, phase: str | None = None) -> float:
         return statistics.median(c[key][phase] if phase else c[key] for c in compared)
@@ -268,13 +332,17 @@ def main() -> None:
         "concurrency": CONCURRENCY,
         "repeats": repeats,
         "median": {
-            "naive_wall_s": median("naive_wall_s"), "sweep_wall_s": median("sweep_wall_s"), "speedup": median("speedup"),
-            "efficiency": median("efficiency"), "start_up_s": median("sweep_phases_s", start_up),
-        },  # fmt: skip
+            "naive_wall_s": median("naive_wall_s"),
+            "sweep_wall_s": median("sweep_wall_s"),
+            "speedup": median("speedup"),
+            "efficiency": median("efficiency"),
+            "start_up_s": median("sweep_phases_s", start_up),
+        },
         "each": [
-            {k: c[k] for k in ("naive_wall_s", "sweep_wall_s", "speedup", "efficiency")} | {"start_up_s": c["sweep_phases_s"][start_up]}
+            {k: c[k] for k in ("naive_wall_s", "sweep_wall_s", "speedup", "efficiency")}
+            | {"start_up_s": c["sweep_phases_s"][start_up]}
             for c in compared
-        ],  # fmt: skip
+        ],
         "metrics_agree": all(c["metrics_agree"] for c in compared),
         # The repeat with the median speed-up, in detail.
         "detail": sorted(compared, key=lambda c: c["speedup"])[len(compared) // 2],

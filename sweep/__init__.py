@@ -1,4 +1,9 @@
-"""sweep: hyperparameter sweeps for preference tuning (DPO and its family) on Ray Tune + MLflow."""
+"""sweep: hyperparameter sweeps for preference tuning (DPO and its family) on Ray Tune + MLflow.
+
+The Python API (`sweep.run`, `sweep.trials`, `sweep.history`, `sweep.best`, ...) lives in
+`sweep.api` and is re-exported here, imported on first use: trials import this package too,
+and must not pay for pandas and MLflow before their stack.
+"""
 
 import os as _os
 
@@ -9,3 +14,27 @@ if _os.environ.get("SWEEP_SKIP_BITSANDBYTES") == "1":
     from .model import skip_bitsandbytes
 
     skip_bitsandbytes()
+
+__all__ = [
+    "load",
+    "run",
+    "open_sweep",
+    "trials",
+    "history",
+    "samples",
+    "judgements",
+    "best",
+    "importance",
+    "report",
+    "status",
+    "list_sweeps",
+    "SpecError",
+]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'sweep' has no attribute {name!r}")

@@ -92,8 +92,14 @@ class MetricsCallback(StepStats):
     step (the Trainer saves right after it evaluates), with the checkpoint's folder.
     """
 
-    def __init__(self, uri: str | None, run_id: str | None, report: Callable[..., None] | None,
-                 started: float | None = None, checkpoints: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        uri: str | None,
+        run_id: str | None,
+        report: Callable[..., None] | None,
+        started: float | None = None,
+        checkpoints: bool = False,
+    ):
         self.uri, self.run_id, self.report, self.checkpoints = uri, run_id, report, checkpoints
         self.pending: dict[str, float] | None = None  # an eval waiting for its checkpoint
         self.latest: dict[str, float] = {}

@@ -29,6 +29,8 @@ import types
 import typing
 from typing import Any
 
+from .errors import SpecError
+
 FORMAT = 1  # bump when the option format or what is read changes
 LIBRARIES = ("trl", "peft", "transformers")
 _SCALARS = {type(None): "none", bool: "bool", int: "int", float: "float", str: "str", dict: "dict"}
@@ -70,8 +72,12 @@ def catalogue() -> dict[str, dict[str, Any]]:
     from .families import FAMILIES
 
     # What the content depends on: the libraries' versions and which config each family reads.
-    key = [FORMAT, sys.version_info[:2], [importlib.metadata.version(lib) for lib in LIBRARIES],
-           {name: f.config for name, f in FAMILIES.items()}]  # fmt: skip
+    key = [
+        FORMAT,
+        sys.version_info[:2],
+        [importlib.metadata.version(lib) for lib in LIBRARIES],
+        {name: f.config for name, f in FAMILIES.items()},
+    ]
     path = cache_root() / f"catalogue-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]}.json"
     try:
         return json.loads(path.read_text())
@@ -106,3 +112,78 @@ def _read_libraries() -> dict[str, dict[str, Any]]:
         "lora": fields(typing.get_type_hints(LoraConfig)),
         "quantization": fields({n: p.annotation for n, p in bnb.items() if n not in ("self", "kwargs")}),
     }
+
+
+# ---- checking a value against a field's options -------------------------------------
+
+
+def coerce(where: str, value: Any, opts: list[dict[str, Any]]) -> Any:
+    """Check a value against a field's options (catalogue.py), coercing YAML's '5e-4' strings."""
+    kinds = [o["t"] for o in opts]
+    if value is None:
+        if "none" in kinds or not opts:
+            return None
+        raise SpecError(where, f"must not be empty; expected {describe(opts)}")
+    if not opts or "any" in kinds:
+        return value
+    enums = [o for o in opts if o["t"] == "enum"]
+    if enums and isinstance(value, str):  # `IntervalStrategy | str`: the str must still be a member
+        if value not in [v for e in enums for v in e["values"]]:
+            raise SpecError(where, f"expected {describe(enums)}, got {value!r}")
+        return value
+    for opt in opts:
+        ok, coerced = _matches(value, opt)
+        if ok:
+            return coerced
+    raise SpecError(where, f"expected {describe(opts)}, got {type(value).__name__} {value!r}")
+
+
+def _matches(value: Any, opt: dict[str, Any]) -> tuple[bool, Any]:
+    kind = opt["t"]
+    if kind == "none":
+        return value is None, None
+    if kind == "bool":
+        return isinstance(value, bool), value
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, value  # an int stays an int (logging_steps: 5, not 5.0)
+        if isinstance(value, str):  # YAML 1.1 reads `5e-4` (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, None
+        return False, None
+    if kind == "str":
+        return isinstance(value, str), value
+    if kind in ("enum", "literal"):
+        return value in opt["values"], value
+    if kind == "list":
+        item = opt["item"]
+        if not isinstance(value, list):  # TRL/PEFT accept a lone item, e.g. loss_type: ipo
+            return _matches(value, item) if item else (False, None)
+        if item:
+            converted = []
+            for v in value:
+                ok, c = _matches(v, item)
+                if not ok:
+                    return False, None
+                converted.append(c)
+            return True, converted
+        return True, value
+    if kind == "dict":
+        return isinstance(value, dict), value
+    return True, value  # an exotic annotation (a config object): let the library judge
+
+
+def describe(opts: list[dict[str, Any]]) -> str:
+    parts = []
+    for o in opts:
+        if o["t"] == "none":
+            parts.append("null")
+        elif o["t"] in ("enum", "literal"):
+            parts.append("one of " + ", ".join(map(str, o["values"])))
+        else:
+            parts.append(o["name"])
+    return " or ".join(dict.fromkeys(parts))

@@ -13,7 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from .spec import SpecError, load_spec, needs_no_hub, point_id, read_spec_file, unreachable_models
+from .points import point_id
+from .spec import SpecError, load_spec, unreachable_models
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -24,7 +25,7 @@ def cmd_plan(args) -> int:
 
     from .spec import describe_axis
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.set)
     for where, problem in unreachable_models(spec):  # plan validates hub specs offline: a warning, not an error
         print(f"warning: {where}: {problem}", file=sys.stderr)
     print(f"sweep {spec.name}: model {spec.model}, dataset {spec.dataset.path}, ranked by {spec.metric} ({spec.mode})")
@@ -58,44 +59,55 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
+def cmd_init(args) -> int:
+    """Write a first spec for a model and a preference dataset, its layout detected from the columns."""
+    from .scaffold import spec_from_data
+
+    layout, text = spec_from_data(args.model, args.dataset, name=args.name, out=args.out)
+    out = Path(args.out or f"{_yaml_name(text)}.yaml")
+    if out.exists() and not args.force:
+        raise SpecError("--out", f"{out} exists; pass --force to overwrite it, or choose another --out")
+    out.write_text(text, encoding="utf-8")
+    spec = load_spec(out)
+    for where, problem in unreachable_models(spec):
+        print(f"warning: {where}: {problem}", file=sys.stderr)
+    print(f"{layout} layout; {spec.num_trials()} trials; next: python -m sweep plan {out}", file=sys.stderr)
+    print(out)
+    return EXIT_OK
+
+
+def _yaml_name(text: str) -> str:
+    import yaml
+
+    return yaml.safe_load(text)["name"]
+
+
 def cmd_run(args) -> int:
     """Run a sweep: one trial per point on Ray Tune, tracked in MLflow."""
-    from . import cluster
+    from . import api
 
-    raw = read_spec_file(args.spec)
-    if needs_no_hub(raw):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: never reach for a hub
-    cluster.set_auth_mode(args.address)
-    try:
-        spec = load_spec(args.spec)  # milliseconds once the config catalogue is cached (catalogue.py)
-        for where, problem in unreachable_models(spec)[:1]:
-            raise SpecError(where, problem)
-        if not cluster.address_of(args.address):
-            # A local Ray comes up, and its workers import the stack, while this process
-            # imports Ray Tune, checks the data and opens the MLflow store. Its workers skip
-            # bitsandbytes unless there may be a GPU (a sweep that quantizes restarts it).
-            cluster.start(None, args.verbose, quantized=cluster.may_have_cuda(), warm_workers=cluster.trials_at_once(spec))
-        from .orchestrate import run_sweep  # imports ray: after set_auth_mode
-        from .reports import report
+    outcome = api.run(
+        args.spec,
+        args.set,
+        address=args.address,
+        log=_say,
+        verbose=args.verbose,
+        progress_interval=args.progress_interval,
+        fresh=args.fresh,
+        retry_failed=args.retry_failed,
+        exits_after=True,
+    )
+    from .reports import report
 
-        outcome = run_sweep(
-            spec, address=args.address, log=_say, verbose=args.verbose, progress_interval=args.progress_interval,
-            fresh=args.fresh, retry_failed=args.retry_failed,
-        )  # fmt: skip
-    except SpecError as e:
-        _bad_input(e)
-        return EXIT_BAD_INPUT
-    finally:
-        cluster.stop()
     print(report(outcome.sweep))
     return outcome.exit_code
 
 
 def cmd_report(args) -> int:
     """Per-trial table, best trial per loss type, loss_type x beta pivot; optional plots."""
-    from . import reports
+    from . import reports, store
 
-    sweep = reports.find_sweep(_store(args), args.name)
+    sweep = store.find_sweep(_store(args), args.name)
     print(reports.report(sweep, metric=args.metric, fmt=args.format))
     if args.samples:
         table = reports.samples_frame(sweep, top=args.top)
@@ -107,8 +119,13 @@ def cmd_report(args) -> int:
         metric = args.metric or sweep.metric
         df = reports.trials_frame(sweep)
         history = reports.history_frame(sweep, metrics=list(reports.CURVES))
-        for path in write_plots(df, history, metric, Path(args.plots), sweep.name):
+        for path in write_plots(df, history, metric, Path(args.plots), sweep.name, axes=sweep.axes):
             print(f"wrote {path}", file=sys.stderr)
+    if args.html:
+        from .html_report import write_html
+
+        path = write_html(sweep, Path(args.html), metric=args.metric, top=args.top)
+        print(f"wrote {path} (and attached it to the parent run as report/{path.name})", file=sys.stderr)
     return EXIT_OK
 
 
@@ -116,16 +133,14 @@ def cmd_evaluate(args) -> int:
     """Recompute finished trials' held-out accuracy and margin from their saved adapters."""
     import pandas as pd
 
-    from . import reports
+    from . import reports, store
     from .evaluation import VERIFIED, verify
 
-    sweep = reports.find_sweep(_store(args), args.name)
+    sweep = store.find_sweep(_store(args), args.name)
     if args.trial:
         runs = [reports.find_trial(sweep, args.trial)]
     else:  # the finished trials, best first, from one query (not one find_trial per trial)
-        from .tracking import latest_attempts, trial_runs
-
-        by_id = {r.info.run_id: r for r in latest_attempts(trial_runs(sweep.uri, sweep.experiment_id, sweep.parent_run_id))}
+        by_id = {r.info.run_id: r for r in sweep.runs()}
         df = reports.trials_frame(sweep, best=False)
         runs = [by_id[rid] for rid in df.loc[df["status"] == "FINISHED", "run_id"]]
     rows, worst = [], 0.0
@@ -146,10 +161,10 @@ def cmd_evaluate(args) -> int:
 
 def cmd_promote(args) -> int:
     """Merge the best (or a chosen) trial's adapter into its base model and save it."""
-    from . import reports
+    from . import reports, store
     from .evaluation import promote
 
-    sweep = reports.find_sweep(_store(args), args.name)
+    sweep = store.find_sweep(_store(args), args.name)
     run = reports.find_trial(sweep, args.trial)
     promote(sweep.uri, run, Path(args.out), sweep.name, log=lambda m: print(m, file=sys.stderr))
     print(args.out)
@@ -158,10 +173,10 @@ def cmd_promote(args) -> int:
 
 def cmd_export(args) -> int:
     """One CSV row per trial (every swept value and final metric), or per-step history."""
-    from . import reports
+    from . import api
 
-    sweep = reports.find_sweep(_store(args), args.name)
-    df = reports.history_frame(sweep) if args.history else reports.trials_frame(sweep, all_metrics=True)
+    sweep = api.open_sweep(args.name, args.tracking_uri, args.results_dir)
+    df = api.history(sweep) if args.history else api.trials(sweep)
     df.to_csv(args.out, index=False)
     print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
     return EXIT_OK
@@ -169,37 +184,37 @@ def cmd_export(args) -> int:
 
 def cmd_compare(args) -> int:
     """The best configurations of two sweeps side by side."""
-    from . import reports
+    from . import reports, store
 
     uri = _store(args)
-    a, b = reports.find_sweep(uri, args.name_a), reports.find_sweep(uri, args.name_b)
+    a, b = store.find_sweep(uri, args.name_a), store.find_sweep(uri, args.name_b)
     print(reports.render(reports.compare(a, b, metric=args.metric, top=args.top), args.format))
     return EXIT_OK
 
 
 def cmd_status(args) -> int:
     """Counts, best so far and the running trials' progress, read from MLflow."""
-    from . import reports
+    from . import api
 
-    print(reports.status(reports.find_sweep(_store(args), args.name)))
+    print(api.status(args.name, args.tracking_uri, args.results_dir))
     return EXIT_OK
 
 
 def cmd_logs(args) -> int:
     """Print one trial's full stdout/stderr."""
-    from . import reports
+    from . import store
 
-    sys.stdout.write(reports.trial_log(reports.find_sweep(_store(args), args.name), args.trial))
+    sys.stdout.write(store.trial_log(store.find_sweep(_store(args), args.name), args.trial))
     return EXIT_OK
 
 
 def cmd_ui(args) -> int:
     """The MLflow UI on the sweeps' store; prints the URL of the sweep's runs table."""
-    from . import reports
+    from . import store
     from .server import free_port, serve_until_interrupted, start_mlflow_server
 
     uri = _store(args)
-    experiment = reports.find_sweep(uri, args.name).experiment_id if args.name else None
+    experiment = store.find_sweep(uri, args.name).experiment_id if args.name else None
     if uri.startswith(("http://", "https://")):  # already a tracking server: its UI is right there
         print(_ui_url(uri.rstrip("/"), experiment))
         return EXIT_OK
@@ -234,9 +249,9 @@ def cmd_list(args) -> int:
     """Sweeps in the store with trial counts and status."""
     import pandas as pd
 
-    from . import reports
+    from . import reports, store
 
-    rows = reports.list_sweeps(_store(args))
+    rows = store.list_sweeps(_store(args))
     if not rows:
         print("no sweeps")
         return EXIT_OK
@@ -246,14 +261,9 @@ def cmd_list(args) -> int:
 
 def _store(args) -> str:
     """The tracking URI for read commands; refuses to invent an empty default store."""
-    from .tracking import resolve_tracking_uri
+    from .api import store_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri, args.results_dir)
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        if not db.exists():
-            raise SpecError("tracking", f"no MLflow store at {db}; run a sweep first or pass --tracking-uri")
-    return uri
+    return store_uri(args.tracking_uri, args.results_dir)
 
 
 def _say(message: str) -> None:
@@ -261,8 +271,20 @@ def _say(message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sweep", description="Hyperparameter sweeps for DPO and its family.")
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep", description="Hyperparameter sweeps for DPO and its family."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def overrides(p):
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a spec field, checked like the file: train.max_steps=5, axes.beta=[0.1,0.5] "
+            "(YAML values; repeatable; recorded with the spec)",
+        )
 
     p = sub.add_parser("run", help="run a sweep")
     p.add_argument("spec", help="sweep spec (YAML)")
@@ -270,17 +292,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="let Ray's and the trials' own output through to the console")
     p.add_argument("--fresh", action="store_true", help="start over under a new parent run instead of resuming")
     p.add_argument("--retry-failed", action="store_true", help="when resuming, run failed trials again")
-    p.add_argument("--progress-interval", type=float, default=30.0, metavar="S",
-                   help="seconds between status lines when the output is not a terminal (default: 30)")
+    p.add_argument(
+        "--progress-interval",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds between status lines when the output is not a terminal (default: 30)",
+    )
+    overrides(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("init", help="write a first spec from a model and a preference dataset")
+    p.add_argument("--model", default="builtin:tiny", help="hub id or local model directory (default: builtin:tiny)")
+    p.add_argument(
+        "--dataset", required=True, help="local .jsonl/.json/.parquet/.csv file, saved dataset dir, or hub id"
+    )
+    p.add_argument("--name", help="sweep name (default: from the dataset's name)")
+    p.add_argument("--out", help="spec file to write (default: <name>.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("plan", help="validate a spec offline and list its trials")
     p.add_argument("spec", help="sweep spec (YAML)")
+    overrides(p)
     p.set_defaults(func=cmd_plan)
 
     def store_options(p, formats=True):
-        p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else <results-dir>/mlflow.db)")
-        p.add_argument("--results-dir", default="results", help="where the default sqlite store lives (default: results)")
+        p.add_argument(
+            "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else <results-dir>/mlflow.db)"
+        )
+        p.add_argument(
+            "--results-dir", default="results", help="where the default sqlite store lives (default: results)"
+        )
         if formats:
             p.add_argument("--format", choices=["table", "markdown", "json"], default="table")
 
@@ -288,7 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="sweep name (the spec's `name`)")
     p.add_argument("--metric", help="metric to rank and pivot by (default: the spec's metric)")
     p.add_argument("--plots", metavar="DIR", help="also write PNG figures to DIR")
-    p.add_argument("--samples", action="store_true", help="also show the top trials' generations beside the base model's")
+    p.add_argument("--html", metavar="FILE", help="also write the whole report, figures embedded, as one HTML page")
+    p.add_argument(
+        "--samples", action="store_true", help="also show the top trials' generations beside the base model's"
+    )
     p.add_argument("--top", type=int, default=3, help="trials whose samples to show (default: 3)")
     store_options(p)
     p.set_defaults(func=cmd_report)
@@ -296,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="recompute finished trials' held-out metrics from their saved adapters")
     p.add_argument("name", help="sweep name")
     p.add_argument("--trial", help="one trial (run name, trial id or run id); default: every finished trial")
-    p.add_argument("--tolerance", type=float, default=1e-3, help="exit 1 if a recomputed value differs more (default: 1e-3)")
+    p.add_argument(
+        "--tolerance", type=float, default=1e-3, help="exit 1 if a recomputed value differs more (default: 1e-3)"
+    )
     store_options(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -341,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("server", help="an MLflow tracking server for multi-process and multi-node sweeps")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1; 0.0.0.0 for other nodes)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1; 0.0.0.0 for other nodes)"
+    )
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--backend-store-uri", help="where runs are stored (default: sqlite at <results-dir>/mlflow.db)")
     p.add_argument("--results-dir", default="results")
@@ -358,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries(getattr(args, "verbose", False))
     try:
         return args.func(args)
-    except (SpecError, LookupError) as e:  # LookupError: reports.SweepNotFound
+    except (SpecError, LookupError) as e:  # LookupError: store.SweepNotFound
         _bad_input(e)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -373,11 +423,10 @@ def _bad_input(e: Exception) -> None:
 
 def _quiet_libraries(verbose: bool = False) -> None:
     """Library chatter belongs in trial logs, not on the sweep's console."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "🏃 View run ..." per run end
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no box tables on the console
+    from .startup import QUIET_ENV
+
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
     if verbose:
         return
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers' level when imported

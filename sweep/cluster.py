@@ -8,6 +8,9 @@ A local Ray prestarts one worker per CPU, and as many as trials may run at once 
 a trial needs as they start (sweep/warm.py), on the cores the driver leaves idle;
 `trials_on_prestarted_workers` makes Ray Tune's trials run in those workers rather than in
 fresh ones.
+
+A Ray this process had already started itself (`ray.init()` in a notebook) is used as it is
+and left running: only what `start` started or connected, `stop` shuts down.
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
+from .compat import ray_internals
+from .startup import restored_env
+
 _STARTED: Future | None = None
 _SKIPS_BITSANDBYTES = False  # whether the local Ray's workers were started without bitsandbytes
 _WARM_DIR: str | None = None  # the local Ray's warm-worker slots (sweep/warm.py)
 _STOP = threading.Event()  # set when Ray is shut down: its thread may end
 _STOPPING: threading.Thread | None = None  # a shutdown under way in the background
+_OWN = False  # whether `start` called ray.init (else Ray was up already: someone else's to stop)
 
 
 def address_of(address: str | None) -> str | None:
@@ -52,7 +59,9 @@ def set_auth_mode(address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def start(address: str | None = None, verbose: bool = False, quantized: bool | None = None, warm_workers: int = 0) -> Future:
+def start(
+    address: str | None = None, verbose: bool = False, quantized: bool | None = None, warm_workers: int = 0
+) -> Future:
     """Connect to (or start) Ray in the background. Workers get HF_HUB_OFFLINE as it is now;
     where no trial loads a quantized model (`quantized` False) they skip bitsandbytes
     (SWEEP_SKIP_BITSANDBYTES, read in sweep/__init__.py). `quantized` None: as already
@@ -101,30 +110,14 @@ def may_have_cuda() -> bool:
 
 @contextlib.contextmanager
 def trials_on_prestarted_workers(address: str | None):
-    """Let Ray Tune's trial actors run in the workers a local Ray prestarted (and preloaded).
-
-    Works around Ray Tune 2.60 (pinned): it gives every trainable actor a runtime_env
-    (ray/tune/execution/class_cache.py: env_vars PL_DISABLE_FORK=1 for PyTorch Lightning,
-    and a few variables copied from the driver), and Ray gives an actor with a runtime_env
-    only a worker started for that runtime_env: the prestarted workers sat idle until
-    killed, and every trial waited for a fresh process to start and import the stack
-    (with the warm workers: ~3.5 s to the first training step on 2 cores). A local Ray's
-    workers inherit the driver's environment as it was when Ray started, so those env_vars
-    add nothing there; with `--address` Tune's behaviour is kept. tests/test_speed.py
-    checks both sides."""
+    """Let Ray Tune's trial actors run in the workers a local Ray prestarted (and preloaded)
+    rather than in fresh ones (`compat.ray_internals`); with `--address` Tune's behaviour is
+    kept. tests/test_speed.py checks both sides."""
     if address_of(address):
         yield
         return
-    from ray.tune.execution import class_cache
-
-    saved = dict(class_cache.DEFAULT_ENV_VARS), class_cache.ENV_VARS_TO_PROPAGATE
-    class_cache.DEFAULT_ENV_VARS.clear()
-    class_cache.ENV_VARS_TO_PROPAGATE = set()
-    try:
+    with ray_internals.tune_actors_without_runtime_env():
         yield
-    finally:
-        class_cache.DEFAULT_ENV_VARS.update(saved[0])
-        class_cache.ENV_VARS_TO_PROPAGATE = saved[1]
 
 
 def ready(address: str | None = None, verbose: bool = False) -> None:
@@ -158,25 +151,14 @@ def _shutdown() -> None:
     if _STARTED is not None:
         _STARTED.exception()  # waits
         _STARTED = None
-    if _ray_is_up():
-        _kill_autoscaler_monitor()
+    global _OWN
+    if _ray_is_up() and _OWN:
+        ray_internals.kill_autoscaler_monitor()
         sys.modules["ray"].shutdown()
+    _OWN = False
     if _WARM_DIR:
         shutil.rmtree(_WARM_DIR, ignore_errors=True)
     _STOP.set()
-
-
-def _kill_autoscaler_monitor() -> None:
-    """Work around Ray 2.60 (pinned): `ray.shutdown()` of a Ray this process started kills
-    the GCS before the autoscaler monitor, whose SIGTERM handler then reports its own
-    "failure" to the dead GCS until Ray gives up on it after 1 s and kills it
-    (ray/_private/node.py `kill_all_processes`, ray/autoscaler/_private/monitor.py
-    `_signal_handler`): every local shutdown took 1 s longer, at the end of every sweep. The
-    monitor has nothing to save, so it is killed first. A no-op on a cluster joined with
-    `--address` (this process started none of its processes). tests/test_speed.py checks it."""
-    node = getattr(sys.modules["ray"]._private.worker, "_global_node", None)
-    if node is not None:
-        node.kill_monitor(check_alive=False)
 
 
 def _ray_is_up() -> bool:
@@ -194,7 +176,7 @@ def _run(started: Future, address: str | None, verbose: bool, quantized: bool, w
 
 
 def _init(address: str | None, verbose: bool, quantized: bool, warm_workers: int) -> None:
-    global _WARM_DIR
+    global _WARM_DIR, _OWN
 
     import logging
 
@@ -202,6 +184,7 @@ def _init(address: str | None, verbose: bool, quantized: bool, warm_workers: int
 
     if ray.is_initialized():
         return
+    _OWN = True
     if not verbose:  # `import ray` set its logger's level: quieten it after
         logging.getLogger("ray").setLevel(logging.ERROR)
     env = {
@@ -216,23 +199,11 @@ def _init(address: str | None, verbose: bool, quantized: bool, warm_workers: int
         # inherit the environment as ray.init starts them; this process gets its own back after.
         _WARM_DIR = tempfile.mkdtemp(prefix="sweep-warm-")
         env.update(SWEEP_WARM_DIR=_WARM_DIR, SWEEP_WARM_WORKERS=str(warm_workers))
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        try:
+        with restored_env(*env):
+            os.environ.update(env)
             ray.init(
-                include_dashboard=False, log_to_driver=verbose, configure_logging=verbose,
-                _system_config={
-                    "preload_python_modules": ["sweep.warm"],
-                    # Ray kills idle workers beyond the CPUs left free after a keep-alive of
-                    # 1 s; Tune's placement groups reserve the CPUs a moment before its trials
-                    # ask for workers, so the warm ones were killed in that gap in 5 of 8
-                    # runs where Tune started 8 s after Ray (tests/test_speed.py).
-                    "idle_worker_killing_time_threshold_ms": 10 * 60 * 1000,
-                },
+                include_dashboard=False,
+                log_to_driver=verbose,
+                configure_logging=verbose,
+                **ray_internals.local_init_kwargs(),  # the warm workers' preload
             )
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value

@@ -49,7 +49,9 @@ def load_preference_data(ds: DatasetSpec, log=None, keep_columns: bool = False):
 
     splits = {}
     for name, split in (("train", train), ("eval", evaluation)):
-        split = split.rename_columns({src: dst for dst, src in ds.columns.items() if src in split.column_names and src != dst})
+        split = split.rename_columns(
+            {src: dst for dst, src in ds.columns.items() if src in split.column_names and src != dst}
+        )
         needed = ("chosen", "rejected") if ds.format == "transcript" else REQUIRED_COLUMNS
         _check_columns(ds, name, split, needed + (("system",) if "system" in ds.columns else ()))
         limit = ds.max_train_rows if name == "train" else ds.max_eval_rows
@@ -60,9 +62,15 @@ def load_preference_data(ds: DatasetSpec, log=None, keep_columns: bool = False):
         before = len(split)
         split = split.filter(_complete)
         if len(split) == 0:
-            raise SpecError("dataset", f"the {name} split of {ds.path} is empty" + (" (every row has an empty prompt or answer)" if before else ""))
+            raise SpecError(
+                "dataset",
+                f"the {name} split of {ds.path} is empty"
+                + (" (every row has an empty prompt or answer)" if before else ""),
+            )
         if before > len(split) and log is not None:
-            log(f"warning: dropped {before - len(split)} of {before} {name} rows with an empty prompt, chosen or rejected answer")
+            log(
+                f"warning: dropped {before - len(split)} of {before} {name} rows with an empty prompt, chosen or rejected answer"
+            )
         splits[name] = split
     return datasets.DatasetDict(splits)
 
@@ -71,7 +79,11 @@ def _check_columns(ds: DatasetSpec, name: str, split, needed) -> None:
     missing = [c for c in needed if c not in split.column_names]
     if missing:
         mapped = dict(ds.columns)
-        hint = f" (mapped from {', '.join(repr(mapped[m]) for m in missing if m in mapped)})" if any(m in mapped for m in missing) else ""
+        hint = (
+            f" (mapped from {', '.join(repr(mapped[m]) for m in missing if m in mapped)})"
+            if any(m in mapped for m in missing)
+            else ""
+        )
         raise SpecError(
             "dataset.columns",
             f"{name} split lacks column(s) {', '.join(missing)}{hint}; it has {', '.join(split.column_names)}; "
@@ -134,8 +146,10 @@ def _transcript_messages(value) -> list[dict]:
         return [{"role": m["role"], "content": m["content"]} for m in value]
     parts = TURN.split(value if value.startswith("\n\n") else "\n\n" + value.lstrip("\n"))
     # parts: [before, role, text, role, text, ...]
-    return [{"role": "user" if role == "Human" else "assistant", "content": text.strip()}
-            for role, text in zip(parts[1::2], parts[2::2])]  # fmt: skip
+    return [
+        {"role": "user" if role == "Human" else "assistant", "content": text.strip()}
+        for role, text in zip(parts[1::2], parts[2::2])
+    ]
 
 
 def _load_source(ds: DatasetSpec):
@@ -164,7 +178,9 @@ def _load_source(ds: DatasetSpec):
         try:
             loaded = datasets.load_from_disk(str(path))
         except Exception as e:
-            raise SpecError("dataset.path", f"{path} is not a directory saved with datasets.save_to_disk: {_first_line(e)}") from None
+            raise SpecError(
+                "dataset.path", f"{path} is not a directory saved with datasets.save_to_disk: {_first_line(e)}"
+            ) from None
         return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
     if path.is_absolute() or ds.path.startswith((".", "~")) or path.suffix.lower() in FILE_FORMATS:
         raise SpecError("dataset.path", f"file not found: {ds.path}")
@@ -183,7 +199,10 @@ def _check_utf8(path: Path) -> None:
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as e:
-                raise SpecError("dataset.path", f"{path} is not UTF-8 text (byte {chunk[e.start]:#04x} at offset {offset + e.start})") from None
+                raise SpecError(
+                    "dataset.path",
+                    f"{path} is not UTF-8 text (byte {chunk[e.start]:#04x} at offset {offset + e.start})",
+                ) from None
             offset += len(chunk)
 
 
@@ -222,6 +241,7 @@ def check_lengths(data, tokenizer, max_length: int | None, log=print) -> None:
 def _token_lengths(tokenizer, row) -> tuple[int, int]:
     """(prompt tokens, prompt + longer completion tokens) as TRL will tokenize them."""
     if isinstance(row["prompt"], list):  # conversational: the chat template applies
+
         def n(messages, **kw):
             return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kw)["input_ids"])
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import tracking
+
 
 class PairedEval:
     """`PairedEval(model, tokenizer, pairs, ...)()` -> {"eval_rewards/accuracies": ..., ...}.
@@ -27,32 +29,56 @@ class PairedEval:
     Built once (it tokenises the pairs once); call it whenever the model has changed.
     """
 
-    def __init__(self, model, tokenizer, pairs, *, beta: float, max_length: int | None, batch_size: int,
-                 cpu: bool, bf16: bool = False, truncation_mode: str = "keep_start"):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        pairs,
+        *,
+        beta: float,
+        max_length: int | None,
+        batch_size: int,
+        cpu: bool,
+        bf16: bool = False,
+        truncation_mode: str = "keep_start",
+    ):
         from transformers import PrinterCallback
         from trl import DPOConfig, DPOTrainer
 
         self._dir = tempfile.TemporaryDirectory(prefix="sweep-eval-")  # removed with this object (or at exit)
         args = DPOConfig(
-            output_dir=self._dir.name, beta=beta, max_length=max_length, truncation_mode=truncation_mode,
-            per_device_eval_batch_size=batch_size, report_to=[], disable_tqdm=True, use_cpu=cpu,
-            bf16=bf16, fp16=False, dataloader_num_workers=0, save_strategy="no",
-        )  # fmt: skip
+            output_dir=self._dir.name,
+            beta=beta,
+            max_length=max_length,
+            truncation_mode=truncation_mode,
+            per_device_eval_batch_size=batch_size,
+            report_to=[],
+            disable_tqdm=True,
+            use_cpu=cpu,
+            bf16=bf16,
+            fp16=False,
+            dataloader_num_workers=0,
+            save_strategy="no",
+        )
         # DPOTrainer insists on a train dataset; one row is tokenised and never used.
         self.trainer = DPOTrainer(
             model=model, args=args, train_dataset=pairs.select(range(1)), eval_dataset=pairs, processing_class=tokenizer
         )
         self.trainer.remove_callback(PrinterCallback)  # it prints every eval's log dict
-        # Given a PeftModel, TRL 1.16's DPOTrainer adds a "ref" adapter copying the current one and
-        # uses it as the reference (right for re-training an adapter, wrong here: the reference
-        # is the base model). It would also become the reference of a KTO trainer sharing the
-        # model. Remove it: TRL then disables the adapter for the reference, as during training.
-        if "ref" in getattr(model, "peft_config", {}):
-            model.delete_adapter("ref")
+        from .compat.hf_internals import drop_trl_ref_adapter
+
+        drop_trl_ref_adapter(model)  # the reference is the base model, not a copy of the adapter
 
     def __call__(self, prefix: str = "eval") -> dict[str, float]:
         metrics = self.trainer.evaluate(metric_key_prefix=prefix)
-        keep = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected")
+        keep = (
+            "rewards/accuracies",
+            "rewards/margins",
+            "rewards/chosen",
+            "rewards/rejected",
+            "logps/chosen",
+            "logps/rejected",
+        )
         return {f"{prefix}_{k}": float(metrics[f"{prefix}_{k}"]) for k in keep if f"{prefix}_{k}" in metrics}
 
 
@@ -73,7 +99,9 @@ def generate_samples(model, tokenizer, prompts: list, max_new_tokens: int):
     model.eval()
     for prompt in prompts:
         if isinstance(prompt, list):
-            ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            ids = tokenizer.apply_chat_template(
+                prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
             shown = prompt[-1]["content"]
         else:
             ids = tokenizer(prompt, return_tensors="pt")
@@ -85,11 +113,13 @@ def generate_samples(model, tokenizer, prompts: list, max_new_tokens: int):
             with model.disable_adapter():
                 base = model.generate(**ids, **kwargs)
         n = ids["input_ids"].shape[1]
-        rows.append({
-            "prompt": shown,
-            "base": tokenizer.decode(base[0, n:], skip_special_tokens=True).strip(),
-            "answer": tokenizer.decode(answer[0, n:], skip_special_tokens=True).strip(),
-        })  # fmt: skip
+        rows.append(
+            {
+                "prompt": shown,
+                "base": tokenizer.decode(base[0, n:], skip_special_tokens=True).strip(),
+                "answer": tokenizer.decode(answer[0, n:], skip_special_tokens=True).strip(),
+            }
+        )
     model.train(was_training)
     return pd.DataFrame(rows)
 
@@ -127,11 +157,11 @@ def load_trial(uri: str, run, quantized: bool = True) -> TrialModel:
 
     c = client(uri)
     names = {a.path for a in c.list_artifacts(run.info.run_id)}
-    if "adapter" not in names:
+    if tracking.ADAPTER not in names:
         raise LookupError(f"trial {run.info.run_name} has no saved adapter (run it with `save: all`)")
     local = Path(tempfile.mkdtemp(prefix="sweep-trial-"))
-    config = json.loads(Path(c.download_artifacts(run.info.run_id, "trial_config.json", str(local))).read_text())
-    adapter = c.download_artifacts(run.info.run_id, "adapter", str(local))
+    config = json.loads(Path(c.download_artifacts(run.info.run_id, tracking.TRIAL_CONFIG, str(local))).read_text())
+    adapter = c.download_artifacts(run.info.run_id, tracking.ADAPTER, str(local))
     cuda = torch.cuda.is_available()
     path = resolve_model_path(config["model"], log=lambda *_: None)
     bnb = BitsAndBytesConfig.from_dict(config["quantization"]) if quantized and config.get("quantization") else None
@@ -153,9 +183,15 @@ def verify(uri: str, run, log=print) -> dict[str, float]:
     train = trial.config["train"]
     data = load_preference_data(DatasetSpec(**trial.config["dataset"]))
     metrics = paired_metrics(
-        trial.model, trial.tokenizer, data["eval"], beta=train["beta"], max_length=train.get("max_length"),
-        batch_size=train["per_device_eval_batch_size"], cpu=not trial.cuda, bf16=trial.cuda,
-    )  # fmt: skip
+        trial.model,
+        trial.tokenizer,
+        data["eval"],
+        beta=train["beta"],
+        max_length=train.get("max_length"),
+        batch_size=train["per_device_eval_batch_size"],
+        cpu=not trial.cuda,
+        bf16=trial.cuda,
+    )
     result = {k: metrics[k] for k in VERIFIED}
     step = int(run.data.metrics.get("global_step", 0))
     log_metrics(uri, run.info.run_id, {f"verified_{k}": v for k, v in result.items()}, step)

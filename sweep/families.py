@@ -25,9 +25,22 @@ from typing import Any
 # fails only at the first step, so we check up front). tests/test_spec.py checks this list
 # against the installed TRL.
 DPO_LOSS_TYPES = (
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
-    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
-)  # fmt: skip
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,11 @@ FAMILIES = {
     "dpo": Family("dpo", "trl:DPOConfig", "trl:DPOTrainer", DPO_LOSS_TYPES),
     "kto": Family("kto", "trl:KTOConfig", "trl:KTOTrainer", ("kto", "apo_zero_unpaired"), paired=False),
     "cpo": Family(
-        "cpo", "trl.experimental.cpo:CPOConfig", "trl.experimental.cpo:CPOTrainer", ("simpo", "cpo"), uses_reference=False
+        "cpo",
+        "trl.experimental.cpo:CPOConfig",
+        "trl.experimental.cpo:CPOTrainer",
+        ("simpo", "cpo"),
+        uses_reference=False,
     ),
     "orpo": Family(
         "orpo", "trl.experimental.orpo:ORPOConfig", "trl.experimental.orpo:ORPOTrainer", ("orpo",), uses_reference=False

@@ -43,8 +43,9 @@ GENERATION_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "repetition_p
 # ---- generation ---------------------------------------------------------------------------------
 
 
-def generate(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int,
-             generation: dict[str, Any]) -> tuple[list[str], list[int]]:  # fmt: skip
+def generate(
+    model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, generation: dict[str, Any]
+) -> tuple[list[str], list[int]]:
     """Answers to `prompts` (message lists through the chat template, or raw text), batched
     with left padding and the KV cache; and each answer's length in tokens (end of turn and
     padding not counted)."""
@@ -63,12 +64,16 @@ def generate(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: i
         for i in range(0, len(prompts), batch_size):
             part = prompts[i : i + batch_size]
             if isinstance(part[0], list):
-                enc = tokenizer.apply_chat_template(part, add_generation_prompt=True, padding=True, return_dict=True, return_tensors="pt")
+                enc = tokenizer.apply_chat_template(
+                    part, add_generation_prompt=True, padding=True, return_dict=True, return_tensors="pt"
+                )
             else:
                 enc = tokenizer(part, padding=True, return_tensors="pt")
             enc = {k: v.to(model.device) for k, v in enc.items()}
             with torch.no_grad():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **settings)
+                out = model.generate(
+                    **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **settings
+                )
             for row in out[:, enc["input_ids"].shape[1] :].tolist():
                 n = next((j for j, t in enumerate(row) if t in stop), len(row))
                 texts.append(tokenizer.decode(row[:n], skip_special_tokens=True).strip())
@@ -125,7 +130,10 @@ def totals(scorers: list[Scorer], scores: dict[str, list[float | None]], n: int)
 
 def outcomes(trial: list[float | None], base: list[float | None]) -> list[float | None]:
     """Per prompt: 1 where the trial's total beats the base model's, 0.5 for a tie, 0 for a loss."""
-    return [None if t is None or b is None else (1.0 if t > b else 0.5 if t == b else 0.0) for t, b in zip(trial, base, strict=True)]
+    return [
+        None if t is None or b is None else (1.0 if t > b else 0.5 if t == b else 0.0)
+        for t, b in zip(trial, base, strict=True)
+    ]
 
 
 class Judge:
@@ -133,8 +141,18 @@ class Judge:
 
     `rows`: the judged held-out rows (prompt and the dataset's other columns)."""
 
-    def __init__(self, settings, rows, tokenizer, *, cache_dir: Path | None, import_paths: list[str],
-                 uri: str | None = None, run_id: str | None = None, parent_run_id: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        settings,
+        rows,
+        tokenizer,
+        *,
+        cache_dir: Path | None,
+        import_paths: list[str],
+        uri: str | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+    ):
         self.settings, self.rows, self.tokenizer = settings, rows, tokenizer
         self.scorers: list[Scorer] = list(settings.scorers)
         self.cache_dir, self.import_paths = cache_dir, import_paths
@@ -145,8 +163,14 @@ class Judge:
         self.seconds = 0.0
 
     def judge(self, model) -> Judged:
-        answers, lengths = generate(model, self.tokenizer, self.prompts, self.settings.max_new_tokens,
-                                    self.settings.batch_size, self.settings.generation)  # fmt: skip
+        answers, lengths = generate(
+            model,
+            self.tokenizer,
+            self.prompts,
+            self.settings.max_new_tokens,
+            self.settings.batch_size,
+            self.settings.generation,
+        )
         scores = {}
         for i, s in enumerate(self.scorers):
             raw = call_scorer(s, self.prompts, answers, self.columns, self.import_paths)
@@ -166,7 +190,9 @@ class Judge:
         if self.uri and self.run_id:
             from .tracking import client
 
-            client(self.uri).log_table(self.run_id, data=self.table(judged, wins), artifact_file=f"{TABLE_DIR}/step-{step:06d}.json")
+            client(self.uri).log_table(
+                self.run_id, data=self.table(judged, wins), artifact_file=f"{TABLE_DIR}/step-{step:06d}.json"
+            )
         self.seconds += time.time() - t0
         metrics["time/judge_s"] = self.seconds
         return metrics
@@ -202,15 +228,29 @@ class Judge:
         path = self.cache_dir / f"judge-{self._key(model)}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
-            if path.exists():
-                base = Judged(**json.loads(path.read_text()))
-            else:
+            base = self._cached_base(path)
+            if base is None:
                 base = self._judge_base(model)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_text(json.dumps(dataclasses.asdict(base)))
                 os.replace(tmp, path)
             self._log_base(base)  # under the lock: the parent run gets them once
         return base
+
+    def _cached_base(self, path: Path) -> Judged | None:
+        """The cached base answers, or None where there are none or the file is damaged (then
+        they are computed again, with a warning): never scores of other prompts."""
+        if not path.exists():
+            return None
+        try:
+            base = Judged(**json.loads(path.read_text()))
+            lists = (base.answers, base.lengths, base.totals, *base.scores.values())
+            if all(len(values) == len(self.prompts) for values in lists):
+                return base
+        except (ValueError, TypeError, AttributeError):
+            pass
+        print(f"warning: judge cache {path} is damaged; answering with the base model again", flush=True)
+        return None
 
     def _judge_base(self, model) -> Judged:
         import contextlib
@@ -240,11 +280,15 @@ class Judge:
             "versions": [transformers.__version__, torch.__version__],
             "model": model_identity(model),
             "device": str(model.device),
-            "tokenizer": [type(self.tokenizer).__name__, len(self.tokenizer), self.tokenizer.chat_template, self.tokenizer.eos_token],
+            "tokenizer": [
+                type(self.tokenizer).__name__,
+                len(self.tokenizer),
+                self.tokenizer.chat_template,
+                self.tokenizer.eos_token,
+            ],
             "prompts": self.prompts,
             "columns": self.columns,
             "generation": [self.settings.max_new_tokens, self.settings.batch_size, self.settings.generation],
             "scorers": [dataclasses.asdict(s) for s in self.scorers],
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-

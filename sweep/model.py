@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -12,7 +13,8 @@ def resolve_model_path(model: str, log=print) -> str:
         from .builtin import builtin_model_path
 
         return str(builtin_model_path(model.removeprefix("builtin:"), log=log))
-    return model
+    local = Path(model).expanduser()
+    return str(local.resolve()) if local.is_dir() else model  # trials run in folders of their own
 
 
 def quantization_config(settings: dict[str, Any], cuda: bool):

@@ -7,6 +7,7 @@ limit); MLflow holds the results. This module is the glue between them and the s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -18,14 +19,15 @@ import ray
 from ray import tune
 
 from . import cluster, model, startup, tracking
+from .points import point_id, point_of_config
 from .progress import LiveView
-from .spec import SpecError, SweepSpec, point_id, resolved_section
+from .spec import SpecError, SweepSpec, resolved_section
 from .trial import TrialContext, run_trial
 
 
 @dataclass
 class SweepOutcome:
-    sweep: Any  # reports.Sweep: where the sweep lives in MLflow
+    sweep: Any  # store.Sweep: where the sweep lives in MLflow
     results_dir: Path
     summary: Any  # pandas.DataFrame, one row per trial (reports.trials_frame)
     n_failed: int
@@ -41,17 +43,9 @@ class SweepOutcome:
         return 130 if self.interrupted else (1 if self.n_failed else 0)
 
 
-def _point(config: dict, spec: SweepSpec) -> dict:
-    """A Ray Tune trial's config as the spec's point."""
-    flat = {}
-    for key, value in config.items():  # a zipped group arrives as one dict of fields
-        flat.update(value if key in spec.zipped else {key: value})
-    return {name: flat[name] for name in spec.axis_names()}  # the spec's axis order
-
-
 def _tune_trial(config: dict, ctx: TrialContext) -> None:
     """Ray Tune entry point: the point comes in as `config`, metrics go out via tune.report."""
-    point = _point(config, ctx.spec)
+    point = point_of_config(config, ctx.spec)
     checkpoint = tune.get_checkpoint()  # set where a paused (or interrupted) trial resumes
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
         run_trial(ctx, point, report=_report, resume_from=resume_from)
@@ -90,16 +84,20 @@ def run_sweep(
     progress_interval: float = 30.0,
     fresh: bool = False,
     retry_failed: bool = False,
+    exits_after: bool = False,
 ) -> SweepOutcome:
     """Run every point of `spec` on Ray Tune, or resume the sweep of that name.
 
     Running the same spec again resumes it: finished trials are kept, interrupted ones run
     again from scratch, failed ones stay failed unless `retry_failed`. A changed spec under the
     same name is refused unless `fresh`, which starts a new parent run (the old one is kept).
-    `verbose` lets Ray's and the trials' own output through to the console.
+    `verbose` lets Ray's and the trials' own output through to the console. `exits_after`:
+    the caller exits right after (the CLI), so Ray may shut down while the reports are written;
+    a process that goes on (a notebook) gets `run_sweep` back with Ray down, as Ray handles
+    freed during a shutdown in progress end the process.
     """
     t0 = time.time()
-    results_dir = Path(spec.results_dir).resolve() / spec.name
+    results_dir = spec.results_path(spec.name)
     uri = tracking.resolve_tracking_uri(spec.tracking.uri, spec.results_dir)
     points = spec.points()
     n_trials = spec.num_trials()
@@ -117,13 +115,13 @@ def run_sweep(
         _check_store_reachable(uri)  # before the store is touched
     experiment_id, parent_run_id = _open_parent_run(spec, uri, fresh, log)
     ctx = TrialContext(
-        spec=tracking.without_secrets(spec),  # Ray Tune pickles what trials get into its experiment folder
+        spec=tracking.without_secrets(_local_paths_absolute(spec)),  # Tune pickles what trials get into its folder
         model_path=model_path,
         tracking_uri=uri,
         experiment_id=experiment_id,
         parent_run_id=parent_run_id,
         trials_dir=str(results_dir / "trials"),
-        cache_dir=str(Path(spec.results_dir).resolve() / "cache"),  # shared by every sweep under results_dir
+        cache_dir=str(spec.results_path("cache")),  # shared by every sweep under results_dir
         log_to_file=not verbose,
         import_paths=spec.import_paths(),
     )
@@ -141,17 +139,19 @@ def run_sweep(
         pass
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-        cluster.stop(background=True)  # Ray's part is done; it shuts down while the reports are written
+        cluster.stop(background=exits_after)  # Ray's part is done
         # Points Ray Tune had not finished (interrupted, or paused at a rung) resume on the next
         # run: their runs are KILLED as interrupted, not left as stopped early by the scheduler.
-        interrupted = [point_id(_point(config, spec)) for config in _Unfinished.configs]
+        interrupted = [point_id(point_of_config(config, spec)) for config in _Unfinished.configs]
         if interrupted:
             cluster.stop()  # their workers gone first: a trial being stopped tags its own run
         killed = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "sweep interrupted", interrupted)
         if killed:
             log(f"marked {killed} unfinished trial run(s) KILLED")
     outcome = _finish(spec, uri, parent_run_id, results_dir, n_trials)
-    log(f"sweep {spec.name} {outcome.status.lower()} in {time.time() - t0:.0f}s; summary: {results_dir / 'summary.csv'}")
+    log(
+        f"sweep {spec.name} {outcome.status.lower()} in {time.time() - t0:.0f}s; summary: {results_dir / tracking.SUMMARY}"
+    )
     if outcome.interrupted:
         done = int((outcome.summary["status"] == "FINISHED").sum()) if len(outcome.summary) else 0
         log(f"{n_trials - done} trial(s) not finished; run the same command again to resume")
@@ -171,8 +171,11 @@ def _prepare(spec: SweepSpec, points: list[dict], log) -> str:
     model_path = resolve_model_path(spec.model, log=log)
     tokenizer = load_tokenizer(model_path)
     if isinstance(data["train"][0]["prompt"], list) and not tokenizer.chat_template:
-        raise SpecError("dataset.chat_template", f"{spec.model}'s tokenizer has no chat template to format "
-                                                 "conversational rows; set dataset.chat_template: false to train on raw text")
+        raise SpecError(
+            "dataset.chat_template",
+            f"{spec.model}'s tokenizer has no chat template to format "
+            "conversational rows; set dataset.chat_template: false to train on raw text",
+        )
     max_lengths = [resolved_section(spec, "train", p).get("max_length", 1024) for p in points]
     check_lengths(data, tokenizer, min((m for m in max_lengths if m), default=None), log=log)
     return model_path
@@ -185,7 +188,9 @@ def _check_judge(spec: SweepSpec, held_out, log) -> None:
 
     rows = judge.held_out_rows(spec, held_out)
     if len(rows) < spec.judge.prompts:
-        log(f"warning: judge.prompts is {spec.judge.prompts} but the eval split has {len(rows)} rows; judging {len(rows)}")
+        log(
+            f"warning: judge.prompts is {spec.judge.prompts} but the eval split has {len(rows)} rows; judging {len(rows)}"
+        )
     try:
         scorers.probe(spec.judge.scorers, rows, spec.import_paths())
     except scorers.ScorerError as e:
@@ -202,8 +207,8 @@ def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log) -> tuple[str, 
             f"sweep {spec.name!r} already exists in {uri} with a different spec; "
             "run with --fresh to start a new sweep under a new parent run (the old one is kept), or rename it",
         )
-    (Path(spec.results_dir).resolve() / spec.name).mkdir(parents=True, exist_ok=True)
-    experiment_id = tracking.ensure_experiment(uri, experiment_name, Path(spec.results_dir).resolve() / "mlartifacts")
+    spec.results_path(spec.name).mkdir(parents=True, exist_ok=True)
+    experiment_id = tracking.ensure_experiment(uri, experiment_name, spec.results_path("mlartifacts"))
     if previous is not None:
         parent_run_id = previous.info.run_id
         # Runs a killed driver left RUNNING belong to no live process now.
@@ -211,9 +216,18 @@ def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log) -> tuple[str, 
         tracking.client(uri).update_run(parent_run_id, status="RUNNING")
         log(f"resuming sweep {spec.name} (parent run {parent_run_id}; {stale} interrupted trial run(s) marked KILLED)")
     else:
-        parent_run_id = tracking.start_parent_run(uri, experiment_id, spec, Path(spec.source) if spec.source else None)
+        parent_run_id = tracking.start_parent_run(uri, experiment_id, spec)
     log(f"tracking: {uri} (experiment {experiment_id}, parent run {parent_run_id})")
     return experiment_id, parent_run_id
+
+
+def _local_paths_absolute(spec: SweepSpec) -> SweepSpec:
+    """Trials run in folders of their own: a local dataset path given relative to the working
+    directory is made absolute for them."""
+    path = Path(spec.dataset.path).expanduser()
+    if spec.dataset.path.startswith("builtin:") or path.is_absolute() or not path.exists():
+        return spec
+    return dataclasses.replace(spec, dataset=dataclasses.replace(spec.dataset, path=str(path.resolve())))
 
 
 class _Unfinished(tune.Callback):
@@ -240,9 +254,10 @@ class _Unfinished(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         _Unfinished.configs = [
-            t.config for t in trials
+            t.config
+            for t in trials
             if t.status not in ("TERMINATED", "ERROR") or (t.trial_id in self.ran and t.trial_id not in self.ended)
-        ]  # fmt: skip
+        ]
 
 
 class _RecordFailures(tune.Callback):
@@ -260,7 +275,7 @@ class _RecordFailures(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         from .progress import error_line
 
-        trial_id = point_id(_point(trial.config, self.spec))
+        trial_id = point_id(point_of_config(trial.config, self.spec))
         run = tracking.running_trial_run(self.uri, self.experiment_id, self.parent_run_id, trial_id)
         if run is not None:
             tracking.end_run(self.uri, run.info.run_id, "FAILED", error_line(trial))
@@ -268,8 +283,15 @@ class _RecordFailures(tune.Callback):
     on_trial_recover = on_trial_error
 
 
-def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, progress_interval: float,
-           retry_failed: bool, unfinished: _Unfinished) -> tune.Tuner:  # fmt: skip
+def _tuner(
+    spec: SweepSpec,
+    ctx: TrialContext,
+    storage: Path,
+    verbose: bool,
+    progress_interval: float,
+    retry_failed: bool,
+    unfinished: _Unfinished,
+) -> tune.Tuner:
     """A new Tuner for the sweep, or the interrupted one restored from its folder."""
     gpu = spec.resources.gpu
     if gpu is None:  # one GPU per trial where the cluster has GPUs
@@ -287,7 +309,7 @@ def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, pro
 
         search_alg = OptunaSearch(seed=spec.train.get("seed", 42))  # TPE; metric/mode from TuneConfig
     elif spec.scheduler.pauses:
-        from .halving import PointsUntilLastRung
+        from .compat.halving import PointsUntilLastRung
 
         search_alg = PointsUntilLastRung()  # keeps paused trials' workers for their resumption
     return tune.Tuner(
@@ -307,8 +329,11 @@ def _tuner(spec: SweepSpec, ctx: TrialContext, storage: Path, verbose: bool, pro
             name=ctx.parent_run_id,
             storage_path=str(storage),
             verbose=1 if verbose else 0,
-            callbacks=[LiveView(spec.num_trials(), spec.metric, spec.mode, interval=progress_interval), unfinished,
-                       _RecordFailures(ctx)],  # fmt: skip
+            callbacks=[
+                LiveView(ctx.spec, interval=progress_interval),  # the spec without secrets: Tune pickles it
+                unfinished,
+                _RecordFailures(ctx),
+            ],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest is what a trial resumes from
         ),
@@ -322,9 +347,11 @@ def _scheduler(spec: SweepSpec):
     if s.type == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        return ASHAScheduler(time_attr="training_iteration", grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+        return ASHAScheduler(
+            time_attr="training_iteration", grace_period=s.grace_period, reduction_factor=s.reduction_factor
+        )
     if s.type == "halving":
-        from .halving import SuccessiveHalving
+        from .compat.halving import SuccessiveHalving
 
         return SuccessiveHalving(spec.num_trials(), s)
     if s.type == "median":
@@ -336,16 +363,16 @@ def _scheduler(spec: SweepSpec):
 
 def _finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_points: int) -> SweepOutcome:
     """Summary CSV and plots (on disk and on the parent run), adapters to keep, parent status."""
-    from . import reports
+    from . import reports, store
     from .plots import write_plots
 
-    sweep = reports.sweep_from_run(uri, parent_run_id)
+    sweep = store.sweep_from_run(uri, parent_run_id)
     summary = reports.trials_frame(sweep, all_metrics=True)
     n_failed = int((summary["status"] == "FAILED").sum()) if len(summary) else 0
     interrupted = len(summary) < n_points or bool((summary["status"] == "KILLED").any())  # not STOPPED_EARLY
-    summary.to_csv(results_dir / "summary.csv", index=False)
+    summary.to_csv(results_dir / tracking.SUMMARY, index=False)
     c = tracking.client(uri)
-    c.log_artifact(parent_run_id, str(results_dir / "summary.csv"))
+    c.log_artifact(parent_run_id, str(results_dir / tracking.SUMMARY))
     if len(summary):
         history = reports.history_frame(sweep, metrics=list(reports.CURVES))
         for path in write_plots(summary, history, spec.metric, results_dir / "plots", spec.name):
@@ -366,7 +393,7 @@ def _keep_best_adapter(summary, trials_dir: Path, client) -> None:
     best = done.iloc[0] if len(done) else None
     for adapter in trials_dir.glob("*/adapter"):
         if best is not None and adapter.parent.name == best["trial_id"]:
-            client.log_artifacts(best["run_id"], str(adapter), "adapter")
+            client.log_artifacts(best["run_id"], str(adapter), tracking.ADAPTER)
         else:
             shutil.rmtree(adapter, ignore_errors=True)
 
@@ -381,4 +408,3 @@ def _check_store_reachable(uri: str) -> None:
             f"store {uri}; start `python -m sweep server --host 0.0.0.0` and set tracking.uri (or "
             "MLFLOW_TRACKING_URI) to its http:// address",
         )
-

@@ -10,10 +10,13 @@ matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .reports import CURVES, PROXY
+from .reports import CURVES
+from .statistics import PROXY
 
 
-def write_plots(df: pd.DataFrame, history: pd.DataFrame, metric: str, out_dir: Path, title: str) -> list[Path]:
+def write_plots(
+    df: pd.DataFrame, history: pd.DataFrame, metric: str, out_dir: Path, title: str, axes: list[str] | None = None
+) -> list[Path]:
     """Every figure that the sweep's axes allow; returns the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     done = df[(df["status"] == "FINISHED")] if "status" in df else df
@@ -22,9 +25,101 @@ def write_plots(df: pd.DataFrame, history: pd.DataFrame, metric: str, out_dir: P
         for x in ("beta", "learning_rate"):
             if x in done and m in done and done[x].nunique() > 1:
                 written.append(metric_vs(done, x, m, out_dir / f"{_slug(m)}_vs_{x}.png", title))
+    varied = [a for a in (axes or []) if a in done and done[a].astype(str).nunique() > 1]
+    if metric in done and done[metric].notna().sum() >= 2 and varied:
+        written.append(parallel_coordinates(done, varied, metric, out_dir / "parallel_coordinates.png", title))
+        if sum(_numeric(done[a]) for a in varied) >= 2:
+            written.append(metric_by_axis(done, varied, metric, out_dir / f"{_slug(metric)}_by_axis.png", title))
     if len(history):
         written.append(training_curves(history, out_dir / "training_curves.png", title))
     return written
+
+
+def parallel_coordinates(df: pd.DataFrame, axes: list[str], metric: str, path: Path, title: str) -> Path:
+    """One line per finished trial across every varied axis and the metric, coloured by the
+    metric: which combinations the good trials share. Numeric axes keep their order (log
+    scale where they span 20x or more), other values are spaced evenly."""
+    import numpy as np
+
+    df = df[df[metric].notna()]
+    columns = axes + [metric]
+    positions, ticks = {}, {}
+    for col in columns:
+        positions[col], ticks[col] = _unit_scale(df[col])
+    ticks[metric] = [ticks[metric][0], ticks[metric][-1]]  # a label per trial would be unreadable
+    fig, ax = plt.subplots(figsize=(max(6.4, 2.2 * len(columns)), 4.6))
+    norm = plt.Normalize(df[metric].min(), df[metric].max())
+    cmap = plt.get_cmap("viridis")
+    order = np.argsort(df[metric].to_numpy())  # the best drawn last, on top
+    xs = list(range(len(columns)))
+    for i in order:
+        ys = [positions[c][i] for c in columns]
+        ax.plot(xs, ys, color=cmap(norm(df[metric].iloc[i])), linewidth=1.6, alpha=0.85)
+    for x, col in zip(xs, columns):
+        ax.axvline(x, color="black", linewidth=0.8)
+        for y, label in ticks[col]:
+            ax.text(x + 0.03, y, label, fontsize=7, va="center")
+    ax.set_xticks(xs, columns, rotation=15)
+    ax.set_yticks([])
+    ax.set_xlim(-0.2, len(columns) - 0.6)
+    ax.set_ylim(-0.05, 1.05)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=f"final {metric}")
+    ax.set_title(f"{title}: parallel coordinates ({len(df)} finished trials)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def metric_by_axis(df: pd.DataFrame, axes: list[str], metric: str, path: Path, title: str) -> Path:
+    """One panel per varied axis: every finished trial's metric at its value of that axis
+    (the others varying), and the mean per value."""
+    fig, panels = plt.subplots(1, len(axes), figsize=(3.6 * len(axes) + 0.8, 3.8), squeeze=False, sharey=True)
+    for ax, axis in zip(panels[0], axes):
+        part = df[df[metric].notna()]
+        if _numeric(part[axis]):
+            x = part[axis].astype(float)
+            means = part.groupby(axis)[metric].mean().sort_index()
+            ax.scatter(x, part[metric], alpha=0.6, s=18)
+            ax.plot(means.index.astype(float), means.to_numpy(), color="black", marker="o", linewidth=1.2, label="mean")
+            if x.min() > 0 and x.max() / x.min() >= 20:
+                ax.set_xscale("log")
+        else:
+            labels = sorted(part[axis].astype(str).unique())
+            index = {v: i for i, v in enumerate(labels)}
+            ax.scatter(part[axis].astype(str).map(index), part[metric], alpha=0.6, s=18)
+            means = part.groupby(part[axis].astype(str))[metric].mean()
+            ax.plot([index[v] for v in means.index], means.to_numpy(), "ko", label="mean")
+            ax.set_xticks(range(len(labels)), labels, rotation=15)
+        ax.set_xlabel(axis)
+        ax.grid(alpha=0.3)
+    panels[0][0].set_ylabel(f"final {metric}")
+    panels[0][0].legend(fontsize="small")
+    fig.suptitle(f"{title}: {metric} by axis")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _numeric(values: pd.Series) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _unit_scale(values: pd.Series) -> tuple[list[float], list[tuple[float, str]]]:
+    """Values mapped onto [0, 1] and the (position, label) ticks of the values present."""
+    import math
+
+    if _numeric(values):
+        x = [float(v) for v in values]
+        log = min(x) > 0 and max(x) / min(x) >= 20
+        t = [math.log10(v) for v in x] if log else x
+        lo, hi = min(t), max(t)
+        pos = [(v - lo) / (hi - lo) if hi > lo else 0.5 for v in t]
+        return pos, sorted({(p, f"{v:.3g}") for p, v in zip(pos, x)})
+    labels = sorted({str(v) for v in values})
+    where = {v: (i / (len(labels) - 1) if len(labels) > 1 else 0.5) for i, v in enumerate(labels)}
+    return [where[str(v)] for v in values], [(where[v], v) for v in labels]
 
 
 def metric_vs(df: pd.DataFrame, x: str, metric: str, path: Path, title: str) -> Path:

@@ -34,6 +34,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .compat.hf_internals import dataset_fingerprint, model_revision, trainer_taking_tokenised
+
 DPO_REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 KTO_REF_COLUMNS = ("ref_logps", "ref_KL_logps")
 # family -> (TRL trainer, a column only its tokenised splits have, the reference column it reads)
@@ -69,7 +71,7 @@ def ref_cache_key(model, tokenizer, data, args, bnb, cuda: bool) -> str:
         "quantization": bnb.to_dict() if bnb is not None else None,
         "device": "cuda" if cuda else "cpu",
         "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.chat_template, tokenizer.eos_token],
-        "data": [data["train"]._fingerprint, data["eval"]._fingerprint],  # source files and every transform
+        "data": [dataset_fingerprint(data["train"]), dataset_fingerprint(data["eval"])],
     }
     if hasattr(args, "desirable_weight"):  # KTOConfig: each KL completion is another row's of its batch
         # (the loss type decides whether there is a KL term and a KL column at all)
@@ -83,7 +85,7 @@ def model_identity(model) -> list:
     """Which base weights a model holds, in what dtype: its path (or hub id), the hub commit or
     the local files' signature. Shared caches (reference log-probs, the base model's judged
     answers) key on it."""
-    weights = getattr(model.config, "_commit_hash", None) or _files_signature(model.config.name_or_path)
+    weights = model_revision(model) or _files_signature(model.config.name_or_path)
     return [model.config.name_or_path, weights, str(model.dtype)]
 
 
@@ -95,11 +97,58 @@ def _files_signature(path: str) -> list:
     return sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in p.iterdir() if f.is_file())
 
 
-def load_reference(cache_dir: Path):
-    """The cached tokenised splits with reference columns, or None if not computed yet."""
+MANIFEST = "done"  # written last into a reference cache: the sha256 of each of its files
+
+
+def load_reference(cache_dir: Path, repair: bool = False, log=print):
+    """The cached tokenised splits with reference columns, or None if not computed yet or
+    damaged: a file truncated, altered or missing since it was written (checked against the
+    manifest) is never trained on. `repair` (under the cache's lock): a damaged cache is
+    removed with a warning, to be computed again."""
     import datasets
 
-    return datasets.load_from_disk(str(cache_dir)) if (cache_dir / "done").exists() else None
+    if not (cache_dir / MANIFEST).exists():
+        return None
+    problem = _damage(cache_dir)
+    if problem is None:
+        try:
+            return datasets.load_from_disk(str(cache_dir))
+        except Exception as e:  # the manifest matched, yet Arrow cannot read it
+            problem = f"unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    if repair:
+        log(f"warning: reference cache {cache_dir} is damaged ({problem}); computing it again")
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    return None
+
+
+def _write_manifest(folder: Path) -> None:
+    sums = {str(f.relative_to(folder)): _sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()}
+    (folder / MANIFEST).write_text(json.dumps(sums, indent=0))
+
+
+def _damage(folder: Path) -> str | None:
+    """What differs from the manifest (None: every file as written)."""
+    try:
+        sums = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "no readable manifest"
+    if not isinstance(sums, dict) or not sums:
+        return "no readable manifest"
+    for name, digest in sums.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if _sha256(path) != digest:
+            return f"{name} differs from what was written"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def attach_reference_logps(trainer, cache_dir: Path, log=print) -> dict[str, float]:
@@ -126,20 +175,26 @@ def attach_reference_logps(trainer, cache_dir: Path, log=print) -> dict[str, flo
         cache_dir.parent.mkdir(parents=True, exist_ok=True)
         computed, computing = _compute_parts(trainer, splits, todo, cache_dir)
         with FileLock(str(cache_dir) + ".lock"):
-            cached = load_reference(cache_dir)
+            cached = load_reference(cache_dir, repair=True, log=log)
             if cached is not None:
                 for name, split in splits.items():
                     if len(cached[name]) != len(split):
-                        raise RuntimeError(f"reference cache {cache_dir} has {len(cached[name])} {name} rows, expected {len(split)}")
+                        raise RuntimeError(
+                            f"reference cache {cache_dir} has {len(cached[name])} {name} rows, expected {len(split)}"
+                        )
                 splits = dict(cached)
-            new = {name: {i: computed[name][i] for i in _missing(splits[name], columns[0], todo[name])} for name in splits}
+            new = {
+                name: {i: computed[name][i] for i in _missing(splits[name], columns[0], todo[name])} for name in splits
+            }
             if new["train"] or new["eval"]:  # (a trial that started with this one may have written them already)
                 import datasets
 
                 tmp = cache_dir.with_name(cache_dir.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
-                datasets.DatasetDict({name: _with_values(splits[name], columns, new[name]) for name in splits}).save_to_disk(str(tmp))
-                (tmp / "done").write_text("")
+                datasets.DatasetDict(
+                    {name: _with_values(splits[name], columns, new[name]) for name in splits}
+                ).save_to_disk(str(tmp))
+                _write_manifest(tmp)
                 # Trials reading the old version keep their open (memory-mapped) files.
                 shutil.rmtree(cache_dir, ignore_errors=True)
                 os.replace(tmp, cache_dir)  # a reader holding the lock sees all of it or nothing
@@ -177,7 +232,7 @@ def _compute_parts(trainer, splits: dict, todo: dict[str, list[int]], cache_dir:
             lock_file, result = part_files(folder, name, rows)
             try:
                 with FileLock(str(lock_file), timeout=-1 if blocking else 0):
-                    if not result.exists():  # (or its trial died before writing it: compute it here)
+                    if _part(result, len(rows)) is None:  # not written (its trial died?) or damaged
                         t0 = time.time()
                         tmp = result.with_suffix(f".{os.getpid()}.npy")
                         np.save(tmp, np.asarray(_ref_values(trainer, splits[name], rows), dtype=np.float64))
@@ -186,9 +241,20 @@ def _compute_parts(trainer, splits: dict, todo: dict[str, list[int]], cache_dir:
             except Timeout:
                 waiting.append((name, rows))
                 continue
-            for i, row in zip(rows, np.load(result).tolist(), strict=True):
+            for i, row in zip(rows, _part(result, len(rows)), strict=True):
                 values[name][i] = row
     return values, computing
+
+
+def _part(path: Path, n_rows: int) -> list | None:
+    """A part's reference values, or None where the file is missing, truncated or not finite."""
+    import numpy as np
+
+    try:
+        values = np.load(path)
+    except (OSError, ValueError, EOFError):
+        return None
+    return values.tolist() if len(values) == n_rows and np.isfinite(values).all() else None
 
 
 def rows_reached(trainer) -> list[int] | None:
@@ -233,7 +299,9 @@ def _ref_values(trainer, split, rows: list[int]) -> list[list[float]]:
     from torch.utils.data import DataLoader
 
     columns = ref_columns(trainer)
-    loader = DataLoader(split.select(rows), batch_size=trainer.args.per_device_eval_batch_size, collate_fn=trainer.data_collator)
+    loader = DataLoader(
+        split.select(rows), batch_size=trainer.args.per_device_eval_batch_size, collate_fn=trainer.data_collator
+    )
     new: dict[str, list[float]] = {c: [] for c in columns}
     trainer.model.eval()
     for batch in loader:
@@ -260,27 +328,22 @@ def _with_values(split, columns: tuple[str, ...], new: dict[int, list[float]]):
 
 
 def prepared_trainer(family: str):
-    """TRL's trainer for `family` (one of PREPARED), taking splits already tokenised (as the cache holds
-    them) as they are, and refusing a batch with a row whose reference log-probs were never
-    computed."""
+    """TRL's trainer for `family` (one of PREPARED), taking splits already tokenised (as the
+    cache holds them) as they are, and refusing a batch with a row whose reference log-probs
+    were never computed."""
     import torch
     import trl
 
     trainer_name, tokenised, column = PREPARED[family]
-    base = getattr(trl, trainer_name)
+    base = trainer_taking_tokenised(getattr(trl, trainer_name), tokenised)
 
     class Prepared(base):
-        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-            if tokenised in dataset.column_names:
-                return dataset
-            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.precompute_ref_logps and torch.isnan(inputs[column]).any():
                 raise RuntimeError("a batch has rows without reference log-probs (rows_reached missed them)")
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
-    Prepared.__name__ = f"Prepared{base.__name__}"
+    Prepared.__name__ = f"Prepared{trainer_name}"
     return Prepared
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from ray import tune
 from ray.tune.experiment import Trial
 
-from .spec import point_label
+from .points import point_label, point_of_config
 
 
 def fmt_duration(seconds: float) -> str:
@@ -29,8 +29,9 @@ def fmt_duration(seconds: float) -> str:
 
 
 class LiveView(tune.Callback):
-    def __init__(self, total: int, metric: str, mode: str, *, interval: float = 30.0, stream=None, tty: bool | None = None):
-        self.total, self.metric, self.mode, self.interval = total, metric, mode, interval
+    def __init__(self, spec, *, interval: float = 30.0, stream=None, tty: bool | None = None):
+        self.spec = spec
+        self.total, self.metric, self.mode, self.interval = spec.num_trials(), spec.metric, spec.mode, interval
         self.stream = stream or sys.stdout
         self._tty_arg = tty
         self.tty = self.stream.isatty() if tty is None else tty
@@ -42,6 +43,9 @@ class LiveView(tune.Callback):
         self.max_running = 1
         self._last_line = 0.0
         self._progress = None
+
+    def _label(self, trial) -> str:
+        return point_label(point_of_config(trial.config, self.spec))
 
     # ---- Ray Tune hooks ------------------------------------------------------------------
     def setup(self, **info):
@@ -58,15 +62,15 @@ class LiveView(tune.Callback):
         value = (trial.last_result or {}).get(self.metric)
         shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
         word = "finished" if done else "stopped early"
-        self._event(f"{word} {_label(trial)}: {self.metric}={shown} ({fmt_duration(took)})")
+        self._event(f"{word} {self._label(trial)}: {self.metric}={shown} ({fmt_duration(took)})")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.failed.add(trial.trial_id)
         self._ended(trial)
-        self._event(f"FAILED {_label(trial)}: {error_line(trial)}")
+        self._event(f"FAILED {self._label(trial)}: {error_line(trial)}")
 
     def on_trial_recover(self, iteration, trials, trial, **info):  # failed; max_failures lets Tune retry it
-        self._event(f"FAILED {_label(trial)}, retrying: {error_line(trial)}")
+        self._event(f"FAILED {self._label(trial)}, retrying: {error_line(trial)}")
 
     def _classify(self, trial) -> bool:
         """Count a completed trial once (also trials a resumed sweep finished earlier)."""
@@ -77,7 +81,7 @@ class LiveView(tune.Callback):
         if isinstance(value, (int, float)):
             better = self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])
             if better:
-                self.best = (value, _label(trial))
+                self.best = (value, self._label(trial))
         return done
 
     def on_step_end(self, iteration, trials, **info):
@@ -163,9 +167,14 @@ class LiveView(tune.Callback):
             )
 
             self._progress = Progress(
-                TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.description}"), console=Console(file=self.stream), transient=False,
-            )  # fmt: skip
+                TextColumn("[bold]trials"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                console=Console(file=self.stream),
+                transient=False,
+            )
             self._task = self._progress.add_task("", total=self.total)
             self._progress.start()
         c = self.counts(trials)
@@ -180,13 +189,6 @@ class LiveView(tune.Callback):
         took = time.time() - self.started.get(trial.trial_id, self.t0)
         self.durations.append(took)
         return took
-
-
-def _label(trial) -> str:
-    flat: dict = {}
-    for key, value in trial.config.items():  # a zipped group arrives as one dict of fields
-        flat.update(value if isinstance(value, dict) else {key: value})
-    return point_label(flat)
 
 
 def error_line(trial) -> str:

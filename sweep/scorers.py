@@ -89,7 +89,10 @@ def parse_scorer(where: str, raw: Any) -> Scorer:
         kinds = [k for k in ("builtin", "function", "reward_model") if k in raw]
         extra = set(raw) - {"builtin", "function", "reward_model", "weight", "name"}
         if len(kinds) != 1 or extra:
-            raise ScorerError(where, f"needs exactly one of builtin, function, reward_model (and optional weight, name); got {sorted(raw)}")
+            raise ScorerError(
+                where,
+                f"needs exactly one of builtin, function, reward_model (and optional weight, name); got {sorted(raw)}",
+            )
         kind, source = kinds[0], raw[kinds[0]]
         weight, name = raw.get("weight", 1.0), raw.get("name")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
@@ -106,7 +109,9 @@ def parse_scorer(where: str, raw: Any) -> Scorer:
     if source.startswith("builtin:"):
         kind, source = "builtin", source.removeprefix("builtin:")
         if source not in BUILTIN_SCORERS:
-            raise ScorerError(where, f"unknown builtin scorer {source!r}; valid: {', '.join(f'builtin:{b}' for b in BUILTIN_SCORERS)}")
+            raise ScorerError(
+                where, f"unknown builtin scorer {source!r}; valid: {', '.join(f'builtin:{b}' for b in BUILTIN_SCORERS)}"
+            )
     elif kind == "function" or (kind is None and FUNCTION.match(source) and not Path(source).exists()):
         kind = "function"
         if not FUNCTION.match(source):
@@ -114,7 +119,13 @@ def parse_scorer(where: str, raw: Any) -> Scorer:
     else:
         kind = "reward_model"
     if name is None:
-        name = source if kind == "builtin" else source.split(":")[1] if kind == "function" else Path(source.rstrip("/")).name
+        name = (
+            source
+            if kind == "builtin"
+            else source.split(":")[1]
+            if kind == "function"
+            else Path(source.rstrip("/")).name
+        )
     return Scorer(kind, source, name, float(weight))
 
 
@@ -126,16 +137,22 @@ def check_scorer(where: str, scorer: Scorer, import_paths: list[str]) -> None:
         if params is not None:  # None: it takes any keyword (or cannot be inspected: the probe judges it)
             missing = [a for a in ("prompts", "completions") if a not in params]
             if missing:
-                raise ScorerError(where, f"{scorer.source} must take prompts and completions as keyword arguments "
-                                         f"(as GRPO's reward functions do: def f(prompts, completions, **kwargs)); it lacks {', '.join(missing)}")
+                raise ScorerError(
+                    where,
+                    f"{scorer.source} must take prompts and completions as keyword arguments "
+                    f"(as GRPO's reward functions do: def f(prompts, completions, **kwargs)); it lacks {', '.join(missing)}",
+                )
     elif scorer.kind == "reward_model":
         config = _reward_model_config(where, scorer.source)
         if config is None:
             return  # a hub id not in the local cache: checked when a worker loads it
         archs = config.get("architectures") or []
         if not any(a.endswith("ForSequenceClassification") for a in archs):
-            raise ScorerError(where, f"{scorer.source} is not a sequence-classification (reward) model: its architectures "
-                                     f"are {archs or 'not given'}; a reward model is an AutoModelForSequenceClassification with one label")
+            raise ScorerError(
+                where,
+                f"{scorer.source} is not a sequence-classification (reward) model: its architectures "
+                f"are {archs or 'not given'}; a reward model is an AutoModelForSequenceClassification with one label",
+            )
         labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
         if labels != 1:
             raise ScorerError(where, f"{scorer.source} has {labels} labels; a reward model has one (num_labels=1)")
@@ -151,8 +168,11 @@ def load_function(source: str, import_paths: list[str], where: str = "judge.scor
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # ImportError, or the module's own error as it imports
-        raise ScorerError(where, f"cannot import {module_name!r} ({type(e).__name__}: {e}); it is looked for in "
-                                 f"{', '.join(import_paths) or 'sys.path'}") from None
+        raise ScorerError(
+            where,
+            f"cannot import {module_name!r} ({type(e).__name__}: {e}); it is looked for in "
+            f"{', '.join(import_paths) or 'sys.path'}",
+        ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ScorerError(where, f"module {module_name!r} has no function {attr!r}")
@@ -188,22 +208,30 @@ def probe(scorers: list[Scorer], rows, import_paths: list[str]) -> None:
         except ScorerError:
             raise
         except Exception as e:
-            raise ScorerError(where, f"{scorer.source} raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                                     "when called on the first held-out rows") from None
+            raise ScorerError(
+                where,
+                f"{scorer.source} raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                "when called on the first held-out rows",
+            ) from None
         check_scores(where, scorer, scores, len(sample))
 
 
 def check_scores(where: str, scorer: Scorer, scores: Any, n: int) -> list[float | None]:
     if not isinstance(scores, (list, tuple)) or len(scores) != n:
-        raise ScorerError(where, f"{scorer.source} must return a list of {n} scores (one per completion), got {type(scores).__name__}"
-                                 + (f" of {len(scores)}" if isinstance(scores, (list, tuple)) else ""))
+        raise ScorerError(
+            where,
+            f"{scorer.source} must return a list of {n} scores (one per completion), got {type(scores).__name__}"
+            + (f" of {len(scores)}" if isinstance(scores, (list, tuple)) else ""),
+        )
     out = []
     for s in scores:
         if s is not None and (isinstance(s, bool) or not isinstance(s, (int, float))):
             try:  # numpy and torch scalars
                 s = float(s)
             except (TypeError, ValueError):
-                raise ScorerError(where, f"{scorer.source} returned a non-numeric score {s!r}; scores are floats or None") from None
+                raise ScorerError(
+                    where, f"{scorer.source} returned a non-numeric score {s!r}; scores are floats or None"
+                ) from None
         out.append(None if s is None or not math.isfinite(float(s)) else float(s))
     return out
 
@@ -213,8 +241,9 @@ def columns_of(rows) -> dict[str, list]:
     return {c: list(rows[c]) for c in rows.column_names if c not in ("prompt", "completion")}
 
 
-def call_scorer(scorer: Scorer, prompts: list, completions: list[str], columns: dict[str, list],
-                import_paths: list[str]) -> Any:  # fmt: skip
+def call_scorer(
+    scorer: Scorer, prompts: list, completions: list[str], columns: dict[str, list], import_paths: list[str]
+) -> Any:
     conversational = bool(prompts) and isinstance(prompts[0], list)
     given = [[{"role": "assistant", "content": c}] for c in completions] if conversational else list(completions)
     if scorer.kind == "reward_model":
@@ -251,7 +280,9 @@ def reward_model_scores(source: str, prompts: list, completions: list[str], batc
     texts = []
     for prompt, completion in zip(prompts, completions, strict=True):
         if isinstance(prompt, list) and tokenizer.chat_template:
-            texts.append(tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": completion}], tokenize=False))
+            texts.append(
+                tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": completion}], tokenize=False)
+            )
         else:
             texts.append(f"{text_of(prompt)}\n{completion}")
     scores: list[float] = []
@@ -269,7 +300,9 @@ def _reward_model(source: str):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         cuda = torch.cuda.is_available()
-        model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.bfloat16 if cuda else torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, dtype=torch.bfloat16 if cuda else torch.float32
+        )
         tokenizer = AutoTokenizer.from_pretrained(source)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -22,12 +22,22 @@ def start_mlflow_server(store_uri: str, host: str, port: int, artifacts_dir: Pat
     upload through it). Returns once it answers /health."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # ~6 s start instead of ~14 s
     cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", store_uri,
-        "--host", host, "--port", str(port),
-        "--serve-artifacts", "--artifacts-destination", str(artifacts_dir),
-        "--workers", "1",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        store_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(artifacts_dir),
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     deadline = time.time() + 90

@@ -23,7 +23,6 @@ naming the field and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
@@ -36,7 +35,8 @@ from typing import Any
 
 import yaml
 
-from .catalogue import catalogue, options
+from .catalogue import catalogue, coerce, options
+from .errors import SpecError, unknown
 from .families import (
     DPO_LOSS_TYPES,
     LOSS_TYPES,
@@ -45,6 +45,7 @@ from .families import (
     family_of,
     train_fields,
 )
+from .points import point_label, short
 
 # Losses whose formula divides by or logs label_smoothing and need it > 0.
 NEEDS_LABEL_SMOOTHING = ("exo_pair",)
@@ -56,14 +57,6 @@ DEFAULT_METRIC = "eval_rewards/accuracies"
 # Fields sweep sets itself for every trial; a spec setting them would be ignored or break tracking.
 RESERVED_TRAIN_FIELDS = ("output_dir", "report_to", "run_name", "logging_dir", "hub_token", "push_to_hub")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-class SpecError(ValueError):
-    """A problem with a spec, phrased for a user: `<field>: <what is wrong>; <what is allowed>`."""
-
-    def __init__(self, field_path: str, message: str):
-        self.field = field_path
-        super().__init__(f"{field_path}: {message}")
 
 
 @dataclass
@@ -217,6 +210,8 @@ class SweepSpec:
     """Judged generations: the trials' answers to held-out prompts, scored, as `eval_judge/*` metrics."""
     source: str | None = None
     """Path of the YAML file the spec came from (set by `load_spec`)."""
+    overrides: tuple[str, ...] = ()
+    """The `--set key=value` overrides applied to that file, in order (recorded with the spec)."""
 
     # ---- derived views -------------------------------------------------------------
     def points(self) -> list[dict[str, Any]]:
@@ -247,9 +242,14 @@ class SweepSpec:
         paths = [str(Path(self.source).resolve().parent)] if self.source else []
         return paths + [str(Path.cwd())]
 
+    def results_path(self, *parts: str) -> Path:
+        """An absolute path under `results_dir` (trials run in folders of their own)."""
+        return Path(self.results_dir).resolve().joinpath(*parts)
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("source")
+        d.pop("overrides")
         return d
 
     def fingerprint(self) -> str:
@@ -278,9 +278,12 @@ def section_of(field_name: str) -> str | None:
 # ---- loading --------------------------------------------------------------------------
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a spec file. Raises SpecError on any problem."""
-    return parse_spec(read_spec_file(path), source=str(path))
+def load_spec(path: str | Path, overrides: typing.Sequence[str] = ()) -> SweepSpec:
+    """Read and validate a spec file, with `--set key=value` overrides. Raises SpecError on any problem."""
+    from .overrides import apply_overrides
+
+    spec = parse_spec(apply_overrides(read_spec_file(path), overrides), source=str(path))
+    return dataclasses.replace(spec, overrides=tuple(overrides))
 
 
 def read_spec_file(path: str | Path) -> Any:
@@ -316,7 +319,11 @@ def parse_spec(raw: Any, source: str | None = None) -> SweepSpec:
     it came from (scorer modules are imported from beside it)."""
     if not isinstance(raw, dict):
         raise SpecError("spec", "must be a YAML mapping with at least `name`")
-    _check_keys("", raw, [f.name for f in dataclasses.fields(SweepSpec) if f.name not in ("source", "sampled", "zipped")])
+    _check_keys(
+        "",
+        raw,
+        [f.name for f in dataclasses.fields(SweepSpec) if f.name not in ("source", "overrides", "sampled", "zipped")],
+    )
     if "name" not in raw:
         raise SpecError("name", "is required (letters, digits, '_', '-', '.')")
     spec = SweepSpec(
@@ -352,7 +359,7 @@ def _validate(spec: SweepSpec) -> None:
     if spec.mode not in ("max", "min"):
         raise SpecError("mode", f"must be 'max' or 'min', got {spec.mode!r}")
     if spec.save not in SAVE_MODES:
-        raise SpecError("save", _unknown("mode", spec.save, SAVE_MODES, None))
+        raise SpecError("save", unknown("mode", spec.save, SAVE_MODES, None))
     if not isinstance(spec.max_failures, int) or isinstance(spec.max_failures, bool) or spec.max_failures < 0:
         raise SpecError("max_failures", f"must be a whole number >= 0, got {spec.max_failures!r}")
     if spec.max_concurrent_trials is not None and (
@@ -360,16 +367,31 @@ def _validate(spec: SweepSpec) -> None:
     ):
         raise SpecError("max_concurrent_trials", f"must be a positive integer, got {spec.max_concurrent_trials!r}")
     if spec.scheduler.type not in SCHEDULERS:
-        raise SpecError("scheduler.type", _unknown("scheduler", spec.scheduler.type, SCHEDULERS, None))
+        raise SpecError("scheduler.type", unknown("scheduler", spec.scheduler.type, SCHEDULERS, None))
     if spec.scheduler.grace_period < 1 or spec.scheduler.reduction_factor <= 1:
         raise SpecError("scheduler", f"needs grace_period >= 1 and reduction_factor > 1, got {spec.scheduler}")
     if spec.scheduler.type != "none" and "no" in [spec.train.get("eval_strategy"), *spec.axes.get("eval_strategy", [])]:
-        raise SpecError("train.eval_strategy", f"scheduler {spec.scheduler.type} compares trials at their evaluations; "
-                                               "set eval_strategy: steps (and eval_steps) or scheduler.type: none")
+        raise SpecError(
+            "train.eval_strategy",
+            f"scheduler {spec.scheduler.type} compares trials at their evaluations; "
+            "set eval_strategy: steps (and eval_steps) or scheduler.type: none",
+        )
+    if spec.scheduler.type == "halving":
+        from .compat import describe, differing
+
+        if differing("ray"):  # it is built on Ray Tune's HyperBand internals (compat/halving.py)
+            raise SpecError(
+                "scheduler.type",
+                f"halving relies on Ray Tune internals of another version: {describe(differing('ray'))}; "
+                "use asha or median, or install that version",
+            )
     if spec.scheduler.pauses and spec.max_concurrent_trials is not None:
         # Ray Tune counts a paused trial as live, so a limit would keep the rest from ever reaching the rung.
-        raise SpecError("max_concurrent_trials", "cannot be combined with scheduler.type: halving, whose paused "
-                                                 "trials count against it; limit concurrency with resources instead")
+        raise SpecError(
+            "max_concurrent_trials",
+            "cannot be combined with scheduler.type: halving, whose paused "
+            "trials count against it; limit concurrency with resources instead",
+        )
     if spec.samples.prompts < 0 or spec.samples.max_new_tokens < 1:
         raise SpecError("samples", f"needs prompts >= 0 and max_new_tokens >= 1, got {spec.samples}")
     _validate_judge(spec)
@@ -404,16 +426,17 @@ def _validate(spec: SweepSpec) -> None:
 def _validate_judge(spec: SweepSpec) -> None:
     """The judge's settings and scorers (a callable is imported, a reward model's config read),
     and a ranking metric it must produce."""
-    from . import judge, scorers as scoring
+    from . import judge
+    from . import scorers as scoring
 
     j = spec.judge
     if j.prompts < 0 or j.max_new_tokens < 1 or j.batch_size < 1:
         raise SpecError("judge", f"needs prompts >= 0, max_new_tokens >= 1 and batch_size >= 1, got {j}")
     if j.when not in ("eval", "end"):
-        raise SpecError("judge.when", _unknown("value", j.when, ("eval", "end"), None))
+        raise SpecError("judge.when", unknown("value", j.when, ("eval", "end"), None))
     for key in j.generation:
         if key not in judge.GENERATION_FIELDS:
-            raise SpecError(f"judge.generation.{key}", _unknown("setting", key, judge.GENERATION_FIELDS, None))
+            raise SpecError(f"judge.generation.{key}", unknown("setting", key, judge.GENERATION_FIELDS, None))
     if j.prompts and not j.scorers:
         raise SpecError("judge.scorers", "needs at least one scorer, e.g. [builtin:verifiable]")
     try:
@@ -426,23 +449,36 @@ def _validate_judge(spec: SweepSpec) -> None:
     reserved = set(judge.TOTALS)
     clash = next((n for n in names if names.count(n) > 1 or n in reserved), None)
     if clash:
-        raise SpecError("judge.scorers", f"two scorers (or a scorer and a judge metric) are named {clash!r}; "
-                                         "give one a `name:` (its metric is eval_judge/<name>)")
+        raise SpecError(
+            "judge.scorers",
+            f"two scorers (or a scorer and a judge metric) are named {clash!r}; "
+            "give one a `name:` (its metric is eval_judge/<name>)",
+        )
     j.scorers = scorers
     if spec.metric.startswith(judge.PREFIX):
         produced = [judge.PREFIX + n for n in [*names, *sorted(reserved)]] if j.prompts else []
         if spec.metric not in produced:
-            raise SpecError("metric", f"{spec.metric} is not produced by this sweep's judge; "
-                                      + (f"valid: {', '.join(produced)}" if produced else "set judge.prompts and judge.scorers"))
+            raise SpecError(
+                "metric",
+                f"{spec.metric} is not produced by this sweep's judge; "
+                + (f"valid: {', '.join(produced)}" if produced else "set judge.prompts and judge.scorers"),
+            )
         if j.when == "end" and spec.scheduler.type != "none":
-            raise SpecError("judge.when", f"scheduler {spec.scheduler.type} ranks trials by {spec.metric} at every "
-                                          "evaluation: judge at every evaluation (when: eval)")
+            raise SpecError(
+                "judge.when",
+                f"scheduler {spec.scheduler.type} ranks trials by {spec.metric} at every "
+                "evaluation: judge at every evaluation (when: eval)",
+            )
 
 
 def _validate_seeds(spec: SweepSpec) -> None:
     """`seeds: [0, 1, 2]` is a grid axis over `train.seed`, kept last so repeats sit together."""
     seeds = spec.seeds
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise SpecError("seeds", f"must be a non-empty list of whole numbers, e.g. [0, 1, 2]; got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise SpecError("seeds", "has duplicate values")
@@ -458,14 +494,14 @@ SEARCH_METHODS = ("grid", "random", "optuna")
 def _validate_axes(spec: SweepSpec) -> None:
     """Sort `axes` into grid, sampled and zipped axes and check every value against its field.
 
-        beta: [0.1, 0.5]                      # grid (or {grid: [...]})
-        learning_rate: {loguniform: [1e-6, 1e-4]}
-        lora_alpha: {choice: [16, 32]}
-        r: {randint: [4, 16]}                 # both ends included
-        schedule: {zip: {max_steps: [200, 800], warmup_steps: [20, 80]}}
+    beta: [0.1, 0.5]                      # grid (or {grid: [...]})
+    learning_rate: {loguniform: [1e-6, 1e-4]}
+    lora_alpha: {choice: [16, 32]}
+    r: {randint: [4, 16]}                 # both ends included
+    schedule: {zip: {max_steps: [200, 800], warmup_steps: [20, 80]}}
     """
     if spec.search.method not in SEARCH_METHODS:
-        raise SpecError("search.method", _unknown("method", spec.search.method, SEARCH_METHODS, None))
+        raise SpecError("search.method", unknown("method", spec.search.method, SEARCH_METHODS, None))
     if spec.search.num_samples is not None and spec.search.num_samples < 1:
         raise SpecError("search.num_samples", f"must be >= 1, got {spec.search.num_samples}")
     grid: dict[str, list] = {}
@@ -487,7 +523,10 @@ def _validate_axes(spec: SweepSpec) -> None:
         if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("grid", *SAMPLERS):
             kind, args = next(iter(value.items()))
         elif isinstance(value, dict):
-            raise SpecError(f"axes.{name}", f"must be a list of values or one of {{{', '.join(('grid', *SAMPLERS, 'zip'))}: ...}}, got {value!r}")
+            raise SpecError(
+                f"axes.{name}",
+                f"must be a list of values or one of {{{', '.join(('grid', *SAMPLERS, 'zip'))}: ...}}, got {value!r}",
+            )
         else:
             kind, args = "grid", value
         if kind == "grid":
@@ -499,16 +538,22 @@ def _validate_axes(spec: SweepSpec) -> None:
     spec.axes = grid
     if spec.sampled and spec.search.method == "grid":
         first = next(iter(spec.sampled))
-        raise SpecError(f"axes.{first}", "is sampled: set search.method to random or optuna (grid needs lists of values)")
+        raise SpecError(
+            f"axes.{first}", "is sampled: set search.method to random or optuna (grid needs lists of values)"
+        )
     if spec.search.method == "optuna" and spec.zipped:
-        raise SpecError(f"axes.{next(iter(spec.zipped))}", "zipped axes work with search.method grid or random, not optuna")
+        raise SpecError(
+            f"axes.{next(iter(spec.zipped))}", "zipped axes work with search.method grid or random, not optuna"
+        )
 
 
 def _axis_section(spec: SweepSpec, where: str, name: str, seen: dict[str, str]) -> str:
     section = section_of(name)
     if section is None:
         all_fields = [n for fields in config_fields().values() for n in fields]
-        raise SpecError(where, _unknown("axis", name, all_fields, "a field of DPOConfig, LoraConfig or BitsAndBytesConfig"))
+        raise SpecError(
+            where, unknown("axis", name, all_fields, "a field of DPOConfig, LoraConfig or BitsAndBytesConfig")
+        )
     fixed = spec.quantization if section == "quantization" else getattr(spec, section)
     if name in fixed:
         raise SpecError(where, f"is also set in `{section}`; set it in one place only")
@@ -518,7 +563,9 @@ def _axis_section(spec: SweepSpec, where: str, name: str, seen: dict[str, str]) 
     return section
 
 
-def _grid_values(spec: SweepSpec, where: str, name: str, values: Any, seen: dict[str, str], unique: bool = True) -> list:
+def _grid_values(
+    spec: SweepSpec, where: str, name: str, values: Any, seen: dict[str, str], unique: bool = True
+) -> list:
     section = _axis_section(spec, where, name, seen)
     if not isinstance(values, list) or not values:
         raise SpecError(where, f"must be a non-empty list of values, got {values!r}")
@@ -560,15 +607,19 @@ def validate_point(spec: SweepSpec, point: dict[str, Any]) -> None:
     for name, value in point.items():  # a swept field must mean something at every point
         applies = name == "loss_type" or name in family_fields(family.name)
         if section_of(name) == "train" and value is not None and not applies:
-            raise SpecError(f"axes.{name}", f"does not apply to loss_type {_short(losses)} (at {where}); "
-                                            f"it is a field of {_families_text(name)}")
+            raise SpecError(
+                f"axes.{name}",
+                f"does not apply to loss_type {short(losses)} (at {where}); it is a field of {_families_text(name)}",
+            )
     steps, epochs = train.get("max_steps", -1), train.get("num_train_epochs", 3.0)
     if steps == 0 or (steps < 0 and not epochs > 0):
         raise SpecError("train.max_steps", f"must be > 0 (or -1 with num_train_epochs > 0), got {steps}")
     if "label_smoothing" in train and not 0 <= train["label_smoothing"] < 0.5:
         raise SpecError("train.label_smoothing", f"must be in [0, 0.5), got {train['label_smoothing']}")
     if family.name == "kto" and train.get("per_device_train_batch_size", 8) < 2:
-        raise SpecError("train.per_device_train_batch_size", f"KTO needs >= 2 (its KL term pairs rows of a batch) (at {where})")
+        raise SpecError(
+            "train.per_device_train_batch_size", f"KTO needs >= 2 (its KL term pairs rows of a batch) (at {where})"
+        )
     if family.name != "dpo":
         return
     weights = train.get("loss_weights")
@@ -581,8 +632,10 @@ def validate_point(spec: SweepSpec, point: dict[str, Any]) -> None:
 
 
 def _families_text(field_name: str) -> str:
-    return "; ".join(f"{f.config.split(':')[1]} (loss types {', '.join(f.loss_types[:4])}{'...' if len(f.loss_types) > 4 else ''})"
-                     for f in families_with(field_name))
+    return "; ".join(
+        f"{f.config.split(':')[1]} (loss types {', '.join(f.loss_types[:4])}{'...' if len(f.loss_types) > 4 else ''})"
+        for f in families_with(field_name)
+    )
 
 
 def _check_fields_used(spec: SweepSpec) -> None:
@@ -592,7 +645,9 @@ def _check_fields_used(spec: SweepSpec) -> None:
     used = {family_of(lt).name for lt in losses}
     for name in spec.train:
         if name != "loss_type" and not any(name in family_fields(f) for f in used):
-            raise SpecError(f"train.{name}", f"is used by no trial of this sweep: it is a field of {_families_text(name)}")
+            raise SpecError(
+                f"train.{name}", f"is used by no trial of this sweep: it is a field of {_families_text(name)}"
+            )
 
 
 def resolved_section(spec: SweepSpec, section: str, point: dict[str, Any]) -> dict[str, Any]:
@@ -604,43 +659,34 @@ def resolved_section(spec: SweepSpec, section: str, point: dict[str, Any]) -> di
     return base
 
 
-def point_label(point: dict[str, Any]) -> str:
-    """Human-readable name of a point, e.g. `loss_type=ipo,beta=0.1` (MLflow run name); unset (null) values left out."""
-    return ",".join(f"{k}={_short(v)}" for k, v in point.items() if v is not None)
-
-
-def point_id(point: dict[str, Any]) -> str:
-    """Stable id of a point from its values: the same point gets the same id in every run."""
-    return hashlib.sha256(json.dumps(point, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, list):
-        return "+".join(_short(x) for x in v)
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
 # ---- field-level checks -----------------------------------------------------------------
 
 
 def _check_field(where: str, section: str, name: str, value: Any) -> Any:
     """Check a value against the config field's options (coercing YAML's '5e-4' strings)."""
-    value = _coerce(where, value, config_fields()[section][name])
+    value = coerce(where, value, config_fields()[section][name])
     if name == "loss_type":
         losses = [value] if isinstance(value, str) else value
         if not losses:
             raise SpecError(where, f"needs at least one loss type; valid: {', '.join(LOSS_TYPES)}")
         for lt in losses:
             if lt not in LOSS_TYPES:
-                raise SpecError(where, _unknown("loss type", lt, LOSS_TYPES, None))
+                raise SpecError(where, unknown("loss type", lt, LOSS_TYPES, None))
         if len(losses) > 1 and any(lt not in DPO_LOSS_TYPES for lt in losses):
             other = next(lt for lt in losses if lt not in DPO_LOSS_TYPES)
-            raise SpecError(where, f"{other!r} cannot be combined with other losses; combined losses (with "
-                                   f"loss_weights) take DPO loss types only: {', '.join(DPO_LOSS_TYPES)}")
-    positive = ("beta", "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "r",
-                "gradient_accumulation_steps")  # fmt: skip
+            raise SpecError(
+                where,
+                f"{other!r} cannot be combined with other losses; combined losses (with "
+                f"loss_weights) take DPO loss types only: {', '.join(DPO_LOSS_TYPES)}",
+            )
+    positive = (
+        "beta",
+        "learning_rate",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "r",
+        "gradient_accumulation_steps",
+    )
     if name in positive and not value > 0:
         raise SpecError(where, f"must be > 0, got {value}")
     if name in ("max_steps", "max_length", "eval_steps", "logging_steps") and value is not None and value == 0:
@@ -650,95 +696,11 @@ def _check_field(where: str, section: str, name: str, value: Any) -> Any:
     return value
 
 
-def _coerce(where: str, value: Any, opts: list[dict[str, Any]]) -> Any:
-    """Check a value against a field's options (catalogue.py), coercing YAML's '5e-4' strings."""
-    kinds = [o["t"] for o in opts]
-    if value is None:
-        if "none" in kinds or not opts:
-            return None
-        raise SpecError(where, f"must not be empty; expected {_describe(opts)}")
-    if not opts or "any" in kinds:
-        return value
-    enums = [o for o in opts if o["t"] == "enum"]
-    if enums and isinstance(value, str):  # `IntervalStrategy | str`: the str must still be a member
-        if value not in [v for e in enums for v in e["values"]]:
-            raise SpecError(where, f"expected {_describe(enums)}, got {value!r}")
-        return value
-    for opt in opts:
-        ok, coerced = _matches(value, opt)
-        if ok:
-            return coerced
-    raise SpecError(where, f"expected {_describe(opts)}, got {type(value).__name__} {value!r}")
-
-
-def _matches(value: Any, opt: dict[str, Any]) -> tuple[bool, Any]:
-    kind = opt["t"]
-    if kind == "none":
-        return value is None, None
-    if kind == "bool":
-        return isinstance(value, bool), value
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if kind == "float":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, value  # an int stays an int (logging_steps: 5, not 5.0)
-        if isinstance(value, str):  # YAML 1.1 reads `5e-4` (no dot) as a string
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, None
-        return False, None
-    if kind == "str":
-        return isinstance(value, str), value
-    if kind in ("enum", "literal"):
-        return value in opt["values"], value
-    if kind == "list":
-        item = opt["item"]
-        if not isinstance(value, list):  # TRL/PEFT accept a lone item, e.g. loss_type: ipo
-            return _matches(value, item) if item else (False, None)
-        if item:
-            converted = []
-            for v in value:
-                ok, c = _matches(v, item)
-                if not ok:
-                    return False, None
-                converted.append(c)
-            return True, converted
-        return True, value
-    if kind == "dict":
-        return isinstance(value, dict), value
-    return True, value  # an exotic annotation (a config object): let the library judge
-
-
-def _describe(opts: list[dict[str, Any]]) -> str:
-    parts = []
-    for o in opts:
-        if o["t"] == "none":
-            parts.append("null")
-        elif o["t"] in ("enum", "literal"):
-            parts.append("one of " + ", ".join(map(str, o["values"])))
-        else:
-            parts.append(o["name"])
-    return " or ".join(dict.fromkeys(parts))
-
-
 def _check_keys(where: str, raw: dict, allowed: list[str]) -> None:
     for key in raw:
         if key not in allowed:
             path = f"{where}.{key}" if where else str(key)
-            raise SpecError(path, _unknown("field", key, allowed, None))
-
-
-def _unknown(kind: str, name: Any, allowed: typing.Sequence[str], hint: str | None) -> str:
-    close = difflib.get_close_matches(str(name), list(allowed), n=1, cutoff=0.6)
-    msg = f"unknown {kind} {name!r}"
-    if close:
-        msg += f"; did you mean {close[0]!r}?"
-    if hint:
-        msg += f"; expected {hint}"
-    elif len(allowed) <= 20:
-        msg += f"; valid: {', '.join(map(str, allowed))}"
-    return msg
+            raise SpecError(path, unknown("field", key, allowed, None))
 
 
 def _check_name(name: Any) -> str:
@@ -765,21 +727,23 @@ def _sub_dataclass(where: str, raw: Any, cls: type) -> Any:
     raw = _check_mapping(where, raw)
     hints = typing.get_type_hints(cls)
     _check_keys(where, raw, list(hints))
-    return cls(**{k: _coerce(f"{where}.{k}", v, options(hints[k])) for k, v in raw.items()})
+    return cls(**{k: coerce(f"{where}.{k}", v, options(hints[k])) for k, v in raw.items()})
 
 
 def _normalise_quantization(q: Any) -> dict[str, Any]:
     """`auto`/`4bit`/... or a mapping of BitsAndBytesConfig fields -> {"mode": ..., **fields}."""
     if isinstance(q, str):
         if q not in QUANTIZATION_MODES:
-            raise SpecError("quantization", _unknown("mode", q, QUANTIZATION_MODES, None))
+            raise SpecError("quantization", unknown("mode", q, QUANTIZATION_MODES, None))
         return {"mode": q}
     if not isinstance(q, dict):
-        raise SpecError("quantization", f"must be one of {', '.join(QUANTIZATION_MODES)} or a mapping of BitsAndBytesConfig fields")
+        raise SpecError(
+            "quantization", f"must be one of {', '.join(QUANTIZATION_MODES)} or a mapping of BitsAndBytesConfig fields"
+        )
     q = dict(q)
     mode = q.pop("mode", "8bit" if q.get("load_in_8bit") else "4bit")
     if mode not in QUANTIZATION_MODES:
-        raise SpecError("quantization.mode", _unknown("mode", mode, QUANTIZATION_MODES, None))
+        raise SpecError("quantization.mode", unknown("mode", mode, QUANTIZATION_MODES, None))
     fields = config_fields()["quantization"]
     _check_keys("quantization", q, list(fields))
     return {"mode": mode, **{k: _check_field(f"quantization.{k}", "quantization", k, v) for k, v in q.items()}}
@@ -794,17 +758,25 @@ def _validate_model(model: str) -> None:
         from .builtin import BUILTIN_MODELS
 
         if model.removeprefix("builtin:") not in BUILTIN_MODELS:
-            raise SpecError("model", _unknown("builtin model", model, [f"builtin:{m}" for m in BUILTIN_MODELS], None))
+            raise SpecError("model", unknown("builtin model", model, [f"builtin:{m}" for m in BUILTIN_MODELS], None))
         return
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise SpecError("model", f"{model} is a directory without config.json: not a model saved with save_pretrained")
+            raise SpecError(
+                "model", f"{model} is a directory without config.json: not a model saved with save_pretrained"
+            )
         if not any((path / name).is_file() for name in TOKENIZER_FILES):
-            raise SpecError("model", f"{model} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save its tokenizer beside it")
+            raise SpecError(
+                "model",
+                f"{model} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save its tokenizer beside it",
+            )
     elif path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise SpecError("model", f"{model!r}: no such model directory, and not a hub id (org/name); "
-                                 "expected builtin:tiny, a local model directory or a hub id")
+        raise SpecError(
+            "model",
+            f"{model!r}: no such model directory, and not a hub id (org/name); "
+            "expected builtin:tiny, a local model directory or a hub id",
+        )
 
 
 def unreachable_models(spec: SweepSpec) -> list[tuple[str, str]]:
@@ -815,8 +787,9 @@ def unreachable_models(spec: SweepSpec) -> list[tuple[str, str]]:
 
     if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
         return []
-    sources = [("model", spec.model)] + [(f"judge.scorers[{i}]", s.source) for i, s in enumerate(spec.judge.scorers)
-                                         if s.kind == "reward_model"]  # fmt: skip
+    sources = [("model", spec.model)] + [
+        (f"judge.scorers[{i}]", s.source) for i, s in enumerate(spec.judge.scorers) if s.kind == "reward_model"
+    ]
     problems = []
     for where, source in sources:
         if source.startswith("builtin:") or Path(source).expanduser().is_dir():
@@ -824,8 +797,13 @@ def unreachable_models(spec: SweepSpec) -> list[tuple[str, str]]:
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(source, "config.json"), str):
-            problems.append((where, f"{source} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-                                    f"download it first (hf download {source}) or unset HF_HUB_OFFLINE"))
+            problems.append(
+                (
+                    where,
+                    f"{source} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                    f"download it first (hf download {source}) or unset HF_HUB_OFFLINE",
+                )
+            )
     return problems
 
 
@@ -834,7 +812,9 @@ def _validate_dataset(ds: DatasetSpec) -> None:
         from .builtin import BUILTIN_DATASETS
 
         if ds.path.removeprefix("builtin:") not in BUILTIN_DATASETS:
-            raise SpecError("dataset.path", _unknown("builtin dataset", ds.path, [f"builtin:{d}" for d in BUILTIN_DATASETS], None))
+            raise SpecError(
+                "dataset.path", unknown("builtin dataset", ds.path, [f"builtin:{d}" for d in BUILTIN_DATASETS], None)
+            )
     if not 0 < ds.eval_fraction < 1:
         raise SpecError("dataset.eval_fraction", f"must be between 0 and 1, got {ds.eval_fraction}")
     for name in ("max_train_rows", "max_eval_rows"):
@@ -845,11 +825,16 @@ def _validate_dataset(ds: DatasetSpec) -> None:
         if target not in ("prompt", "chosen", "rejected", "system"):
             raise SpecError(f"dataset.columns.{target}", "can only map to prompt, chosen, rejected or system")
     if ds.format not in DATASET_FORMATS:
-        raise SpecError("dataset.format", _unknown("format", ds.format, DATASET_FORMATS, None))
+        raise SpecError("dataset.format", unknown("format", ds.format, DATASET_FORMATS, None))
     if ds.format == "transcript" and "prompt" in ds.columns:
-        raise SpecError("dataset.columns.prompt", "format transcript takes the prompt from the shared turns; map only chosen and rejected")
+        raise SpecError(
+            "dataset.columns.prompt",
+            "format transcript takes the prompt from the shared turns; map only chosen and rejected",
+        )
     if not ds.chat_template and (ds.system_prompt or "system" in ds.columns):
-        raise SpecError("dataset.system_prompt", "a system prompt needs the chat template (dataset.chat_template: true)")
+        raise SpecError(
+            "dataset.system_prompt", "a system prompt needs the chat template (dataset.chat_template: true)"
+        )
 
 
 def _validate_resources(r: Resources) -> None:

@@ -1,4 +1,5 @@
-"""Python's cyclic garbage collector, paused while a sweep's processes start.
+"""How a sweep's processes start: library chatter kept off the console (`QUIET_ENV`), and
+Python's cyclic garbage collector paused while the stack is imported.
 
 Importing the stack (torch, transformers, TRL, PEFT, datasets, MLflow, Ray Tune) creates
 ~700,000 objects, and CPython 3.11 collects its young generations every 700 new objects and
@@ -14,8 +15,17 @@ garbage (~10 MB) are frozen too rather than spending 0.6 s collecting them.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 
+QUIET_ENV = {  # set (where unset) by the CLI and for `sweep.run`: library chatter belongs in trial logs
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "🏃 View run ..." per run end
+    "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no box tables on the console
+}
 _PAUSED = False
 
 
@@ -34,3 +44,17 @@ def resume() -> None:
         gc.freeze()
         gc.enable()
         _PAUSED = False
+
+
+@contextlib.contextmanager
+def restored_env(*names: str):
+    """The environment variables `names` as they were, once the block is over."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

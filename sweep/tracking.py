@@ -27,6 +27,13 @@ TAG_FINGERPRINT = "sweep.spec_fingerprint"
 TAG_LOG_PATH = "sweep.log_path"
 TAG_STOPPED_EARLY = "sweep.stopped_early"  # KILLED by the early-stopping scheduler, not interrupted
 
+# Artifacts of a trial's run (and the parent's summary)
+ADAPTER = "adapter"  # the LoRA adapter folder (save: all / best)
+TRIAL_LOG = "trial.log"  # the trial's stdout/stderr
+TRIAL_CONFIG = "trial_config.json"  # its resolved trainer, LoRA and quantization configs
+SAMPLES = "samples.json"  # the MLflow table of its generations
+SUMMARY = "summary.csv"  # one row per trial, on the parent run
+
 
 def default_tracking_uri(results_dir: str | Path) -> str:
     return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
@@ -70,7 +77,9 @@ def without_secrets(spec):
     for a gated model comes from HF_TOKEN), so nothing a trial does reads such a value."""
     import dataclasses
 
-    return dataclasses.replace(spec, train=redact(spec.train), lora=redact(spec.lora), quantization=redact(spec.quantization))
+    return dataclasses.replace(
+        spec, train=redact(spec.train), lora=redact(spec.lora), quantization=redact(spec.quantization)
+    )
 
 
 def flat_params(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -96,7 +105,7 @@ def ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
     return c.create_experiment(name, artifact_location=location)
 
 
-def start_parent_run(uri: str, experiment_id: str, spec, spec_file: Path | None) -> str:
+def start_parent_run(uri: str, experiment_id: str, spec) -> str:
     c = client(uri)
     run = c.create_run(
         experiment_id,
@@ -113,31 +122,54 @@ def start_parent_run(uri: str, experiment_id: str, spec, spec_file: Path | None)
     params["search"] = f"{spec.search.method} x{spec.sample_count()}"
     params["num_trials"] = str(spec.num_trials())
     _log_params(c, run.info.run_id, flat_params(params))
-    if spec_file is not None:
-        log_spec_file(c, run.info.run_id, spec_file)
+    log_spec(c, run.info.run_id, spec)
     return run.info.run_id
 
 
-def log_spec_file(c, run_id: str, spec_file: Path) -> None:
-    """Attach the spec to the parent run as `spec/<file>`: the file itself, or, where it holds a
-    secret-named value (`train.model_init_kwargs.token`, ...), a redacted copy of its YAML."""
+def log_spec(c, run_id: str, spec) -> None:
+    """Attach the spec that ran to the parent run as `spec/<file>`: the file as written
+    (comments included); where `--set` overrides changed it, it came as a mapping (Python
+    API), or it holds a secret-named value (`train.model_init_kwargs.token`, ...), the YAML
+    of what ran, secrets redacted."""
     import tempfile
 
     import yaml
 
-    raw = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
-    if redact(raw) == raw:
-        c.log_artifact(run_id, str(spec_file), artifact_path="spec")  # as written, comments included
-        return
+    header = []
+    if spec.source and Path(spec.source).is_file():
+        from .overrides import apply_overrides
+
+        path = Path(spec.source)
+        raw = apply_overrides(yaml.safe_load(path.read_text(encoding="utf-8")), spec.overrides)
+        name = path.name
+        if spec.overrides:  # the keys only: a value may be a secret
+            keys = ", ".join(dict.fromkeys(o.partition("=")[0].strip() for o in spec.overrides))
+            header.append(f"# {name} with --set overrides of: {keys}")
+        elif redact(raw) == raw:
+            c.log_artifact(run_id, str(path), artifact_path="spec")
+            return
+    else:
+        raw, name = spec.to_dict(), f"{spec.name}.yaml"
+        header.append("# the spec as passed to sweep.run (every field, defaults included)")
+    if redact(raw) != raw:
+        header.append("# secret values redacted by sweep")
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / spec_file.name
-        copy.write_text("# secret values redacted by sweep\n" + yaml.safe_dump(redact(raw), sort_keys=False))
+        copy = Path(tmp) / name
+        copy.write_text("\n".join(header) + "\n" + yaml.safe_dump(redact(raw), sort_keys=False))
         c.log_artifact(run_id, str(copy), artifact_path="spec")
 
 
-def start_trial_run(uri: str, experiment_id: str, parent_run_id: str, spec, point: dict, trial_id: str,
-                    params: dict[str, Any], log_path: str | None = None) -> str:
-    from .spec import point_label
+def start_trial_run(
+    uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    spec,
+    point: dict,
+    trial_id: str,
+    params: dict[str, Any],
+    log_path: str | None = None,
+) -> str:
+    from .points import point_label
 
     losses = point.get("loss_type", spec.train.get("loss_type", "sigmoid"))
     tags = {
@@ -202,10 +234,17 @@ def latest_parent_run(uri: str, experiment_name: str):
     if exp is None:
         return None
     runs = c.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'parent'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )  # fmt: skip
+        [exp.experiment_id],
+        filter_string=f"tags.`{TAG_KIND}` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return runs[0] if runs else None
+
+
+def latest_trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list:
+    """The latest attempt at each trial of one sweep (retries are runs of their own)."""
+    return latest_attempts(trial_runs(uri, experiment_id, parent_run_id))
 
 
 def latest_attempts(runs: list) -> list:
@@ -253,8 +292,9 @@ def _latest_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id
     runs = client(uri).search_runs(
         [experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}' {condition}",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )  # fmt: skip
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return runs[0] if runs else None
 
 

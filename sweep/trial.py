@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import prepare
-from .spec import SweepSpec, point_id, resolved_section
+from . import prepare, tracking
+from .compat.hf_internals import shared_reference_usable
+from .points import point_id
+from .spec import SweepSpec, resolved_section
 from .tracking import redact
 
 FINAL = "sweep/final"  # set in a trial's last report: it has ended (a scheduler must not pause it)
@@ -64,8 +66,21 @@ class TrialContext:
     import_paths: list[str] | None = None  # where `module:function` scorers are imported from (spec.import_paths())
 
 
-def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[..., None] | None = None,
-              resume_from: str | None = None) -> dict[str, float]:
+@dataclasses.dataclass
+class Attempt:
+    """One attempt at a trial: where it runs, its MLflow run, whom it reports to, when it
+    started, and the checkpoint it resumes from (a trial paused at a rung)."""
+
+    cuda: bool
+    run_id: str | None = None
+    report: Callable[..., None] | None = None
+    started: float = 0.0
+    resume_from: str | None = None
+
+
+def run_trial(
+    ctx: TrialContext, point: dict[str, Any], report: Callable[..., None] | None = None, resume_from: str | None = None
+) -> dict[str, float]:
     """Train one point; return its final metrics.
 
     `report` receives the metrics at every eval and, last, the final ones (with `FINAL` set).
@@ -79,8 +94,8 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[..., No
     spec = ctx.spec
     cuda = torch.cuda.is_available()
     if not cuda:
-        # One thread per CPU the trial holds: two OpenMP threads on a 2-core VM make every
-        # op ~20x slower (STACK-NOTES). Ray also sets OMP_NUM_THREADS for 1-CPU trials.
+        # One thread per CPU the trial holds: trials side by side with more threads than
+        # cores oversubscribe them (~20x slower on 2 cores). Ray sets OMP_NUM_THREADS likewise.
         torch.set_num_threads(max(1, int(spec.resources.cpu)))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -89,9 +104,9 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[..., No
 
         validate_point(spec, point)
     trial_id = point_id(point)
-    out_dir = Path(ctx.trials_dir or Path(spec.results_dir).resolve() / spec.name / "trials") / trial_id
+    out_dir = Path(ctx.trials_dir or spec.results_path(spec.name, "trials")) / trial_id
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / "trial.log"
+    log_path = out_dir / tracking.TRIAL_LOG
     family, args, lora, bnb = build_configs(spec, point, out_dir, cuda)
     resolved = {
         "point": point,
@@ -103,12 +118,10 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[..., No
         "lora": lora.to_dict(),
         "quantization": bnb.to_dict() if bnb is not None else None,
     }
-    (out_dir / "trial_config.json").write_text(json.dumps(redact(resolved), indent=2, default=str))
+    (out_dir / tracking.TRIAL_CONFIG).write_text(json.dumps(redact(resolved), indent=2, default=str))
 
     run_id = None
     if ctx.tracking_uri:
-        from . import tracking
-
         done = tracking.finished_trial_run(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id)
         if done is not None:
             # Finished before the driver was stopped (MLflow knew, Ray's state did not yet):
@@ -120,7 +133,10 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[..., No
         if resume_from is not None:  # paused at a rung (or interrupted): the same run goes on
             run_id = tracking.reopen_trial_run(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id)
         if run_id is None:
-            fixed = {**{f"train.{k}": v for k, v in spec.train.items()}, **{f"lora.{k}": v for k, v in spec.lora.items()}}
+            fixed = {
+                **{f"train.{k}": v for k, v in spec.train.items()},
+                **{f"lora.{k}": v for k, v in spec.lora.items()},
+            }
             fixed.update(model=spec.model, dataset=spec.dataset.path, quantization=spec.quantization.get("mode"))
             fixed["trial.family"] = family.name
             fixed["trial.max_steps"] = args.max_steps
@@ -128,14 +144,15 @@ def run_trial(ctx: TrialContext, point: dict[str, Any], report: Callable[..., No
             run_id = tracking.start_trial_run(
                 ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed, str(log_path)
             )
-            tracking.client(ctx.tracking_uri).log_artifact(run_id, str(out_dir / "trial_config.json"))
+            tracking.client(ctx.tracking_uri).log_artifact(run_id, str(out_dir / tracking.TRIAL_CONFIG))
 
     status, reason, stopped_early = "FINISHED", None, False
     try:
         with _output_to(log_path if ctx.log_to_file else None):
             print(f"trial {trial_id} (pid {os.getpid()}): {point}", flush=True)
             try:
-                metrics = _train(ctx, family, args, lora, bnb, cuda, run_id, report, started, resume_from)
+                attempt = Attempt(cuda, run_id, report, started, resume_from)
+                metrics = _train(ctx, (family, args, lora, bnb), attempt)
             except BaseException as e:
                 # SystemExit: Ray Tune's scheduler stopped the trial at a report; KeyboardInterrupt: Ctrl-C.
                 status = "KILLED" if isinstance(e, (SystemExit, KeyboardInterrupt)) else "FAILED"
@@ -207,8 +224,12 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
     # sweep owns output and tracking: its own MLflow logger, no Trainer integrations.
     train.update(output_dir=str(out_dir), report_to=[], run_name=point_id(point))
     if spec.scheduler.pauses:  # a checkpoint at every eval, for the scheduler to pause the trial at
-        train.update(save_strategy=train["eval_strategy"], save_steps=train.get("eval_steps"), save_total_limit=1,
-                     save_only_model=False)  # fmt: skip
+        train.update(
+            save_strategy=train["eval_strategy"],
+            save_steps=train.get("eval_steps"),
+            save_total_limit=1,
+            save_only_model=False,
+        )
     family = family_of(train.get("loss_type"))
     args = family.config_class()(**config_kwargs(family, train))
     lora = LoraConfig(**{**LORA_DEFAULTS, **resolved_section(spec, "lora", point)})
@@ -216,12 +237,15 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
     return family, args, lora, quantization_config(q, cuda)
 
 
-def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started, resume_from) -> dict[str, float]:
+def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, float]:
+    """Load, train and evaluate one point with its `build_configs` configs; its final metrics."""
     from .callbacks import FiniteGuard, MetricsCallback
     from .data import load_preference_data
     from .model import disable_bnb_cpu_repack, load_tokenizer, resolve_model_path
 
     spec = ctx.spec
+    family, args, lora, bnb = configs
+    cuda, run_id = attempt.cuda, attempt.run_id
     model_path = ctx.model_path or resolve_model_path(spec.model)
     tokenizer = load_tokenizer(model_path)
     data = load_preference_data(spec.dataset)
@@ -231,18 +255,25 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started, resume_f
     from transformers import set_seed
 
     set_seed(args.seed)
-    callbacks = [MetricsCallback(ctx.tracking_uri, run_id, report, started, checkpoints=spec.scheduler.pauses)]
+    callbacks = [
+        MetricsCallback(ctx.tracking_uri, run_id, attempt.report, attempt.started, checkpoints=spec.scheduler.pauses)
+    ]
     if spec.stop_on_nonfinite:
         callbacks.append(FiniteGuard())
     train_data, eval_data = data["train"], data["eval"]
     trainer_class = family.trainer_class()
-    shared_reference = spec.share_reference and family.name in prepare.PREPARED and not args.precompute_ref_log_probs
+    shared_reference = (
+        spec.share_reference
+        and family.name in prepare.PREPARED
+        and not args.precompute_ref_log_probs
+        and shared_reference_usable(log=print)
+    )
     if shared_reference:
         trainer_class = prepare.prepared_trainer(family.name)
     if not family.paired:  # KTO: one row per completion, labelled desirable or not
         from trl.data_utils import unpair_preference_dataset
 
-        # Shuffle after unpairing, or early batches are all "desirable" (STACK-NOTES).
+        # Shuffle after unpairing: it lists every desirable row first, so early batches would have no undesirable one.
         train_data = unpair_preference_dataset(train_data).shuffle(seed=args.seed)
         eval_data = unpair_preference_dataset(eval_data)
     # Every family gets DPO's held-out accuracy against the base model (KTO logs none, SimPO
@@ -253,7 +284,7 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started, resume_f
         trainer_class = _with_evaluations(trainer_class, family, paired, judge, at_end_only=spec.judge.when == "end")
     if shared_reference:  # one reference pass per sweep, not one per step of every trial
         key = prepare.ref_cache_key(model, tokenizer, {"train": train_data, "eval": eval_data}, args, bnb, cuda)
-        cache = Path(ctx.cache_dir or Path(spec.results_dir).resolve() / "cache") / f"ref-{key}"
+        cache = Path(ctx.cache_dir or spec.results_path("cache")) / f"ref-{key}"
         cached = prepare.load_reference(cache)  # tokenised, with the reference columns: no tokenising either
         if cached is not None:
             train_data, eval_data = cached["train"], cached["eval"]
@@ -272,18 +303,17 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started, resume_f
         callbacks[0].timings.update(prepare.attach_reference_logps(trainer, cache))
 
     try:
-        trainer.train(resume_from_checkpoint=resume_from)  # adapter, optimizer, schedule, RNG, data position
+        trainer.train(resume_from_checkpoint=attempt.resume_from)  # adapter, optimizer, schedule, RNG, data position
         last_eval = max((h["step"] for h in trainer.state.log_history if "eval_loss" in h), default=-1)
         if last_eval != trainer.state.global_step:  # always finish on a held-out measurement
             trainer.evaluate()
         if spec.samples.prompts and run_id is not None:
             _log_samples(ctx, run_id, trainer.model, tokenizer, data["eval"])
         if spec.save != "none":  # the adapter alone (a few MB on real models), not Trainer checkpoints
-            trainer.model.save_pretrained(str(Path(args.output_dir) / "adapter"))
+            adapter = str(Path(args.output_dir) / tracking.ADAPTER)
+            trainer.model.save_pretrained(adapter)
             if run_id is not None and spec.save == "all":  # `best`: the driver logs the winner's at the end
-                from .tracking import client
-
-                client(ctx.tracking_uri).log_artifacts(run_id, str(Path(args.output_dir) / "adapter"), "adapter")
+                tracking.client(ctx.tracking_uri).log_artifacts(run_id, adapter, tracking.ADAPTER)
     finally:
         prepare.release_base_model(trainer.model)  # the adapter off; the next trial checks the base first
         if spec.scheduler.pauses:  # ours, not ones the spec asked for: Ray Tune holds the copy it resumes from
@@ -295,12 +325,11 @@ def _train(ctx, family, args, lora, bnb, cuda, run_id, report, started, resume_f
 def _log_samples(ctx, run_id, model, tokenizer, pairs) -> None:
     """Greedy answers to the first held-out prompts, with the base model's, as an MLflow table."""
     from .evaluation import generate_samples
-    from .tracking import client
 
     samples = ctx.spec.samples
     prompts = pairs.select(range(min(samples.prompts, len(pairs))))["prompt"]
     table = generate_samples(model, tokenizer, prompts, samples.max_new_tokens)
-    client(ctx.tracking_uri).log_table(run_id, data=table, artifact_file=SAMPLES_FILE)
+    tracking.client(ctx.tracking_uri).log_table(run_id, data=table, artifact_file=tracking.SAMPLES)
 
 
 def _judge(ctx: TrialContext, tokenizer, run_id: str | None):
@@ -308,9 +337,17 @@ def _judge(ctx: TrialContext, tokenizer, run_id: str | None):
     from .judge import Judge, held_out_rows
 
     spec = ctx.spec
-    cache = Path(ctx.cache_dir or Path(spec.results_dir).resolve() / "cache")
-    return Judge(spec.judge, held_out_rows(spec), tokenizer, cache_dir=cache, import_paths=ctx.import_paths or spec.import_paths(),
-                 uri=ctx.tracking_uri, run_id=run_id, parent_run_id=ctx.parent_run_id)  # fmt: skip
+    cache = Path(ctx.cache_dir or spec.results_path("cache"))
+    return Judge(
+        spec.judge,
+        held_out_rows(spec),
+        tokenizer,
+        cache_dir=cache,
+        import_paths=ctx.import_paths or spec.import_paths(),
+        uri=ctx.tracking_uri,
+        run_id=run_id,
+        parent_run_id=ctx.parent_run_id,
+    )
 
 
 def _with_evaluations(trainer_class, family, paired, judge, at_end_only: bool):
@@ -344,22 +381,27 @@ def _with_evaluations(trainer_class, family, paired, judge, at_end_only: bool):
             pairs, tokenizer, args, cuda = paired
             if self._paired is None:
                 self._paired = PairedEval(
-                    self.model, tokenizer, pairs, beta=args.beta, max_length=args.max_length,
-                    batch_size=args.per_device_eval_batch_size, cpu=not cuda, bf16=args.bf16,
-                )  # fmt: skip
+                    self.model,
+                    tokenizer,
+                    pairs,
+                    beta=args.beta,
+                    max_length=args.max_length,
+                    batch_size=args.per_device_eval_batch_size,
+                    cpu=not cuda,
+                    bf16=args.bf16,
+                )
             for key in ("eval_rewards/accuracies", "eval_rewards/margins"):
                 if key in logs:  # the family's own, reference-free reward
                     logs[f"eval_{family.name}/{key.removeprefix('eval_')}"] = logs.pop(key)
-            logs.update({k: v for k, v in self._paired().items() if k in ("eval_rewards/accuracies", "eval_rewards/margins")})
+            logs.update(
+                {k: v for k, v in self._paired().items() if k in ("eval_rewards/accuracies", "eval_rewards/margins")}
+            )
 
     class WithEvaluations(trainer_class, Evaluations):
         pass
 
     WithEvaluations.__name__ = trainer_class.__name__
     return WithEvaluations
-
-
-SAMPLES_FILE = "samples.json"  # the MLflow table of a trial's generations
 
 
 def failure_reason(e: BaseException) -> str:

@@ -14,8 +14,14 @@ import importlib
 import os
 
 # What a trial imports: trainer, data, tracking (the sqlite store is ~1 s of it).
-MODULES = ("sweep.orchestrate", "sweep.callbacks", "sweep.data", "trl.trainer.dpo_trainer", "mlflow.tracking",
-           "mlflow.store.tracking.sqlalchemy_store")  # fmt: skip
+MODULES = (
+    "sweep.orchestrate",
+    "sweep.callbacks",
+    "sweep.data",
+    "trl.trainer.dpo_trainer",
+    "mlflow.tracking",
+    "mlflow.store.tracking.sqlalchemy_store",
+)
 
 
 def _claim_slot() -> bool:

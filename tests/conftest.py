@@ -4,6 +4,7 @@ a private cache, sweeps run real Ray and MLflow in subprocesses, trials run real
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,11 @@ def sweep_env(tmp_path_factory):
     os.environ["HF_TOKEN"] = SECRET  # present in every sweep of the session: must never be stored
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("RAY_ADDRESS", None)
+    # Tests stop what they start with SIGINT, as a person's Ctrl-C. A test run started in the
+    # background of a script (`cmd &`) begins with SIGINT ignored, which every child process
+    # would inherit; a handler here is reset to the default in each child instead.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return cache
 
 
@@ -90,7 +96,10 @@ def sweeps_dir(tmp_path_factory):
 def grid_sweep(sweeps_dir, tiny_model_path):
     """A real 2 x 2 sweep (loss_type x beta), run once per session with `python -m sweep run`."""
     spec = small_spec("grid", axes={"loss_type": ["sigmoid", "ipo"], "beta": [0.1, 0.5]})
-    spec["train"]["model_init_kwargs"] = {"token": SPEC_SECRETS[0], "extra": {"api_key": SPEC_SECRETS[1], "revision": "main"}}
+    spec["train"]["model_init_kwargs"] = {
+        "token": SPEC_SECRETS[0],
+        "extra": {"api_key": SPEC_SECRETS[1], "revision": "main"},
+    }
     return run_cli("run", str(write_spec(sweeps_dir / "grid.yaml", spec)), "--progress-interval", "5", cwd=sweeps_dir)
 
 
@@ -111,3 +120,29 @@ def mlflow_store(cwd: Path, name: str):
     parents = [r for r in runs if r.data.tags.get("sweep.kind") == "parent"]
     children = [r for r in runs if r.data.tags.get("sweep.kind") == "trial"]
     return c, parents, children
+
+
+# Tests in two tiers. `python -m pytest -m "not integration"` is the fast loop: pure functions
+# and in-process checks, no Ray, no MLflow store, no training (under a minute on 2 cores). The
+# integration tier builds the embedded model and runs real sweeps; a test is in it when it uses
+# one of these fixtures or is marked `@pytest.mark.integration` itself.
+INTEGRATION_FIXTURES = {
+    "tiny_model_path",
+    "grid_sweep",
+    "failing_sweep",
+    "sweeps_dir",
+    "exported",
+    "seeded",
+    "seeded_report",
+    "resume_spec",
+    "reward_model",
+    "ray_head",
+    "two_node_cluster",
+    "tracking_server",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

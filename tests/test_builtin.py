@@ -14,7 +14,7 @@ from .conftest import REPO
 
 
 def test_shipped_dataset_is_large_real_and_split():
-    rows = {s: [json.loads(l) for l in open(BUILTIN_DATASETS["prefs"] / f"{s}.jsonl")] for s in ("train", "test")}
+    rows = {s: [json.loads(line) for line in open(BUILTIN_DATASETS["prefs"] / f"{s}.jsonl")] for s in ("train", "test")}
     assert len(rows["train"]) >= 2000 and len(rows["test"]) >= 200
     prompts = {s: {r["prompt"][0]["content"] for r in rows[s]} for s in rows}
     assert not prompts["train"] & prompts["test"], "eval prompts leak into train"
@@ -28,7 +28,11 @@ def test_dataset_generator_is_deterministic(tmp_path):
     """The script in the repo generates exactly the shipped files (into a folder of its own:
     the shipped ones are never rewritten by a test)."""
     shipped = {p.name: p.read_bytes() for p in BUILTIN_DATASETS["prefs"].glob("*.jsonl")}
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_builtin_dataset.py"), str(tmp_path)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_builtin_dataset.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.jsonl")} == shipped
 
 
@@ -40,11 +44,15 @@ def test_builtin_model_loads_with_auto_classes_and_chats(tiny_model_path):
     assert model.config.model_type == "llama" and model.config.num_hidden_layers == RECIPE["num_hidden_layers"]
     assert len(tok) <= RECIPE["vocab_size"] and tok.padding_side == "left"
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
-    ids = tok.apply_chat_template([{"role": "user", "content": "Say the first word of: cat pear owl"}],
-                                  add_generation_prompt=True, return_dict=True, return_tensors="pt")  # fmt: skip
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "Say the first word of: cat pear owl"}],
+        add_generation_prompt=True,
+        return_dict=True,
+        return_tensors="pt",
+    )
     assert tok.decode(ids["input_ids"][0]).endswith("<|im_start|>assistant\n")
     out = model.generate(**ids, max_new_tokens=24, do_sample=False)
-    answer = tok.decode(out[0][ids["input_ids"].shape[1]:])
+    answer = tok.decode(out[0][ids["input_ids"].shape[1] :])
     # SFT taught it the task and the format: the answer first (maybe hedged), then end of turn.
     assert answer.startswith("cat") and answer.endswith("<|im_end|>"), answer
 
@@ -57,7 +65,7 @@ def test_builtin_model_was_fine_tuned_on_chosen_answers(tiny_model_path):
     sft = AutoModelForCausalLM.from_pretrained(tiny_model_path)
     torch.manual_seed(0)
     fresh = type(sft)(sft.config)
-    rows = [json.loads(l) for l in open(BUILTIN_DATASETS["prefs"] / "test.jsonl")][:64]
+    rows = [json.loads(line) for line in open(BUILTIN_DATASETS["prefs"] / "test.jsonl")][:64]
 
     def nll(model):
         total, count = 0.0, 0
@@ -68,7 +76,7 @@ def test_builtin_model_was_fine_tuned_on_chosen_answers(tiny_model_path):
             with torch.no_grad():
                 logits = model(ids).logits[0, :-1]
             logp = torch.log_softmax(logits, -1)[torch.arange(len(full) - 1), ids[0, 1:]]
-            total -= logp[len(prompt) - 1:].sum().item()
+            total -= logp[len(prompt) - 1 :].sum().item()
             count += len(full) - len(prompt)
         return total / count
 

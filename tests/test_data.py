@@ -22,28 +22,49 @@ def _prompt_text(tokenizer, row):
 def test_orca_style_with_system_prompts_uses_the_chat_template(tmp_path, tiny_model_path):
     from transformers import AutoTokenizer
 
-    rows = [{"system": f"You are helper {i}.", "question": f"What is {i}+1?", "chatgpt": str(i + 1),
-             "llama2-13b-chat": "I am not sure."} for i in range(30)]  # fmt: skip
+    rows = [
+        {
+            "system": f"You are helper {i}.",
+            "question": f"What is {i}+1?",
+            "chatgpt": str(i + 1),
+            "llama2-13b-chat": "I am not sure.",
+        }
+        for i in range(30)
+    ]
     rows[3]["system"] = ""  # orca has rows without a system prompt
-    ds = DatasetSpec(path=_jsonl(tmp_path / "orca.jsonl", rows), eval_fraction=0.2,
-                     columns={"system": "system", "prompt": "question", "chosen": "chatgpt", "rejected": "llama2-13b-chat"})  # fmt: skip
+    ds = DatasetSpec(
+        path=_jsonl(tmp_path / "orca.jsonl", rows),
+        eval_fraction=0.2,
+        columns={"system": "system", "prompt": "question", "chosen": "chatgpt", "rejected": "llama2-13b-chat"},
+    )
     data = load_preference_data(ds)
     assert (len(data["train"]), len(data["eval"])) == (24, 6)
     by_question = {r["prompt"][-1]["content"]: r for split in data.values() for r in split}
     row = by_question["What is 5+1?"]
-    assert row["prompt"] == [{"role": "system", "content": "You are helper 5."}, {"role": "user", "content": "What is 5+1?"}]
+    assert row["prompt"] == [
+        {"role": "system", "content": "You are helper 5."},
+        {"role": "user", "content": "What is 5+1?"},
+    ]
     assert row["chosen"] == [{"role": "assistant", "content": "6"}]
     assert row["rejected"] == [{"role": "assistant", "content": "I am not sure."}]
     assert by_question["What is 3+1?"]["prompt"] == [{"role": "user", "content": "What is 3+1?"}]
     text = _prompt_text(AutoTokenizer.from_pretrained(tiny_model_path), row)
-    assert text.startswith("<|im_start|>system\nYou are helper 5.<|im_end|>") and text.endswith("<|im_start|>assistant\n")
+    assert text.startswith("<|im_start|>system\nYou are helper 5.<|im_end|>") and text.endswith(
+        "<|im_start|>assistant\n"
+    )
 
 
 def test_stack_exchange_style_with_a_spec_system_prompt(tmp_path):
-    rows = [{"qid": i, "question": f"How do I sort list {i}?", "response_j": "Use sorted().", "response_k": "You can't."}
-            for i in range(10)]  # fmt: skip
-    ds = DatasetSpec(path=_jsonl(tmp_path / "se.jsonl", rows), eval_fraction=0.2, system_prompt="Answer briefly.",
-                     columns={"prompt": "question", "chosen": "response_j", "rejected": "response_k"})  # fmt: skip
+    rows = [
+        {"qid": i, "question": f"How do I sort list {i}?", "response_j": "Use sorted().", "response_k": "You can't."}
+        for i in range(10)
+    ]
+    ds = DatasetSpec(
+        path=_jsonl(tmp_path / "se.jsonl", rows),
+        eval_fraction=0.2,
+        system_prompt="Answer briefly.",
+        columns={"prompt": "question", "chosen": "response_j", "rejected": "response_k"},
+    )
     row = load_preference_data(ds)["train"][0]
     assert row["prompt"][0] == {"role": "system", "content": "Answer briefly."}
     assert row["prompt"][1]["content"].startswith("How do I sort list")
@@ -55,7 +76,9 @@ def test_hh_rlhf_transcripts_share_their_prompt(tmp_path):
     rejected = "\n\nHuman: What is 2+2?\n\nAssistant: 4\n\nHuman: And 3+3?\n\nAssistant: I won't say."
     prompt, good, bad = split_transcripts(chosen, rejected)
     assert [m["role"] for m in prompt] == ["user", "assistant", "user"] and prompt[2]["content"] == "And 3+3?"
-    assert good == [{"role": "assistant", "content": "6."}] and bad == [{"role": "assistant", "content": "I won't say."}]
+    assert good == [{"role": "assistant", "content": "6."}] and bad == [
+        {"role": "assistant", "content": "I won't say."}
+    ]
 
     rows = [{"chosen": chosen, "rejected": rejected}] * 8
     ds = DatasetSpec(path=_jsonl(tmp_path / "hh.jsonl", rows), format="transcript", eval_fraction=0.25)
@@ -91,7 +114,9 @@ def test_file_types_splits_limits_and_raw_text(tmp_path, fmt):
         getattr(table, f"to_{fmt}")(str(path))
         ds = DatasetSpec(path=str(path), eval_fraction=0.25, max_train_rows=25, seed=3, chat_template=False)
         data = load_preference_data(ds)
-        assert len(data["eval"]) == 10 and not {r["prompt"] for r in data["eval"]} & {r["prompt"] for r in data["train"]}
+        assert len(data["eval"]) == 10 and not {r["prompt"] for r in data["eval"]} & {
+            r["prompt"] for r in data["train"]
+        }
         assert load_preference_data(ds)["train"]["prompt"] == data["train"]["prompt"]  # the seed fixes the split
     assert len(data["train"]) == 25 and data["train"][0]["chosen"] == "yes"  # raw text kept
 

@@ -13,7 +13,7 @@ import pytest
 from sweep import judge, scorers
 from sweep.spec import SpecError, parse_spec
 
-from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
+from .conftest import mlflow_store, run_cli, small_spec, write_spec
 
 RECORDING_SCORER = '''
 import json, os
@@ -33,10 +33,19 @@ def brevity(prompts, completions, answer, task, **kwargs):
 def test_verifiable_grades_concise_hedging_and_wrong_answers():
     completions = ["cat", "cat, I think, but I am not sure.", "dog", "concatenate", "", "43."]
     answers = ["cat", "cat", "cat", "cat", "cat", "43"]
-    assert scorers.verifiable(prompts=[""] * 6, completions=completions, answer=answers) == [1.0, 0.5, 0.0, 0.0, 0.0, 1.0]
+    assert scorers.verifiable(prompts=[""] * 6, completions=completions, answer=answers) == [
+        1.0,
+        0.5,
+        0.0,
+        0.0,
+        0.0,
+        1.0,
+    ]
     # without an `answer` column the chosen answer is the reference; messages are read as text
     chosen = [[{"role": "assistant", "content": "fox"}]]
-    assert scorers.verifiable(prompts=[[]], completions=[[{"role": "assistant", "content": "fox"}]], chosen=chosen) == [1.0]
+    assert scorers.verifiable(prompts=[[]], completions=[[{"role": "assistant", "content": "fox"}]], chosen=chosen) == [
+        1.0
+    ]
 
 
 def test_totals_are_weighted_sums_and_win_rate_counts_ties_half():
@@ -53,17 +62,25 @@ def test_totals_are_weighted_sums_and_win_rate_counts_ties_half():
 
 def test_scorer_forms_and_their_metric_names(tmp_path):
     assert scorers.parse_scorer("s", "builtin:verifiable") == scorers.Scorer("builtin", "verifiable", "verifiable")
-    assert scorers.parse_scorer("s", "my_scorers:brevity") == scorers.Scorer("function", "my_scorers:brevity", "brevity")
-    assert scorers.parse_scorer("s", {"reward_model": "org/rm-7b", "weight": 2}) == scorers.Scorer("reward_model", "org/rm-7b", "rm-7b", 2.0)
+    assert scorers.parse_scorer("s", "my_scorers:brevity") == scorers.Scorer(
+        "function", "my_scorers:brevity", "brevity"
+    )
+    assert scorers.parse_scorer("s", {"reward_model": "org/rm-7b", "weight": 2}) == scorers.Scorer(
+        "reward_model", "org/rm-7b", "rm-7b", 2.0
+    )
     assert scorers.parse_scorer("s", {"builtin": "verifiable", "name": "exact"}).name == "exact"
     # a function without **kwargs gets only the arguments it names
     scorers.BUILTIN_SCORERS["_only_named"] = lambda completions, task: [float(t == "animal") for t in task]
     try:
-        given = scorers.call_scorer(scorers.Scorer("builtin", "_only_named", "x"), [[]], ["cat"], {"task": ["animal"], "flaw": ["x"]}, [])
+        given = scorers.call_scorer(
+            scorers.Scorer("builtin", "_only_named", "x"), [[]], ["cat"], {"task": ["animal"], "flaw": ["x"]}, []
+        )
     finally:
         del scorers.BUILTIN_SCORERS["_only_named"]
     assert given == [1.0]  # neither `prompts` nor the `flaw` column it does not name reached it
-    spec = parse_spec(small_spec("judged", judge={"prompts": 8, "scorers": ["builtin:verifiable"]}, metric="eval_judge/win_rate"))
+    spec = parse_spec(
+        small_spec("judged", judge={"prompts": 8, "scorers": ["builtin:verifiable"]}, metric="eval_judge/win_rate")
+    )
     assert spec.judge.scorers == [scorers.Scorer("builtin", "verifiable", "verifiable")]
 
 
@@ -88,7 +105,12 @@ def _bad_scorer_cases(tmp_path: Path, tiny_model_path: Path):
         ("missing module", ["no_such_module:score"], "judge.scorers[0]", "cannot import 'no_such_module'"),
         ("missing function", ["scorers_ok:nothing_here"], "judge.scorers[0]", "has no function 'nothing_here'"),
         ("wrong signature", ["scorers_ok:no_completions"], "judge.scorers[0]", "must take prompts and completions"),
-        ("a causal LM, not a reward model", [str(tiny_model_path)], "judge.scorers[0]", "is not a sequence-classification"),
+        (
+            "a causal LM, not a reward model",
+            [str(tiny_model_path)],
+            "judge.scorers[0]",
+            "is not a sequence-classification",
+        ),
         ("no such path", ["./no/such/rm"], "judge.scorers[0]", "no such directory"),
         ("unknown builtin", ["builtin:exactish"], "judge.scorers[0]", "valid: builtin:verifiable"),
         ("no scorer", [], "judge.scorers", "needs at least one scorer"),
@@ -97,19 +119,29 @@ def _bad_scorer_cases(tmp_path: Path, tiny_model_path: Path):
 
 def test_bad_scorers_are_spec_errors(tmp_path, tiny_model_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a module:function is imported from beside the spec or the working directory
-    for case, scorers, field, message in _bad_scorer_cases(tmp_path, tiny_model_path):
+    for case, bad, field, message in _bad_scorer_cases(tmp_path, tiny_model_path):
         with pytest.raises(SpecError) as e:
-            parse_spec(small_spec("bad", judge={"prompts": 8, "scorers": scorers}), source=str(tmp_path / "bad.yaml"))
+            parse_spec(small_spec("bad", judge={"prompts": 8, "scorers": bad}), source=str(tmp_path / "bad.yaml"))
         assert e.value.field == field and message in str(e.value), case
     with pytest.raises(SpecError, match="is not produced by this sweep's judge"):
-        parse_spec(small_spec("bad", judge={"prompts": 8, "scorers": ["builtin:verifiable"]}, metric="eval_judge/brevity"))
+        parse_spec(
+            small_spec("bad", judge={"prompts": 8, "scorers": ["builtin:verifiable"]}, metric="eval_judge/brevity")
+        )
     with pytest.raises(SpecError, match="judge at every evaluation"):
-        parse_spec(small_spec("bad", judge={"prompts": 8, "scorers": ["builtin:verifiable"], "when": "end"},
-                              metric="eval_judge/score", scheduler={"type": "asha"}))  # fmt: skip
+        parse_spec(
+            small_spec(
+                "bad",
+                judge={"prompts": 8, "scorers": ["builtin:verifiable"], "when": "end"},
+                metric="eval_judge/score",
+                scheduler={"type": "asha"},
+            )
+        )
 
 
 def test_bad_scorer_ends_the_run_with_one_line_before_anything_is_written(tmp_path, tiny_model_path):
-    (tmp_path / "scorers_bad.py").write_text("def words(prompts, completions, **kw):\n    return ['many'] * len(completions)\n")
+    (tmp_path / "scorers_bad.py").write_text(
+        "def words(prompts, completions, **kw):\n    return ['many'] * len(completions)\n"
+    )
     spec = small_spec("bad_scorer", judge={"prompts": 8, "scorers": ["scorers_bad:words"]})
     proc = run_cli("run", str(write_spec(tmp_path / "bad_scorer.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -131,22 +163,42 @@ def _table(c, run_id: str, path: str) -> pd.DataFrame:
     return pd.DataFrame(data["data"], columns=data["columns"])
 
 
-def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(tmp_path, tiny_model_path, reward_model, monkeypatch):
+def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(
+    tmp_path, tiny_model_path, reward_model, monkeypatch
+):
     from sweep import tracking
     from sweep.trial import TrialContext, run_trial
 
     (tmp_path / "my_scorers.py").write_text(textwrap.dedent(RECORDING_SCORER))
     monkeypatch.setenv("SCORER_LOG", str(tmp_path / "calls.jsonl"))
-    raw = small_spec("judged", results_dir=str(tmp_path / "results"), train={"max_steps": 8, "eval_steps": 4},
-                     judge={"prompts": 12, "max_new_tokens": 16, "batch_size": 5,
-                            "scorers": ["builtin:verifiable", {"function": "my_scorers:brevity", "weight": 0.5},
-                                        {"reward_model": str(reward_model), "name": "rm", "weight": 0.25}]})  # fmt: skip
+    raw = small_spec(
+        "judged",
+        results_dir=str(tmp_path / "results"),
+        train={"max_steps": 8, "eval_steps": 4},
+        judge={
+            "prompts": 12,
+            "max_new_tokens": 16,
+            "batch_size": 5,
+            "scorers": [
+                "builtin:verifiable",
+                {"function": "my_scorers:brevity", "weight": 0.5},
+                {"reward_model": str(reward_model), "name": "rm", "weight": 0.25},
+            ],
+        },
+    )
     spec = parse_spec(raw, source=str(tmp_path / "judged.yaml"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = tracking.ensure_experiment(uri, "judged", tmp_path / "artifacts")
-    parent = tracking.start_parent_run(uri, experiment, spec, None)
-    ctx = TrialContext(spec=spec, model_path=str(tiny_model_path), tracking_uri=uri, experiment_id=experiment,
-                       parent_run_id=parent, cache_dir=str(tmp_path / "cache"), import_paths=spec.import_paths())  # fmt: skip
+    parent = tracking.start_parent_run(uri, experiment, spec)
+    ctx = TrialContext(
+        spec=spec,
+        model_path=str(tiny_model_path),
+        tracking_uri=uri,
+        experiment_id=experiment,
+        parent_run_id=parent,
+        cache_dir=str(tmp_path / "cache"),
+        import_paths=spec.import_paths(),
+    )
     finals = [run_trial(ctx, {"beta": beta}) for beta in (0.1, 0.5)]
 
     calls = [json.loads(line) for line in open(tmp_path / "calls.jsonl")]
@@ -164,9 +216,17 @@ def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(tmp_p
     runs = tracking.trial_runs(uri, experiment, parent)
     assert len(runs) == 2
     for run, final in zip(runs, finals):
-        history = {k: {m.step: m.value for m in c.get_metric_history(run.info.run_id, k)}
-                   for k in ("eval_judge/score", "eval_judge/win_rate", "eval_judge/length", "eval_judge/verifiable",
-                             "eval_judge/brevity", "eval_judge/rm")}  # fmt: skip
+        history = {
+            k: {m.step: m.value for m in c.get_metric_history(run.info.run_id, k)}
+            for k in (
+                "eval_judge/score",
+                "eval_judge/win_rate",
+                "eval_judge/length",
+                "eval_judge/verifiable",
+                "eval_judge/brevity",
+                "eval_judge/rm",
+            )
+        }
         assert all(sorted(h) == [4, 8] for h in history.values()), history
         assert final["eval_judge/score"] == history["eval_judge/score"][8]
         for step in (4, 8):
@@ -186,23 +246,37 @@ def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(tmp_p
 # ---- in a sweep -----------------------------------------------------------------------------------
 
 
-def test_a_sweep_judges_with_a_callable_beside_its_spec_and_a_local_reward_model(tmp_path, tiny_model_path, reward_model,
-                                                                               monkeypatch):  # fmt: skip
+def test_a_sweep_judges_with_a_callable_beside_its_spec_and_a_local_reward_model(
+    tmp_path, tiny_model_path, reward_model, monkeypatch
+):
     """End to end through Ray: the callable is imported in the trials' workers from the spec's
     folder (not the working directory), the reward model is loaded there."""
     spec_dir, cwd = tmp_path / "specs", tmp_path / "work"
     spec_dir.mkdir(), cwd.mkdir()
     (spec_dir / "my_scorers.py").write_text(textwrap.dedent(RECORDING_SCORER))
-    spec = small_spec("judged_sweep", train={"max_steps": 6, "eval_steps": 6},
-                      judge={"prompts": 10, "max_new_tokens": 12, "when": "end",
-                             "scorers": ["builtin:verifiable", "my_scorers:brevity", {"reward_model": str(reward_model), "name": "rm"}]})  # fmt: skip
+    spec = small_spec(
+        "judged_sweep",
+        train={"max_steps": 6, "eval_steps": 6},
+        judge={
+            "prompts": 10,
+            "max_new_tokens": 12,
+            "when": "end",
+            "scorers": ["builtin:verifiable", "my_scorers:brevity", {"reward_model": str(reward_model), "name": "rm"}],
+        },
+    )
     monkeypatch.setenv("SCORER_LOG", str(tmp_path / "calls.jsonl"))  # the trials' workers inherit it
     proc = run_cli("run", str(write_spec(spec_dir / "judged.yaml", spec)), cwd=cwd)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     c, parents, children = mlflow_store(cwd, "judged_sweep")
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     for run in children:
-        for key in ("eval_judge/verifiable", "eval_judge/brevity", "eval_judge/rm", "eval_judge/score", "eval_judge/win_rate"):
+        for key in (
+            "eval_judge/verifiable",
+            "eval_judge/brevity",
+            "eval_judge/rm",
+            "eval_judge/score",
+            "eval_judge/win_rate",
+        ):
             assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [6], key
     assert "base_judge/rm" in parents[0].data.metrics
     # the driver's probe (2 rows), the base model's answers once, each trial's final evaluation
@@ -212,22 +286,36 @@ def test_a_sweep_judges_with_a_callable_beside_its_spec_and_a_local_reward_model
 def test_halving_ranks_trials_by_what_they_say(tmp_path, tiny_model_path):
     """beta=10 keeps the policy at its hedging SFT reference: the judge ranks it last where
     held-out reward accuracy ranks it first. Halving by the judge's score stops it at the first rung."""
-    spec = small_spec("halving_judged", axes={"beta": [0.01, 0.1, 1.0, 10.0]},
-                      dataset={"max_train_rows": None, "max_eval_rows": 200},
-                      train={"max_steps": 40, "eval_steps": 20, "per_device_train_batch_size": 16, "warmup_steps": 5,
-                             "logging_steps": 5, "per_device_eval_batch_size": 50},
-                      judge={"prompts": 60, "scorers": ["builtin:verifiable"], "max_new_tokens": 24, "batch_size": 60},
-                      scheduler={"type": "halving", "grace_period": 1, "reduction_factor": 2},
-                      metric="eval_judge/score")  # fmt: skip
+    spec = small_spec(
+        "halving_judged",
+        axes={"beta": [0.01, 0.1, 1.0, 10.0]},
+        dataset={"max_train_rows": None, "max_eval_rows": 200},
+        train={
+            "max_steps": 40,
+            "eval_steps": 20,
+            "per_device_train_batch_size": 16,
+            "warmup_steps": 5,
+            "logging_steps": 5,
+            "per_device_eval_batch_size": 50,
+        },
+        judge={"prompts": 60, "scorers": ["builtin:verifiable"], "max_new_tokens": 24, "batch_size": 60},
+        scheduler={"type": "halving", "grace_period": 1, "reduction_factor": 2},
+        metric="eval_judge/score",
+    )
     proc = run_cli("run", str(write_spec(tmp_path / "h.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     c, _, children = mlflow_store(tmp_path, "halving_judged")
     first = {}  # beta -> (judge score, reward accuracy) at the first rung, and how far it trained
     for run in children:
-        history = {k: {m.step: m.value for m in c.get_metric_history(run.info.run_id, k)}
-                   for k in ("eval_judge/score", "eval_rewards/accuracies")}  # fmt: skip
-        first[float(run.data.params["sweep.beta"])] = (history["eval_judge/score"][20], history["eval_rewards/accuracies"][20],
-                                                      int(run.data.metrics["global_step"]))  # fmt: skip
+        history = {
+            k: {m.step: m.value for m in c.get_metric_history(run.info.run_id, k)}
+            for k in ("eval_judge/score", "eval_rewards/accuracies")
+        }
+        first[float(run.data.params["sweep.beta"])] = (
+            history["eval_judge/score"][20],
+            history["eval_rewards/accuracies"][20],
+            int(run.data.metrics["global_step"]),
+        )
     went_on = {b for b, (_, _, steps) in first.items() if steps == 40}
     stopped = set(first) - went_on
     assert len(went_on) == 2 and min(first[b][0] for b in went_on) >= max(first[b][0] for b in stopped)
@@ -237,29 +325,19 @@ def test_halving_ranks_trials_by_what_they_say(tmp_path, tiny_model_path):
     assert ranked["ranked_by"] == "eval_judge/score" and ranked["trials"][0]["beta"] in went_on
 
 
-def test_default_sweep_tuned_models_say_better_things_than_the_base(tmp_path, tiny_model_path):
-    """The README's figures for `python -m sweep run search_spaces/beta_grid.yaml`."""
-    proc = run_cli("run", str(REPO / "search_spaces" / "beta_grid.yaml"), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = pd.read_csv(tmp_path / "results" / "beta_grid" / "summary.csv")
-    c, parents, _ = mlflow_store(tmp_path, "beta_grid")
-    base = parents[0].data.metrics["base_judge/score"]
-    best, worst = summary.iloc[0], summary.iloc[-1]  # ranked by eval_judge/score
-    assert list(summary["eval_judge/score"]) == sorted(summary["eval_judge/score"], reverse=True)
-    assert 0.3 < base < 0.75, base  # the SFT base answers well above zero, with room left
-    assert best["eval_judge/score"] >= base + 0.15 and best["eval_judge/win_rate"] >= 0.6
-    assert worst["eval_judge/score"] <= best["eval_judge/score"] - 0.1
-    assert best["eval_judge/length"] < c.get_run(parents[0].info.run_id).data.metrics["base_judge/length"]
-    assert "proxy vs judge over 8 finished trials" in proc.stdout
-
-
 def test_simpo_and_orpo_also_get_dpo_accuracy_against_the_base(tiny_model_path, tmp_path):
     """Every family has both yardsticks: their own reference-free rewards are kept under their
     family's name, and `eval_rewards/*` is DPO's implicit reward against the base model."""
     from sweep.trial import TrialContext, run_trial
 
-    spec = parse_spec(small_spec("families", results_dir=str(tmp_path), axes={"loss_type": ["simpo", "orpo"]},
-                                 train={"max_steps": 4, "eval_steps": 4}))  # fmt: skip
+    spec = parse_spec(
+        small_spec(
+            "families",
+            results_dir=str(tmp_path),
+            axes={"loss_type": ["simpo", "orpo"]},
+            train={"max_steps": 4, "eval_steps": 4},
+        )
+    )
     ctx = TrialContext(spec=spec, model_path=str(tiny_model_path))
     for loss, family in (("simpo", "cpo"), ("orpo", "orpo")):
         metrics = run_trial(ctx, {"loss_type": loss})

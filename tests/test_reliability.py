@@ -20,8 +20,13 @@ def _start(spec_path, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, "-m", "sweep", "run", str(spec_path), "--progress-interval", "2"],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _wait_for(cwd, name, predicate, timeout=240):
@@ -44,8 +49,9 @@ def _statuses(children):
 @pytest.fixture(scope="module")
 def resume_spec(tmp_path_factory, tiny_model_path):
     cwd = tmp_path_factory.mktemp("resume")
-    spec = small_spec("resumable", axes={"beta": [0.1, 0.2, 0.3]}, max_concurrent_trials=1,
-                      train={"max_steps": 30, "eval_steps": 15})  # fmt: skip
+    spec = small_spec(
+        "resumable", axes={"beta": [0.1, 0.2, 0.3]}, max_concurrent_trials=1, train={"max_steps": 30, "eval_steps": 15}
+    )
     return cwd, write_spec(cwd / "resumable.yaml", spec)
 
 
@@ -87,7 +93,8 @@ def test_killed_sweep_resumes_without_duplicates(resume_spec):
 def test_changed_spec_is_refused_unless_fresh(resume_spec):
     cwd, spec_path = resume_spec
     changed = cwd / "changed.yaml"
-    changed.write_text(spec_path.read_text().replace("learning_rate: 0.0005", "learning_rate: 0.001"))
+    text = spec_path.read_text()
+    changed.write_text(text.replace("max_steps: 30", "max_steps: 6").replace("eval_steps: 15", "eval_steps: 3"))
     assert changed.read_text() != spec_path.read_text()
     proc = run_cli("run", str(changed), cwd=cwd)
     assert proc.returncode == 2
@@ -127,9 +134,12 @@ def test_interrupted_halving_sweep_resumes_paused_trials_in_their_runs(tmp_path,
     """Stopped while some trials wait at a rung (paused, checkpointed) and others train: every
     unfinished run is KILLED as interrupted (not "stopped early"); run again, the paused trials
     go on from their checkpoints in the same MLflow runs and the halving completes."""
-    spec = small_spec("halving_resume", axes={"beta": [0.1, 0.5], "learning_rate": [5.0e-4, 1.0e-3]},
-                      train={"max_steps": 30, "eval_steps": 6},
-                      scheduler={"type": "halving", "grace_period": 1, "reduction_factor": 2})  # fmt: skip
+    spec = small_spec(
+        "halving_resume",
+        axes={"beta": [0.1, 0.5], "learning_rate": [5.0e-4, 1.0e-3]},
+        train={"max_steps": 30, "eval_steps": 6},
+        scheduler={"type": "halving", "grace_period": 1, "reduction_factor": 2},
+    )
     del spec["train"]["learning_rate"]
     spec_path = write_spec(tmp_path / "h.yaml", spec)
     proc = _start(spec_path, tmp_path)
@@ -155,7 +165,12 @@ def test_interrupted_halving_sweep_resumes_paused_trials_in_their_runs(tmp_path,
     latest = {}
     for r in sorted(children, key=lambda r: r.info.start_time):
         latest[r.data.tags["sweep.trial_id"]] = r
-    assert len(latest) == 4 and sorted(r.info.status for r in latest.values()) == ["FINISHED", "KILLED", "KILLED", "KILLED"]
+    assert len(latest) == 4 and sorted(r.info.status for r in latest.values()) == [
+        "FINISHED",
+        "KILLED",
+        "KILLED",
+        "KILLED",
+    ]
     assert all(r.info.status == "FINISHED" or r.data.tags.get("sweep.stopped_early") for r in latest.values())
     for trial_id, run_id in paused_ids.items():  # resumed in the run they paused in, from their checkpoint
         assert latest[trial_id].info.run_id == run_id
@@ -163,7 +178,13 @@ def test_interrupted_halving_sweep_resumes_paused_trials_in_their_runs(tmp_path,
         assert steps == sorted(set(steps)) and steps[0] == 6 and len(steps) >= 2, steps
     winner = next(r for r in latest.values() if r.info.status == "FINISHED")
     # (an eval logged after its checkpoint, before the interruption, is logged again after resuming)
-    assert sorted({m.step for m in c.get_metric_history(winner.info.run_id, "eval_rewards/accuracies")}) == [6, 12, 18, 24, 30]
+    assert sorted({m.step for m in c.get_metric_history(winner.info.run_id, "eval_rewards/accuracies")}) == [
+        6,
+        12,
+        18,
+        24,
+        30,
+    ]
 
 
 def test_nonfinite_trial_fails_fast_and_retries_are_counted_once(tmp_path, tiny_model_path):
@@ -197,9 +218,12 @@ def test_four_concurrent_trials_lose_no_metric_point_and_keep_one_adapter(tmp_pa
     machine can take longer than a trial, so they may start only as the first two end.
     What the test needs is that every trial wrote while another was writing.)"""
     spec = small_spec(
-        "concurrent", axes={"beta": [0.1, 0.2, 0.3, 0.5]}, resources={"cpu": 0.5}, save="best",
+        "concurrent",
+        axes={"beta": [0.1, 0.2, 0.3, 0.5]},
+        resources={"cpu": 0.5},
+        save="best",
         train={"max_steps": 60, "logging_steps": 1, "eval_steps": 30},
-    )  # fmt: skip
+    )
     proc = run_cli("run", str(write_spec(tmp_path / "c.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     c, _, children = mlflow_store(tmp_path, "concurrent")
@@ -234,13 +258,17 @@ def test_secrets_never_reach_mlflow_logs_or_exports(grid_sweep, failing_sweep, s
     assert "<redacted>" in spec_copy.read_text() and "revision: main" in spec_copy.read_text()  # the rest is kept
     records = [grid_sweep.stdout, grid_sweep.stderr, exported.stdout, exported.stderr]
     records += [json.dumps([run.data.params, run.data.tags]) for run in parents + children]
-    written = [p for p in sweeps_dir.rglob("*") if p.is_file() and (p.parent != sweeps_dir or p.suffix == ".csv")]  # not the specs
+    written = [
+        p for p in sweeps_dir.rglob("*") if p.is_file() and (p.parent != sweeps_dir or p.suffix == ".csv")
+    ]  # not the specs
     for secret in (SECRET, *SPEC_SECRETS):
         assert not [r for r in records if secret in r], secret
         assert [p for p in written if secret.encode() in p.read_bytes()] == [], secret
     from sweep.tracking import flat_params, redact
 
-    params = flat_params({"hub_token": "x", "api_key": "y", "beta": 0.1, "model_init_kwargs": {"token": "z", "dtype": "bf16"}})
+    params = flat_params(
+        {"hub_token": "x", "api_key": "y", "beta": 0.1, "model_init_kwargs": {"token": "z", "dtype": "bf16"}}
+    )
     assert params == {"beta": "0.1", "model_init_kwargs": "{'token': '<redacted>', 'dtype': 'bf16'}"}
     assert redact({"a": [{"password": "p"}]}) == {"a": [{"password": "<redacted>"}]}
 
@@ -253,13 +281,17 @@ def test_a_killed_worker_is_a_failed_trial_with_its_cause(tmp_path, tiny_model_p
     Either way each attempt is its own run and each point ends with one FINISHED run."""
     import re
 
-    from sweep.spec import point_id
+    from sweep.points import point_id
 
-    spec = small_spec("worker_kill", axes={"max_steps": [200, 6]}, max_failures=max_failures,
-                      train={"eval_steps": 100, "logging_steps": 1})  # fmt: skip
+    spec = small_spec(
+        "worker_kill",
+        axes={"max_steps": [120, 6]},
+        max_failures=max_failures,
+        train={"eval_steps": 60, "logging_steps": 1},
+    )
     del spec["train"]["max_steps"]
     path = write_spec(tmp_path / "kill.yaml", spec)
-    log = tmp_path / "results" / "worker_kill" / "trials" / point_id({"max_steps": 200}) / "trial.log"
+    log = tmp_path / "results" / "worker_kill" / "trials" / point_id({"max_steps": 120}) / "trial.log"
     proc = _start(path, tmp_path)
     try:
         deadline = time.time() + 180
@@ -273,10 +305,12 @@ def test_a_killed_worker_is_a_failed_trial_with_its_cause(tmp_path, tiny_model_p
             os.killpg(proc.pid, signal.SIGKILL)
     c, parents, children = mlflow_store(tmp_path, "worker_kill")
     failed = [r for r in children if r.info.status == "FAILED"]
-    assert len(failed) == 1 and failed[0].data.params["sweep.max_steps"] == "200", out + err
-    assert re.fullmatch(r"worker process died \(pid \d+\): killed \(the OOM killer\?\) or crashed", failed[0].data.tags["sweep.error"])
+    assert len(failed) == 1 and failed[0].data.params["sweep.max_steps"] == "120", out + err
+    assert re.fullmatch(
+        r"worker process died \(pid \d+\): killed \(the OOM killer\?\) or crashed", failed[0].data.tags["sweep.error"]
+    )
     assert "KILLED" not in _statuses(children) and "RUNNING" not in _statuses(children)
-    failed_lines = [line for line in out.splitlines() if "FAILED max_steps=200" in line]
+    failed_lines = [line for line in out.splitlines() if "FAILED max_steps=120" in line]
     assert len(failed_lines) == 1 and len(failed_lines[0]) < 200, failed_lines
     if max_failures == 0:
         assert proc.returncode == 1 and parents[0].info.status == "FAILED", out[-2000:] + err[-2000:]
@@ -286,5 +320,5 @@ def test_a_killed_worker_is_a_failed_trial_with_its_cause(tmp_path, tiny_model_p
     else:  # retried at once, in a run of its own
         assert proc.returncode == 0, out[-2000:] + err[-2000:]
     assert parents[0].info.status == "FINISHED"
-    assert sorted(r.data.params["sweep.max_steps"] for r in children if r.info.status == "FINISHED") == ["200", "6"]
+    assert sorted(r.data.params["sweep.max_steps"] for r in children if r.info.status == "FINISHED") == ["120", "6"]
     assert _statuses(children) == ["FAILED", "FINISHED", "FINISHED"]

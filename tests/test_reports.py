@@ -32,7 +32,15 @@ def test_export_matches_search_runs_and_metric_history(exported, sweeps_dir):
     c, _, _ = mlflow_store(sweeps_dir, "grid")
     assert len(exported) == 4
     # stable leading columns, then the swept values, then every final metric
-    assert list(exported.columns[:7]) == ["trial", "trial_id", "run_id", "status", "loss_type", "beta", "eval_rewards/accuracies"]
+    assert list(exported.columns[:7]) == [
+        "trial",
+        "trial_id",
+        "run_id",
+        "status",
+        "loss_type",
+        "beta",
+        "eval_rewards/accuracies",
+    ]
     for key in ("logps/chosen", "eval_logps/rejected", "rewards/chosen", "grad_norm", "learning_rate"):
         assert key in exported.columns, key
     for _, row in exported.iterrows():
@@ -87,8 +95,8 @@ def test_failed_trials_are_marked_not_dropped(failing_sweep, sweeps_dir):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "1 trial(s) did not finish" in proc.stdout
-    table = [l for l in lines if l.startswith(("FINISHED", "  FAILED", "FAILED"))]
-    assert [l.split()[0] for l in table] == ["FINISHED", "FAILED"]
+    table = [line for line in lines if line.startswith(("FINISHED", "  FAILED", "FAILED"))]
+    assert [line.split()[0] for line in table] == ["FINISHED", "FAILED"]
 
 
 def test_plots_are_real_figures(grid_sweep, sweeps_dir):
@@ -96,13 +104,24 @@ def test_plots_are_real_figures(grid_sweep, sweeps_dir):
     proc = run_cli("report", "grid", "--plots", str(out), cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in out.glob("*.png"))
-    assert names == ["eval_rewards_accuracies_vs_beta.png", "training_curves.png"]
+    assert names == ["eval_rewards_accuracies_vs_beta.png", "parallel_coordinates.png", "training_curves.png"]
     for name in names:
         img = Image.open(out / name).convert("L")
         assert img.width >= 600 and img.height >= 400
         lo, hi = img.getextrema()
         assert hi - lo > 100  # drawn lines and text, not a blank canvas
         assert len(set(img.getdata())) > 20
+
+
+def test_report_says_which_axis_mattered(grid_sweep, sweeps_dir):
+    proc = run_cli("report", "grid", "--format", "json", cwd=sweeps_dir)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)["importance"]
+    assert sorted(a["axis"] for a in found["axes"]) == ["beta", "loss_type"]
+    assert sum(a["importance"] for a in found["axes"]) == pytest.approx(1.0)
+    assert "fANOVA (Optuna) over 4 finished trials" in found["note"]
+    text = run_cli("report", "grid", cwd=sweeps_dir).stdout
+    assert "what mattered:" in text and re.search(r"^  (beta|loss_type) +\d+\.\d%", text, re.MULTILINE)
 
 
 def test_compare_and_list(grid_sweep, failing_sweep, sweeps_dir):
@@ -112,7 +131,7 @@ def test_compare_and_list(grid_sweep, failing_sweep, sweeps_dir):
     assert [(r["sweep"], r["rank"]) for r in rows][:4] == [("grid", 1), ("grid", 2), ("grid", 3), ("partly_bad", 1)]
     proc = run_cli("list", cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
-    by_name = {l.split()[0]: l.split() for l in proc.stdout.splitlines()[1:]}
+    by_name = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:]}
     assert by_name["grid"][1:4] == ["FINISHED", "4", "4"]
     assert by_name["partly_bad"][1:5] == ["FAILED", "2", "1", "1"]
 
@@ -126,18 +145,23 @@ def test_unknown_sweep_is_a_clear_error(grid_sweep, sweeps_dir):
 def test_repeat_statistics_match_hand_computed_values():
     """Sample std, a Student-t 95% interval (not a normal one) and the paired t-test verdict
     at p < 0.05, on known numbers (no sweep needed)."""
-    from sweep.reports import repeats_frame, separability
+    from sweep.statistics import repeats_frame, separability
 
     def trials(values: dict[float, list[float]]) -> pd.DataFrame:
-        rows = [{"trial": f"beta={b:g},seed={s}", "status": "FINISHED", "beta": b, "seed": s, "m": v}
-                for b, vs in values.items() for s, v in enumerate(vs)]  # fmt: skip
+        rows = [
+            {"trial": f"beta={b:g},seed={s}", "status": "FINISHED", "beta": b, "seed": s, "m": v}
+            for b, vs in values.items()
+            for s, v in enumerate(vs)
+        ]
         return pd.DataFrame(rows)
 
     df = trials({0.5: [0.80, 0.82, 0.84], 0.1: [0.70, 0.75, 0.71]})
     rep = repeats_frame(df, ["beta", "seed"], "m", "max").set_index("point")
     assert rep.loc["beta=0.5", "std"] == pytest.approx(0.02)
     # t(0.975, df=2) = 4.302653: half-width 4.302653 * 0.02 / sqrt(3) = 0.049683 (a normal interval: 0.022632)
-    assert (rep.loc["beta=0.5", "ci95_low"], rep.loc["beta=0.5", "ci95_high"]) == pytest.approx((0.770317, 0.869683), abs=1e-6)
+    assert (rep.loc["beta=0.5", "ci95_low"], rep.loc["beta=0.5", "ci95_high"]) == pytest.approx(
+        (0.770317, 0.869683), abs=1e-6
+    )
     # paired differences 0.10, 0.07, 0.13: t = 5.7735, df = 2, two-sided p = 0.0287
     verdict = separability(df, repeats_frame(df, ["beta", "seed"], "m", "max"), ["beta", "seed"], "m", "max")
     assert "separable (paired t-test over 3 seeds p=0.0287" in verdict and "NOT" not in verdict

@@ -19,8 +19,15 @@ def seeded(tmp_path_factory, tiny_model_path):
     cwd = tmp_path_factory.mktemp("seeded")
     # Ranked by margin: after 8 steps both betas move every pair the same way, so sign-based
     # accuracy ties them; margins scale with beta and separate them.
-    spec = small_spec("seeded", axes={"beta": [0.01, 0.5]}, seeds=[0, 1, 2], samples={"prompts": 3, "max_new_tokens": 16},
-                      save="all", train={"max_steps": 8, "eval_steps": 4}, metric="eval_rewards/margins")  # fmt: skip
+    spec = small_spec(
+        "seeded",
+        axes={"beta": [0.01, 0.5]},
+        seeds=[0, 1, 2],
+        samples={"prompts": 3, "max_new_tokens": 16},
+        save="all",
+        train={"max_steps": 8, "eval_steps": 4},
+        metric="eval_rewards/margins",
+    )
     proc = run_cli("run", str(write_spec(cwd / "seeded.yaml", spec)), cwd=cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return cwd, proc
@@ -93,8 +100,12 @@ def test_promote_merges_the_best_adapter_into_a_loadable_model(seeded, seeded_re
     merged = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(resolve_model_path("builtin:tiny", log=lambda *_: None))
     tokenizer = AutoTokenizer.from_pretrained(out)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Reverse the word: lamp"}],
-                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)  # fmt: skip
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Reverse the word: lamp"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         assert not torch.allclose(merged(**ids).logits, base(**ids).logits, atol=1e-4)
     c, _, children = mlflow_store(cwd, "seeded")

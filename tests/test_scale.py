@@ -3,6 +3,7 @@ in a real browser."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -10,10 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
 
@@ -44,21 +47,56 @@ def test_job_launchers_are_valid():
     assert manifest["spec"]["entrypoint"].startswith("python -m sweep run search_spaces/")
     assert (REPO / manifest["spec"]["entrypoint"].split()[-1]).exists()
     groups = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    assert any("nvidia.com/gpu" in c["resources"]["limits"] for g in groups for c in g["template"]["spec"]["containers"])
+    assert any(
+        "nvidia.com/gpu" in c["resources"]["limits"] for g in groups for c in g["template"]["spec"]["containers"]
+    )
 
 
 def _ray_start(*args: str, **env) -> None:
-    proc = subprocess.run([RAY, "start", "--disable-usage-stats", *args], env={**_env(), **env}, capture_output=True, text=True)
+    proc = subprocess.run(
+        [RAY, "start", "--disable-usage-stats", *args], env={**_env(), **env}, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@contextlib.contextmanager
+def _ray_cluster_dir():
+    """A temp dir of its own for a Ray cluster a test starts, and on the way out the end of
+    exactly that cluster's processes: those naming the dir on their command line (GCS, raylets,
+    monitors) and their children (workers, agents). Not `ray stop`, which stops every Ray
+    on the machine, a cluster someone started before the tests included. Short: Ray's
+    socket paths under it must fit in 107 characters."""
+    import psutil
+
+    temp_dir = tempfile.mkdtemp(prefix="sweep-ray-", dir="/tmp")
+    try:
+        yield temp_dir
+    finally:
+        procs = [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
+        procs += [child for p in procs for child in _children(p)]
+        for p in procs:  # as `ray stop --force` does: nothing in a test cluster to save
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(procs, timeout=10)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _children(proc) -> list:
+    import psutil
+
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 @pytest.fixture
 def ray_head():
     """A Ray head started by hand, as on a machine where Ray already runs."""
     port = _free_port()
-    _ray_start("--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false")
-    yield f"127.0.0.1:{port}"
-    subprocess.run([RAY, "stop", "--force"], env=_env(), capture_output=True)
+    with _ray_cluster_dir() as temp_dir:
+        _ray_start("--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp_dir}")
+        yield f"127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -68,11 +106,11 @@ def two_node_cluster():
     Not ray.cluster_utils.Cluster: with Ray 2.60 its actors died before running ("cancelled
     before it started running") when the driver was a separate process, as `sweep run` is."""
     port = _free_port()
-    _ray_start("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false")
-    # the head turned token auth on; a node joining an explicit address must ask for it
-    _ray_start(f"--address=127.0.0.1:{port}", "--num-cpus=1", RAY_AUTH_MODE="token")
-    yield f"127.0.0.1:{port}"
-    subprocess.run([RAY, "stop", "--force"], env=_env(), capture_output=True)
+    with _ray_cluster_dir() as temp_dir:
+        _ray_start("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp_dir}")
+        # the head turned token auth on; a node joining an explicit address must ask for it
+        _ray_start(f"--address=127.0.0.1:{port}", "--num-cpus=1", RAY_AUTH_MODE="token")
+        yield f"127.0.0.1:{port}"
 
 
 def test_sweep_runs_on_a_separately_started_ray_head(tmp_path, tiny_model_path, ray_head):
@@ -89,8 +127,11 @@ def tracking_server(tmp_path):
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sweep", "server", "--port", str(port), "--results-dir", str(tmp_path / "server")],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline().strip()
     assert line == f"MLFLOW_TRACKING_URI=http://127.0.0.1:{port}", line + proc.stderr.read()[-2000:]
     yield line.split("=", 1)[1]
@@ -98,12 +139,16 @@ def tracking_server(tmp_path):
     assert proc.wait(timeout=30) == 0
 
 
-def test_two_node_cluster_needs_a_server_and_uses_both_nodes(tmp_path, tiny_model_path, two_node_cluster, tracking_server):
+def test_two_node_cluster_needs_a_server_and_uses_both_nodes(
+    tmp_path, tiny_model_path, two_node_cluster, tracking_server
+):
     spec = small_spec("two_nodes", axes={"beta": [0.1, 0.5]})
     # A node-local sqlite store is refused before anything is written.
     proc = run_cli("run", str(write_spec(tmp_path / "local.yaml", spec)), "--address", two_node_cluster, cwd=tmp_path)
     assert proc.returncode == 2
-    assert re.search(r"^error: tracking\.uri: this Ray cluster has 2 nodes", proc.stderr, re.M), proc.stdout + proc.stderr[:3000]
+    assert re.search(r"^error: tracking\.uri: this Ray cluster has 2 nodes", proc.stderr, re.M), (
+        proc.stdout + proc.stderr[:3000]
+    )
     assert not (tmp_path / "results" / "mlflow.db").exists()
 
     spec["tracking"] = {"uri": tracking_server}
@@ -118,32 +163,90 @@ def test_two_node_cluster_needs_a_server_and_uses_both_nodes(tmp_path, tiny_mode
     nodes = {r.data.params["trial.node"].split("/")[1] for r in children}
     assert len(nodes) == 2, nodes  # one trial on each node (1 CPU each)
     # artifacts went through the server
-    assert all({"trial.log", "trial_config.json"} <= {a.path for a in c.list_artifacts(r.info.run_id)} for r in children)
+    assert all(
+        {"trial.log", "trial_config.json"} <= {a.path for a in c.list_artifacts(r.info.run_id)} for r in children
+    )
+
+
+def _browser(p):
+    """Debian's chromium, headless, driven by Playwright; a missing browser fails the test
+    unless the person running the tests says so."""
+    if not shutil.which("chromium"):
+        if os.environ.get("SWEEP_ALLOW_NO_BROWSER") != "1":
+            pytest.fail(
+                "Debian's chromium is not installed (apt-get install chromium; .ci/run installs it); "
+                "set SWEEP_ALLOW_NO_BROWSER=1 to skip the browser tests where they cannot run"
+            )
+        pytest.skip("no chromium, and SWEEP_ALLOW_NO_BROWSER=1")
+    return p.chromium.launch(
+        executable_path=shutil.which("chromium"),
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    )
+
+
+def test_report_html_is_one_page_a_browser_renders_offline(grid_sweep, sweeps_dir, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    page_file = tmp_path / "mailed" / "grid.html"
+    proc = run_cli("report", "grid", "--html", str(page_file), cwd=sweeps_dir)
+    assert proc.returncode == 0, proc.stderr
+    text = page_file.read_text()
+    assert "http://" not in text and "https://" not in text and "<script" not in text  # nothing to fetch
+    c, parents, children = mlflow_store(sweeps_dir, "grid")
+    attached = [a.path for a in c.list_artifacts(parents[0].info.run_id, "report")]
+    assert "report/grid.html" in attached
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.route(
+            "**/*",
+            lambda route: route.abort() if not route.request.url.startswith(("file:", "data:")) else route.continue_(),
+        )
+        page.goto(page_file.as_uri())
+        headings = page.locator("h2").all_inner_texts()
+        for wanted in ("trials", "best trial per loss type", "what mattered", "figures"):
+            assert wanted in headings, headings
+        trial_rows = page.locator("table").first.locator("tbody tr")
+        assert trial_rows.count() == len(children) == 4
+        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth])")
+        assert sorted(alt for alt, _ in images) == [
+            "eval_rewards_accuracies_vs_beta",
+            "parallel_coordinates",
+            "training_curves",
+        ]
+        assert all(width >= 600 for _, width in images), images  # decoded, not broken
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    img = Image.open(shot).convert("L")
+    assert img.height > 2000 and len(set(img.getdata())) > 50  # tables and figures drawn, not a blank page
 
 
 def test_sweep_ui_shows_the_sweep_in_a_real_browser(grid_sweep, sweeps_dir):
-    if not shutil.which("chromium"):  # a missing browser fails, unless the person running the tests says so
-        if os.environ.get("SWEEP_ALLOW_NO_BROWSER") != "1":
-            pytest.fail("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it); "
-                        "set SWEEP_ALLOW_NO_BROWSER=1 to skip the browser test where it cannot be")  # fmt: skip
-        pytest.skip("no chromium, and SWEEP_ALLOW_NO_BROWSER=1")
     from playwright.sync_api import sync_playwright
 
     ui = subprocess.Popen(
-        [sys.executable, "-m", "sweep", "ui", "grid"], cwd=sweeps_dir, env=_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "sweep", "ui", "grid"],
+        cwd=sweeps_dir,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = ui.stdout.readline().strip()
         m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/#/experiments/(\d+)/runs", url)
         assert m, url + ui.stderr.read()[-2000:]
         _, parents, children = mlflow_store(sweeps_dir, "grid")
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=shutil.which("chromium"),
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                      "--disable-sync", "--no-first-run"],
-            )  # fmt: skip
+            browser = _browser(p)
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(url)
             parent_link = page.locator(f'a[href$="/runs/{parents[0].info.run_id}"]')

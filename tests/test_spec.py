@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from sweep.cli import main
-from sweep.spec import DPO_LOSS_TYPES, SpecError, load_spec, parse_spec, point_id
+from sweep.points import point_id
+from sweep.spec import DPO_LOSS_TYPES, SpecError, load_spec, parse_spec
 
 from .conftest import REPO, run_cli, small_spec, write_spec
 
@@ -43,7 +44,9 @@ def test_fields_of_all_three_configs_are_settable_by_their_own_names():
     assert len(spec.points()) == 4
     from sweep.trial import build_configs
 
-    _, args, lora, bnb = build_configs(spec, {"beta": 0.1, "r": 4, "bnb_4bit_quant_type": "fp4"}, Path("/tmp/x"), cuda=False)
+    _, args, lora, bnb = build_configs(
+        spec, {"beta": 0.1, "r": 4, "bnb_4bit_quant_type": "fp4"}, Path("/tmp/x"), cuda=False
+    )
     assert (args.beta, args.learning_rate, args.loss_type, args.label_smoothing) == (0.1, 5e-4, ["robust"], 0.1)
     assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (4, 32, 0.05)
     assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "fp4" and not bnb.bnb_4bit_use_double_quant
@@ -96,7 +99,9 @@ def test_a_spec_is_checked_without_importing_the_trainers(tmp_path):
         "print(sorted(m for m in ('trl', 'peft', 'torch', 'transformers') if m in sys.modules))\n"
     )
     env = {**os.environ, "SWEEP_CACHE": str(tmp_path / "cache")}
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env) for _ in "12"]
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env) for _ in "12"
+    ]
     for proc in runs:
         assert proc.returncode == 0, proc.stderr[-2000:]
         lines = proc.stdout.splitlines()
@@ -112,16 +117,49 @@ BAD_SPECS = [
     ("missing name", {"name": None}, "name", "required"),
     ("bad name", {"name": "my sweep!"}, "name", "letters"),
     ("unknown axis", {"axes": {"betta": [0.1]}}, "axes.betta", "did you mean 'beta'"),
-    ("unknown loss type", {"axes": {"loss_type": ["sigmoid", "kpo"]}}, "axes.loss_type[1]", "did you mean 'kto'?; valid: sigmoid, hinge, ipo"),
-    ("KTO in a combined loss", {"train": {"loss_type": ["sigmoid", "kto"]}}, "train.loss_type", "take DPO loss types only"),
-    ("field of no trial's family", {"train": {"simpo_gamma": 0.5}}, "train.simpo_gamma", "CPOConfig (loss types simpo, cpo)"),
-    ("swept field a point ignores", {"axes": {"loss_type": ["sigmoid", "simpo"], "simpo_gamma": [0.5, 1.0]}},
-     "axes.simpo_gamma", "does not apply to loss_type sigmoid"),
-    ("KTO batch of one", {"axes": {"loss_type": ["kto"]}, "train": {"per_device_train_batch_size": 1}},
-     "train.per_device_train_batch_size", "KTO needs >= 2"),
-    ("zipped duplicate columns", {"axes": {"z": {"zip": {"loss_type": ["ipo", "ipo"], "beta": [0.1, 0.1]}}}}, "axes.z.zip", "identical"),
+    (
+        "unknown loss type",
+        {"axes": {"loss_type": ["sigmoid", "kpo"]}},
+        "axes.loss_type[1]",
+        "did you mean 'kto'?; valid: sigmoid, hinge, ipo",
+    ),
+    (
+        "KTO in a combined loss",
+        {"train": {"loss_type": ["sigmoid", "kto"]}},
+        "train.loss_type",
+        "take DPO loss types only",
+    ),
+    (
+        "field of no trial's family",
+        {"train": {"simpo_gamma": 0.5}},
+        "train.simpo_gamma",
+        "CPOConfig (loss types simpo, cpo)",
+    ),
+    (
+        "swept field a point ignores",
+        {"axes": {"loss_type": ["sigmoid", "simpo"], "simpo_gamma": [0.5, 1.0]}},
+        "axes.simpo_gamma",
+        "does not apply to loss_type sigmoid",
+    ),
+    (
+        "KTO batch of one",
+        {"axes": {"loss_type": ["kto"]}, "train": {"per_device_train_batch_size": 1}},
+        "train.per_device_train_batch_size",
+        "KTO needs >= 2",
+    ),
+    (
+        "zipped duplicate columns",
+        {"axes": {"z": {"zip": {"loss_type": ["ipo", "ipo"], "beta": [0.1, 0.1]}}}},
+        "axes.z.zip",
+        "identical",
+    ),
     ("unknown dataset format", {"dataset": {"format": "hh"}}, "dataset.format", "valid: pairs, transcript"),
-    ("system column target", {"dataset": {"columns": {"instructions": "system"}}}, "dataset.columns.instructions", "system"),
+    (
+        "system column target",
+        {"dataset": {"columns": {"instructions": "system"}}},
+        "dataset.columns.instructions",
+        "system",
+    ),
     ("wrong type", {"train": {"learning_rate": "fast"}}, "train.learning_rate", "expected float"),
     ("beta <= 0", {"axes": {"beta": [0.1, 0.0]}}, "axes.beta[1]", "must be > 0"),
     ("lr <= 0", {"train": {"learning_rate": -1e-5}}, "train.learning_rate", "must be > 0"),
@@ -138,15 +176,25 @@ BAD_SPECS = [
     ("unknown builtin", {"model": "builtin:huge"}, "model", "builtin:tiny"),
     ("bad resources", {"resources": {"cpu": 0}}, "resources.cpu", "> 0"),
     ("unknown scheduler", {"scheduler": {"type": "hyperband"}}, "scheduler.type", "valid: none, asha, median, halving"),
-    ("scheduler without evals", {"scheduler": {"type": "asha"}, "train": {"eval_strategy": "no"}}, "train.eval_strategy",
-     "compares trials at their evaluations"),
-    ("halving with a trial limit", {"scheduler": {"type": "halving"}, "max_concurrent_trials": 2}, "max_concurrent_trials",
-     "limit concurrency with resources"),
+    (
+        "scheduler without evals",
+        {"scheduler": {"type": "asha"}, "train": {"eval_strategy": "no"}},
+        "train.eval_strategy",
+        "compares trials at their evaluations",
+    ),
+    (
+        "halving with a trial limit",
+        {"scheduler": {"type": "halving"}, "max_concurrent_trials": 2},
+        "max_concurrent_trials",
+        "limit concurrency with resources",
+    ),
     ("missing dataset file", {"dataset": {"path": "./nope.jsonl"}}, None, None),  # checked at run time
 ]
 
 
-@pytest.mark.parametrize("what,change,field,words", [c for c in BAD_SPECS if c[2]], ids=[c[0] for c in BAD_SPECS if c[2]])
+@pytest.mark.parametrize(
+    "what,change,field,words", [c for c in BAD_SPECS if c[2]], ids=[c[0] for c in BAD_SPECS if c[2]]
+)
 def test_bad_spec_names_field_and_choices(tmp_path, capsys, what, change, field, words):
     spec = small_spec("bad")
     for key, value in change.items():
@@ -214,14 +262,20 @@ def test_hf_study_sweeps_three_families_and_routes_their_fields():
     assert sorted({p["beta"] for p in spec.points()}) == [round(0.1 * i, 1) for i in range(1, 10)]
     from sweep.trial import build_configs
 
-    family, args, _, _ = build_configs(spec, {"loss_type": "kto", "beta": 0.3, "max_steps": 200}, Path("/tmp/x"), cuda=False)
+    family, args, _, _ = build_configs(
+        spec, {"loss_type": "kto", "beta": 0.3, "max_steps": 200}, Path("/tmp/x"), cuda=False
+    )
     assert type(args).__name__ == "KTOConfig" and args.loss_type == "kto" and args.beta == 0.3
     spec = load_spec(REPO / "search_spaces" / "loss_families.yaml")
     configs = {}
     for point in spec.points():
         family, args, _, _ = build_configs(spec, point, Path("/tmp/x"), cuda=False)
         configs[str(point["loss_type"])] = args
-    assert configs["simpo"].loss_type == "simpo" and configs["simpo"].cpo_alpha == 0.0 and configs["simpo"].simpo_gamma == 0.5
+    assert (
+        configs["simpo"].loss_type == "simpo"
+        and configs["simpo"].cpo_alpha == 0.0
+        and configs["simpo"].simpo_gamma == 0.5
+    )
     assert configs["['sigmoid', 'sft']"].loss_weights == [1.0, 0.5]
     assert type(configs["orpo"]).__name__ == "ORPOConfig" and not hasattr(configs["sigmoid"], "simpo_gamma")
 
@@ -239,34 +293,61 @@ def test_run_with_bad_input_writes_nothing(tmp_path):
     proc = run_cli("run", str(write_spec(tmp_path / "c.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     err = proc.stderr.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: dataset.columns:") and "prompt, chosen, rejected" in err
+    assert (
+        len(err.splitlines()) == 1 and err.startswith("error: dataset.columns:") and "prompt, chosen, rejected" in err
+    )
     assert "question, good, bad" in err
     assert not (tmp_path / "results").exists()
 
 
 def _rows(n, **extra):
     return "".join(
-        __import__("json").dumps({"prompt": f"q{i}", "chosen": "yes", "rejected": "no", **extra}) + "\n" for i in range(n)
+        __import__("json").dumps({"prompt": f"q{i}", "chosen": "yes", "rejected": "no", **extra}) + "\n"
+        for i in range(n)
     )
 
 
 BAD_DATA = [
     # (case, file name, file bytes or None for missing, extra spec changes, field named, words)
     ("missing file", "gone.jsonl", None, {}, "dataset.path", "file not found"),
-    ("missing columns", "cols.jsonl", _rows(20).replace('"chosen"', '"good"').encode(), {}, "dataset.columns", "lacks column(s) chosen"),
+    (
+        "missing columns",
+        "cols.jsonl",
+        _rows(20).replace('"chosen"', '"good"').encode(),
+        {},
+        "dataset.columns",
+        "lacks column(s) chosen",
+    ),
     ("empty file", "empty.jsonl", b"", {}, "dataset.path", "is empty"),
-    ("non-UTF-8", "latin1.jsonl", _rows(5).encode() + '{"prompt": "café"}\n'.encode("latin-1"), {}, "dataset.path", "not UTF-8"),
+    (
+        "non-UTF-8",
+        "latin1.jsonl",
+        _rows(5).encode() + '{"prompt": "café"}\n'.encode("latin-1"),
+        {},
+        "dataset.path",
+        "not UTF-8",
+    ),
     ("unsupported type", "data.txt", b"hello", {}, "dataset.path", "unsupported file type"),
-    ("prompts longer than max_length", "long.jsonl", _rows(20).replace('"q', '"' + "word " * 100 + "q").encode(),
-     {"train": {"max_length": 64}}, "train.max_length", "too short"),
-]  # fmt: skip
+    (
+        "prompts longer than max_length",
+        "long.jsonl",
+        _rows(20).replace('"q', '"' + "word " * 100 + "q").encode(),
+        {"train": {"max_length": 64}},
+        "train.max_length",
+        "too short",
+    ),
+]
 
 
 @pytest.mark.parametrize("case,fname,content,change,field,words", BAD_DATA, ids=[c[0] for c in BAD_DATA])
-def test_bad_data_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, tiny_model_path, case, fname, content, change, field, words):
+def test_bad_data_exits_2_and_writes_nothing(
+    tmp_path, monkeypatch, capsys, tiny_model_path, case, fname, content, change, field, words
+):
     if content is not None:
         (tmp_path / fname).write_bytes(content)
-    spec = small_spec("bad_data", dataset={"path": str(tmp_path / fname), "max_train_rows": None, "max_eval_rows": None})
+    spec = small_spec(
+        "bad_data", dataset={"path": str(tmp_path / fname), "max_train_rows": None, "max_eval_rows": None}
+    )
     for key, value in change.items():
         spec[key] = {**spec[key], **value}
     path = write_spec(tmp_path / "spec.yaml", spec)
@@ -295,7 +376,9 @@ def test_sampled_and_zipped_axes_plan(tmp_path, capsys):
     assert loaded.axis_names() == ["loss_type", "max_steps", "warmup_steps", "learning_rate", "r", "lora_alpha"]
     assert loaded.sampled["learning_rate"] == {"loguniform": [1e-5, 1e-3]}
     assert loaded.points() == [
-        {"loss_type": lt, "max_steps": ms, "warmup_steps": ws} for lt in ("sigmoid", "ipo") for ms, ws in ((20, 2), (40, 4))
+        {"loss_type": lt, "max_steps": ms, "warmup_steps": ws}
+        for lt in ("sigmoid", "ipo")
+        for ms, ws in ((20, 2), (40, 4))
     ]
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -308,16 +391,46 @@ def test_sampled_and_zipped_axes_plan(tmp_path, capsys):
 
 
 BAD_AXES = [
-    ("low >= high", {"learning_rate": {"uniform": [1e-3, 1e-4]}}, {"method": "random"}, "axes.learning_rate.uniform", "low < high"),
-    ("log of zero", {"label_smoothing": {"loguniform": [0.0, 0.1]}}, {"method": "random"}, "axes.label_smoothing.loguniform", "low > 0"),
+    (
+        "low >= high",
+        {"learning_rate": {"uniform": [1e-3, 1e-4]}},
+        {"method": "random"},
+        "axes.learning_rate.uniform",
+        "low < high",
+    ),
+    (
+        "log of zero",
+        {"label_smoothing": {"loguniform": [0.0, 0.1]}},
+        {"method": "random"},
+        "axes.label_smoothing.loguniform",
+        "low > 0",
+    ),
     ("randint floats", {"r": {"randint": [4.5, 8]}}, {"method": "random"}, "axes.r.randint[0]", "expected int"),
     ("sampled in a grid", {"beta": {"uniform": [0.1, 0.5]}}, {}, "axes.beta", "search.method to random or optuna"),
-    ("optuna and zip", {"z": {"zip": {"max_steps": [2, 4], "warmup_steps": [0, 1]}}}, {"method": "optuna"}, "axes.z", "not optuna"),
+    (
+        "optuna and zip",
+        {"z": {"zip": {"max_steps": [2, 4], "warmup_steps": [0, 1]}}},
+        {"method": "optuna"},
+        "axes.z",
+        "not optuna",
+    ),
     ("zip lengths", {"z": {"zip": {"max_steps": [2, 4], "warmup_steps": [0]}}}, {}, "axes.z.zip", "equal length"),
     ("unknown method", {"beta": [0.1]}, {"method": "bayes"}, "search.method", "valid: grid, random, optuna"),
-    ("swept twice", {"beta": [0.1], "z": {"zip": {"beta": [0.2], "max_steps": [3]}}}, {}, "axes.z.zip.beta", "swept twice"),
-    ("unknown sampler", {"beta": {"normal": [0, 1]}}, {"method": "random"}, "axes.beta", "must be a list of values or one of"),
-]  # fmt: skip
+    (
+        "swept twice",
+        {"beta": [0.1], "z": {"zip": {"beta": [0.2], "max_steps": [3]}}},
+        {},
+        "axes.z.zip.beta",
+        "swept twice",
+    ),
+    (
+        "unknown sampler",
+        {"beta": {"normal": [0, 1]}},
+        {"method": "random"},
+        "axes.beta",
+        "must be a list of values or one of",
+    ),
+]
 
 
 @pytest.mark.parametrize("what,axes,search,field,words", BAD_AXES, ids=[c[0] for c in BAD_AXES])
@@ -330,12 +443,18 @@ def test_bad_search_spaces(what, axes, search, field, words):
 
 
 def test_plan_shows_the_rungs_of_a_halving_sweep(tmp_path, capsys):
-    spec = small_spec("halving_plan", axes={"beta": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]},
-                      scheduler={"type": "halving", "grace_period": 2, "reduction_factor": 4})  # fmt: skip
+    spec = small_spec(
+        "halving_plan",
+        axes={"beta": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]},
+        scheduler={"type": "halving", "grace_period": 2, "reduction_factor": 4},
+    )
     assert main(["plan", str(write_spec(tmp_path / "h.yaml", spec))]) == 0
     out = capsys.readouterr().out
     assert "16 trials" in out
-    assert "scheduler: halving (synchronous successive halving): at 2 eval(s) the best 4 go on; at 8 eval(s) the best 1 go on" in out
+    assert (
+        "scheduler: halving (synchronous successive halving): at 2 eval(s) the best 4 go on; at 8 eval(s) the best 1 go on"
+        in out
+    )
     # As Ray Tune's bracket rounds: 10 trials, factor 3 -> 4 go on, then 2; one trial: no rung.
     three = parse_spec(small_spec("h3", scheduler={"type": "halving", "reduction_factor": 3}))
     assert three.scheduler.halving_rungs(10) == [(1, 4), (3, 2)] and three.scheduler.halving_rungs(1) == []
@@ -346,9 +465,12 @@ def test_a_model_that_cannot_be_loaded_ends_run_with_one_line_before_ray_starts(
     (tmp_path / "not_a_model" / "notes.txt").write_text("weights elsewhere")
     cases = [
         ("./no/such/model", "model: './no/such/model': no such model directory, and not a hub id"),
-        ("nobody-here/no-such-model-7b", "model: nobody-here/no-such-model-7b is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"),
+        (
+            "nobody-here/no-such-model-7b",
+            "model: nobody-here/no-such-model-7b is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
+        ),
         (str(tmp_path / "not_a_model"), "is a directory without config.json: not a model"),
-    ]  # fmt: skip
+    ]
     for model, message in cases:
         spec = small_spec("bad_model", model=model, dataset={"path": "builtin:prefs"})
         proc = run_cli("run", str(write_spec(tmp_path / "bad_model.yaml", spec)), cwd=tmp_path, timeout=120)

@@ -19,11 +19,20 @@ from sweep.trial import TrialContext, run_trial
 
 from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
 
-COMPARED = ("loss", "rewards/margins", "rewards/accuracies", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")
+COMPARED = (
+    "loss",
+    "rewards/margins",
+    "rewards/accuracies",
+    "eval_loss",
+    "eval_rewards/margins",
+    "eval_rewards/accuracies",
+)
 
 
 def _trial(tmp_path, model, point, **spec_changes):
-    spec = parse_spec(small_spec("speed", results_dir=str(tmp_path), train={"max_steps": 8, "eval_steps": 4}, **spec_changes))
+    spec = parse_spec(
+        small_spec("speed", results_dir=str(tmp_path), train={"max_steps": 8, "eval_steps": 4}, **spec_changes)
+    )
     return run_trial(TrialContext(spec=spec, model_path=str(model)), point)
 
 
@@ -33,8 +42,14 @@ def _caches(tmp_path):
 
 def _probe(code: str, cwd, *args: str) -> subprocess.CompletedProcess:
     """`code` run in a fresh Python process (its own Ray) with this checkout importable."""
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _computed_rows(cache, split: str = "train", column: str = "ref_chosen_logps") -> set[int]:
@@ -56,6 +71,17 @@ def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path
     # Another loss, beta and learning rate read the same rows: loaded, not recomputed.
     other = _trial(tmp_path, tiny_model_path, {"beta": 0.05, "loss_type": "ipo", "learning_rate": 1e-3})
     assert "time/reference_loaded_s" in other and "time/reference_computed_s" not in other
+    # A damaged cache (a byte altered, a file cut short) is computed again, never trained on.
+    (arrow,) = (cache / "train").glob("*.arrow")
+    for damage in ("altered", "truncated"):
+        data = bytearray(arrow.read_bytes())
+        if damage == "altered":
+            data[len(data) // 2 : len(data) // 2 + 8] = b"\x00" * 8
+        arrow.write_bytes(data if damage == "altered" else data[: len(data) // 2])
+        again = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "loss_type": "sigmoid"})
+        assert "time/reference_computed_s" in again, damage
+        assert all(again[k] == pytest.approx(first[k], abs=1e-6) for k in COMPARED), damage
+        assert prepare.load_reference(cache) is not None  # whole again
     # Another seed reads other rows: only those are computed, into the same cache.
     reseeded = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "loss_type": "sigmoid", "seed": 3})
     assert "time/reference_computed_s" in reseeded and len(_caches(tmp_path)) == 1
@@ -75,7 +101,9 @@ def test_trials_starting_together_split_the_reference_pass(tiny_model_path, tmp_
     time) is waited for and read, not computed again, and the values are the same."""
     computed = []
     ref_values = prepare._ref_values
-    monkeypatch.setattr(prepare, "_ref_values", lambda t, split, rows: computed.append(list(rows)) or ref_values(t, split, rows))
+    monkeypatch.setattr(
+        prepare, "_ref_values", lambda t, split, rows: computed.append(list(rows)) or ref_values(t, split, rows)
+    )
     point = {"beta": 0.3, "loss_type": "sigmoid", "per_device_eval_batch_size": 8}
     alone = _trial(tmp_path / "a", tiny_model_path, point)
     parts, computed[:] = list(computed), []
@@ -87,11 +115,18 @@ def test_trials_starting_together_split_the_reference_pass(tiny_model_path, tmp_
     lock, result = prepare.part_files(prepare.parts_folder(tmp_path / "b" / "cache" / cache.name), "train", parts[0])
     lock.parent.mkdir(parents=True)
     other = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time, shutil; from filelock import FileLock\n"
-         "with FileLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(3); shutil.copy(sys.argv[2], sys.argv[3])",
-         str(lock), str(prepare.part_files(prepare.parts_folder(cache), "train", parts[0])[1]), str(result)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, shutil; from filelock import FileLock\n"
+            "with FileLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(3); shutil.copy(sys.argv[2], sys.argv[3])",
+            str(lock),
+            str(prepare.part_files(prepare.parts_folder(cache), "train", parts[0])[1]),
+            str(result),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert other.stdout.readline().strip() == "held"
     together = _trial(tmp_path / "b", tiny_model_path, point)
     assert other.wait(timeout=60) == 0
@@ -107,7 +142,15 @@ def test_kto_shares_its_reference_and_its_kl_term_changes_no_metric(tiny_model_p
     inline = _trial(tmp_path, tiny_model_path, point, share_reference=False)
     first = _trial(tmp_path, tiny_model_path, point)
     assert "time/reference_computed_s" in first
-    for k in ("loss", "rewards/margins", "kl", "eval_loss", "eval_kl", "eval_rewards/margins", "eval_rewards/accuracies"):
+    for k in (
+        "loss",
+        "rewards/margins",
+        "kl",
+        "eval_loss",
+        "eval_kl",
+        "eval_rewards/margins",
+        "eval_rewards/accuracies",
+    ):
         assert first[k] == pytest.approx(inline[k], abs=1e-4), k
     assert first["eval_kl"] > 0  # the KL term was estimated, from the cached KL column too
     (cache,) = _caches(tmp_path)
@@ -130,8 +173,10 @@ def test_a_row_without_reference_log_probs_fails_loudly(tiny_model_path, tmp_pat
     (cache,) = _caches(tmp_path)
     splits = prepare.load_reference(cache)
     rows = sorted(_computed_rows(cache))
-    broken = splits["train"].map(lambda row, i: {"ref_chosen_logps": float("nan") if i == rows[0] else row["ref_chosen_logps"]},
-                                 with_indices=True)  # fmt: skip
+    broken = splits["train"].map(
+        lambda row, i: {"ref_chosen_logps": float("nan") if i == rows[0] else row["ref_chosen_logps"]},
+        with_indices=True,
+    )
     DatasetDict({"train": broken, "eval": splits["eval"]}).save_to_disk(str(tmp_path / "broken"))
     (tmp_path / "broken" / "done").write_text("")
     shutil.rmtree(cache)
@@ -145,7 +190,7 @@ def test_warm_worker_reuses_the_base_model_and_leaves_it_untouched(tiny_model_pa
     from transformers import AutoModelForCausalLM
 
     _trial(tmp_path, tiny_model_path, {"beta": 0.1})
-    (cached, fingerprint), = prepare._BASE.values()
+    ((cached, fingerprint),) = prepare._BASE.values()
     fresh = prepare.weights_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_model_path))
     assert fingerprint == fresh and prepare.weights_fingerprint(cached) == fresh  # trained on, unchanged
     assert not any("lora" in name for name, _ in cached.named_parameters())  # the adapter is off
@@ -156,10 +201,14 @@ def test_warm_worker_reuses_the_base_model_and_leaves_it_untouched(tiny_model_pa
 
 def test_asha_stops_trailing_trials_and_their_runs_end_killed_with_metrics(tmp_path, tiny_model_path):
     spec = small_spec(
-        "asha", axes={"learning_rate": [1.0e-3, 1.0e-7], "beta": [0.1, 0.3]}, max_concurrent_trials=1,
-        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2}, samples={"prompts": 0}, save="none",
+        "asha",
+        axes={"learning_rate": [1.0e-3, 1.0e-7], "beta": [0.1, 0.3]},
+        max_concurrent_trials=1,
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        samples={"prompts": 0},
+        save="none",
         metric="eval_rewards/margins",  # sign-based accuracy rewards even a 1e-7 step in the right direction
-    )  # fmt: skip
+    )
     del spec["train"]["learning_rate"]
     proc = run_cli("run", str(write_spec(tmp_path / "asha.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -183,8 +232,11 @@ def test_a_trial_paused_at_its_checkpoint_resumes_to_the_metrics_of_an_unpaused_
     """`scheduler: halving` pauses trials at a rung: the trial reports a Trainer checkpoint
     with every eval, and resumed from one it trains on exactly as if never paused (adapter,
     optimizer, LR schedule, RNG and data position restored)."""
-    halving = parse_spec(small_spec("pause", results_dir=str(tmp_path), train={"max_steps": 12, "eval_steps": 4},
-                                    scheduler={"type": "halving"}))  # fmt: skip
+    halving = parse_spec(
+        small_spec(
+            "pause", results_dir=str(tmp_path), train={"max_steps": 12, "eval_steps": 4}, scheduler={"type": "halving"}
+        )
+    )
     kept = tmp_path / "kept"  # what Ray Tune keeps of the reported checkpoint
 
     def pause_at_first_checkpoint(metrics, checkpoint_dir=None):
@@ -193,14 +245,19 @@ def test_a_trial_paused_at_its_checkpoint_resumes_to_the_metrics_of_an_unpaused_
         raise SystemExit  # how Ray Tune stops a trial's function at a report
 
     with pytest.raises(SystemExit):
-        run_trial(TrialContext(spec=halving, model_path=str(tiny_model_path)), {"beta": 0.5}, report=pause_at_first_checkpoint)
+        run_trial(
+            TrialContext(spec=halving, model_path=str(tiny_model_path)), {"beta": 0.5}, report=pause_at_first_checkpoint
+        )
     assert (kept / "optimizer.pt").exists() and (kept / "adapter_model.safetensors").exists()
     assert not list((tmp_path / "pause" / "trials").glob("*/checkpoint-*"))  # the trial's own copies are gone
 
     reports = []
-    resumed = run_trial(TrialContext(spec=halving, model_path=str(tiny_model_path)), {"beta": 0.5},
-                        report=lambda m, checkpoint_dir=None: reports.append((m["global_step"], checkpoint_dir)),
-                        resume_from=str(kept))  # fmt: skip
+    resumed = run_trial(
+        TrialContext(spec=halving, model_path=str(tiny_model_path)),
+        {"beta": 0.5},
+        report=lambda m, checkpoint_dir=None: reports.append((m["global_step"], checkpoint_dir)),
+        resume_from=str(kept),
+    )
     assert [step for step, _ in reports] == [8, 12] and reports[0][1] and reports[-1][1] is None  # then the final one
 
     plain = parse_spec(small_spec("plain", results_dir=str(tmp_path), train={"max_steps": 12, "eval_steps": 4}))
@@ -215,9 +272,11 @@ def test_halving_compares_every_trial_at_each_rung_and_resumes_the_best(tmp_path
     the first rung, the best 2 go on from their checkpoints, the best of those to the end.
     One MLflow run per point, the resumed ones carrying on where they paused."""
     spec = small_spec(
-        "halving", axes={"learning_rate": [5.0e-4, 1.0e-3], "beta": [0.1, 0.5]},
-        train={"eval_steps": 3}, scheduler={"type": "halving", "grace_period": 1, "reduction_factor": 2},
-    )  # fmt: skip
+        "halving",
+        axes={"learning_rate": [5.0e-4, 1.0e-3], "beta": [0.1, 0.5]},
+        train={"eval_steps": 3},
+        scheduler={"type": "halving", "grace_period": 1, "reduction_factor": 2},
+    )
     del spec["train"]["learning_rate"]
     proc = run_cli("run", str(write_spec(tmp_path / "halving.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -240,6 +299,7 @@ def test_halving_compares_every_trial_at_each_rung_and_resumes_the_best(tmp_path
     assert sorted(summary["status"]) == ["FINISHED"] + ["STOPPED_EARLY"] * 3
 
 
+@pytest.mark.integration
 def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
     """bitsandbytes costs every process that imports the stack ~1.3 s (PEFT imports it):
     the driver of `run`/`plan` and the workers of a sweep that never quantizes skip it, and
@@ -261,10 +321,16 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
     for cached in (False, True):
         out = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "sweep", "plan", str(REPO / "search_spaces" / "beta_grid.yaml")],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0 and "8 trials" in out.stdout, out.stderr[-2000:]
-        imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+        imported = {
+            line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")
+        }
         # (a blocked import is still listed, as one module with nothing under it)
         assert ("peft" in imported) is not cached and not any(name.startswith("bitsandbytes.") for name in imported)
 
@@ -286,9 +352,12 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
     )
     out = _probe(probe, tmp_path)
     # (the workers' switch is in Ray's environment, not left in the driver's)
-    assert out.stdout.split("\n")[-3:-1] == ["False True False False", "True True True False"], out.stdout + out.stderr[-2000:]
+    assert out.stdout.split("\n")[-3:-1] == ["False True False False", "True True True False"], (
+        out.stdout + out.stderr[-2000:]
+    )
 
 
+@pytest.mark.integration
 def test_trials_run_in_the_workers_ray_prestarted_with_the_stack_imported(tmp_path):
     """A local Ray prestarts its workers, and as many as trials may run at once import the
     stack while the driver reads the spec, checks the data and opens MLflow (sweep/warm.py);
@@ -332,7 +401,9 @@ def test_trials_run_in_the_workers_ray_prestarted_with_the_stack_imported(tmp_pa
     said = [line for line in out.stdout.splitlines() if line.startswith(("warm", "cold"))]
     # The warm worker imported with its garbage collector paused (sweep/startup.py), then
     # turned it back on for the trials, with what it imported frozen out of its scans.
-    assert said == ["warm workers 1", "warm True True", "warm gc True True", "cold False"], out.stdout + out.stderr[-3000:]
+    assert said == ["warm workers 1", "warm True True", "warm gc True True", "cold False"], (
+        out.stdout + out.stderr[-3000:]
+    )
 
 
 def test_start_up_pauses_the_garbage_collector_and_resumes_it_frozen():
@@ -361,10 +432,11 @@ def test_start_up_pauses_the_garbage_collector_and_resumes_it_frozen():
         gc.unfreeze()
 
 
+@pytest.mark.integration
 def test_a_local_ray_stops_its_autoscaler_monitor_before_the_gcs(tmp_path):
     """Ray 2.60's shutdown kills the GCS first; its autoscaler monitor's SIGTERM handler then
     reports to the dead GCS until Ray kills it 1 s later, at the end of every sweep.
-    `cluster.stop` kills the monitor first (cluster._kill_autoscaler_monitor), and leaves no
+    `cluster.stop` kills the monitor first (compat.ray_internals.kill_autoscaler_monitor), and leaves no
     process of the local Ray behind."""
     probe = (
         "import psutil\n"
@@ -386,5 +458,7 @@ def test_a_local_ray_stops_its_autoscaler_monitor_before_the_gcs(tmp_path):
     )
     out = _probe(probe, tmp_path)
     said = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.startswith(("order", "left")))
-    assert said.get("order", "").split()[:1] == ["monitor"] and "gcs_server" in said["order"], out.stdout + out.stderr[-3000:]
+    assert said.get("order", "").split()[:1] == ["monitor"] and "gcs_server" in said["order"], (
+        out.stdout + out.stderr[-3000:]
+    )
     assert said["left"] == "0", out.stdout + out.stderr[-3000:]

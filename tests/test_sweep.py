@@ -77,8 +77,12 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(failing_sweep, sweeps_d
 def _tiny(name, **overrides):
     from .conftest import small_spec
 
-    return small_spec(name, dataset={"max_train_rows": 64, "max_eval_rows": 16},
-                      train={"max_steps": 4, "eval_steps": 2, "logging_steps": 2}, **overrides)  # fmt: skip
+    return small_spec(
+        name,
+        dataset={"max_train_rows": 64, "max_eval_rows": 16},
+        train={"max_steps": 4, "eval_steps": 2, "logging_steps": 2},
+        **overrides,
+    )
 
 
 def test_random_search_with_grid_and_zipped_axes(tmp_path, tiny_model_path):
@@ -88,10 +92,13 @@ def test_random_search_with_grid_and_zipped_axes(tmp_path, tiny_model_path):
 
     spec = _tiny(
         "random_search",
-        axes={"loss_type": ["ipo"], "learning_rate": {"loguniform": [1.0e-4, 1.0e-3]},
-              "schedule": {"zip": {"max_steps": [4], "warmup_steps": [1]}}},
+        axes={
+            "loss_type": ["ipo"],
+            "learning_rate": {"loguniform": [1.0e-4, 1.0e-3]},
+            "schedule": {"zip": {"max_steps": [4], "warmup_steps": [1]}},
+        },
         search={"method": "random", "num_samples": 2},
-    )  # fmt: skip
+    )
     del spec["train"]["learning_rate"], spec["train"]["max_steps"]
     proc = run_cli("run", str(write_spec(tmp_path / "r.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

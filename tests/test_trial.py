@@ -12,10 +12,22 @@ from sweep.trial import TrialContext, run_trial
 from .conftest import small_spec
 
 CORE_METRICS = [
-    "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
-    "logps/rejected", "eval_loss", "eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/margins",
-    "eval_rewards/accuracies", "eval_logps/chosen", "eval_logps/rejected", "train_runtime",
-]  # fmt: skip
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+    "eval_loss",
+    "eval_rewards/chosen",
+    "eval_rewards/rejected",
+    "eval_rewards/margins",
+    "eval_rewards/accuracies",
+    "eval_logps/chosen",
+    "eval_logps/rejected",
+    "train_runtime",
+]
 
 
 def test_trial_runs_without_ray_or_mlflow(tiny_model_path, tmp_path):
@@ -60,7 +72,9 @@ def test_4bit_cpu_eval_keeps_training(tiny_model_path, tmp_path, monkeypatch):
     steps trains exactly like a run without evals."""
     import bitsandbytes.nn.modules as bnb_modules
 
-    ctx = lambda spec: TrialContext(spec=spec, model_path=str(tiny_model_path))
+    def ctx(spec):
+        return TrialContext(spec=spec, model_path=str(tiny_model_path))
+
     with_evals = run_trial(ctx(_four_bit(tmp_path, "q_evals", True)), {"beta": 0.5})
     without = run_trial(ctx(_four_bit(tmp_path, "q_plain", False)), {"beta": 0.5})
     assert with_evals["train_loss"] == pytest.approx(without["train_loss"], abs=1e-6)
@@ -90,15 +104,32 @@ def test_failure_reasons_name_oom_and_nonfinite():
 
 
 @pytest.mark.parametrize("loss_type,trainer", [("kto", "KTOTrainer"), ("simpo", "CPOTrainer"), ("orpo", "ORPOTrainer")])
-def test_other_loss_families_train_with_their_trainers_and_log_core_metrics(tiny_model_path, tmp_path, loss_type, trainer):
-    spec = parse_spec(small_spec(f"fam_{loss_type}", results_dir=str(tmp_path), axes={"loss_type": [loss_type]},
-                                 train={"max_steps": 6, "eval_steps": 3}))  # fmt: skip
+def test_other_loss_families_train_with_their_trainers_and_log_core_metrics(
+    tiny_model_path, tmp_path, loss_type, trainer
+):
+    spec = parse_spec(
+        small_spec(
+            f"fam_{loss_type}",
+            results_dir=str(tmp_path),
+            axes={"loss_type": [loss_type]},
+            train={"max_steps": 6, "eval_steps": 3},
+        )
+    )
     reports = []
-    metrics = run_trial(TrialContext(spec=spec, model_path=str(tiny_model_path)), {"loss_type": loss_type}, report=reports.append)
+    metrics = run_trial(
+        TrialContext(spec=spec, model_path=str(tiny_model_path)), {"loss_type": loss_type}, report=reports.append
+    )
     saved = json.loads(next((tmp_path / f"fam_{loss_type}" / "trials").glob("*/trial_config.json")).read_text())
     assert saved["trainer"].endswith(trainer)
     # The same core names as DPO trials, so every family lands in one table and ranks by one metric.
-    for key in ("loss", "rewards/chosen", "rewards/rejected", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies"):
+    for key in (
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "eval_loss",
+        "eval_rewards/margins",
+        "eval_rewards/accuracies",
+    ):
         assert key in metrics, key
     assert 0 < metrics["eval_rewards/accuracies"] <= 1 and [r["global_step"] for r in reports] == [3, 6]
     assert all("eval_rewards/accuracies" in r for r in reports)
@@ -117,8 +148,12 @@ def test_paired_eval_measures_against_the_base_model_not_a_copy_of_the_adapter(t
     from sweep.spec import DatasetSpec
 
     pairs = load_preference_data(DatasetSpec(max_eval_rows=32))["eval"]
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_path), LoraConfig(r=4, target_modules="all-linear"))
-    scorer = PairedEval(model, AutoTokenizer.from_pretrained(tiny_model_path), pairs, beta=0.5, max_length=128, batch_size=16, cpu=True)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_path), LoraConfig(r=4, target_modules="all-linear")
+    )
+    scorer = PairedEval(
+        model, AutoTokenizer.from_pretrained(tiny_model_path), pairs, beta=0.5, max_length=128, batch_size=16, cpu=True
+    )
     assert list(model.peft_config) == ["default"]
     fresh = scorer()  # LoRA B starts at zero: the policy is the base model
     assert fresh["eval_rewards/margins"] == 0 and fresh["eval_rewards/accuracies"] == 0

@@ -18,14 +18,15 @@ STATUS_LINE = re.compile(
 def test_plain_progress_lines_without_escape_codes(grid_sweep):
     out = grid_sweep.stdout
     assert "\x1b" not in out and "\x1b" not in grid_sweep.stderr  # captured output: no terminal codes
-    lines = [l for l in out.splitlines() if STATUS_LINE.match(l)]
+    lines = [line for line in out.splitlines() if STATUS_LINE.match(line)]
     assert len(lines) >= 2, out
     first, last = STATUS_LINE.match(lines[0]), STATUS_LINE.match(lines[-1])
     assert first.group(2) == "0" and int(first.group(4)) + int(first.group(3)) == 4
     assert last.groups()[1:] == ("4", "0", "0", "0", "0") and lines[-1].endswith("ETA 0s")
     assert "| best eval_rewards/accuracies=" in lines[-1]
     # one line per trial as it ends, with its metric and duration
-    events = [l for l in out.splitlines() if re.match(r"^\[\d/4\] finished loss_type=\w+,beta=0\.\d: eval_rewards/accuracies=0\.\d+ \(\d+s\)$", l)]
+    event = re.compile(r"^\[\d/4\] finished loss_type=\w+,beta=0\.\d: eval_rewards/accuracies=0\.\d+ \(\d+s\)$")
+    events = [line for line in out.splitlines() if event.match(line)]
     assert len(events) == 4
     # the trials' own chatter (Trainer log dicts, warnings) stays out of the console
     assert "'loss':" not in out and "Loading weights" not in out
@@ -43,13 +44,16 @@ def test_failed_trial_is_announced_and_its_log_kept(failing_sweep, sweeps_dir):
 
 def test_status_and_logs_during_and_after_a_running_sweep(tmp_path, tiny_model_path):
     # trials long enough (~10 s each here) that a `status` call (~2.5 s) lands inside one
-    spec = small_spec("watched", axes={"beta": [0.1, 0.5]}, max_concurrent_trials=1,
-                      train={"max_steps": 300, "eval_steps": 150, "logging_steps": 2})  # fmt: skip
+    spec = small_spec("watched", axes={"beta": [0.1]}, train={"max_steps": 300, "eval_steps": 150, "logging_steps": 2})
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     sweep = subprocess.Popen(
         [sys.executable, "-m", "sweep", "run", str(write_spec(tmp_path / "w.yaml", spec))],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         seen_running, seen_log = None, None
         deadline = time.time() + 240
@@ -61,7 +65,7 @@ def test_status_and_logs_during_and_after_a_running_sweep(tmp_path, tiny_model_p
             m = re.search(r"^\s*(beta=0\.\d)\s+(\d+)/300\b", st.stdout, re.M)
             if st.returncode == 0 and m and int(m.group(2)) > 0:
                 assert "sweep watched: RUNNING" in st.stdout
-                assert re.search(r"\d/2 finished, 1 running, \d pending", st.stdout)
+                assert "0/1 finished, 1 running, 0 pending" in st.stdout
                 seen_running = m.group(1)
                 log = run_cli("logs", "watched", seen_running, cwd=tmp_path)
                 if log.returncode == 0 and "'loss':" in log.stdout:
@@ -73,7 +77,7 @@ def test_status_and_logs_during_and_after_a_running_sweep(tmp_path, tiny_model_p
         if sweep.poll() is None:
             sweep.kill()
     st = run_cli("status", "watched", cwd=tmp_path)
-    assert "sweep watched: FINISHED" in st.stdout and "2/2 finished, 0 running, 0 pending" in st.stdout
+    assert "sweep watched: FINISHED" in st.stdout and "1/1 finished, 0 running, 0 pending" in st.stdout
     assert "best eval_rewards/accuracies=" in st.stdout
     after = run_cli("logs", "watched", seen_running, cwd=tmp_path).stdout
     assert after.startswith(seen_log[:200]) and "train_runtime" in after  # the uploaded artifact is complete

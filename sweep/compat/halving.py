@@ -31,8 +31,8 @@ from ray.tune.schedulers import HyperBandScheduler, TrialScheduler
 from ray.tune.schedulers.hyperband import _Bracket
 from ray.tune.search import BasicVariantGenerator
 
-from .spec import Scheduler
-from .trial import FINAL
+from ..spec import Scheduler
+from ..trial import FINAL
 
 
 class SuccessiveHalving(HyperBandScheduler):
@@ -46,9 +46,14 @@ class SuccessiveHalving(HyperBandScheduler):
         super().__init__(time_attr="training_iteration", max_t=last, reduction_factor=eta, stop_last_trials=False)
         self.n_trials = n_trials
         self.bracket = _Bracket(
-            time_attr="training_iteration", max_trials=n_trials, init_t_attr=scheduler.grace_period,
-            max_t_attr=last, eta=eta, s=len(rungs), stop_last_trials=False,
-        )  # fmt: skip
+            time_attr="training_iteration",
+            max_trials=n_trials,
+            init_t_attr=scheduler.grace_period,
+            max_t_attr=last,
+            eta=eta,
+            s=len(rungs),
+            stop_last_trials=False,
+        )
         self._hyperbands = [[self.bracket]]  # what HyperBand's choose_trial_to_run walks
         self._stop_once_paused: set = set()
         self._ended_before = 0

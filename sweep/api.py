@@ -1,0 +1,258 @@
+"""The Python API: run a sweep and read it back as pandas, from a notebook or a script.
+
+    import sweep
+
+    outcome = sweep.run("search_spaces/beta_grid.yaml", overrides=["train.max_steps=20"])
+    trials = sweep.trials("beta_grid")      # one row per trial: the columns `export` writes
+    steps = sweep.history("beta_grid")      # per-step metrics, long form
+    best = sweep.best("beta_grid")          # the best trial: point, metrics, adapter
+    sweep.importance("beta_grid")           # which swept axis moved the metric
+
+Every reader takes a sweep's name (the spec's `name`) and, like the CLI, reads the store at
+`tracking_uri`, else $MLFLOW_TRACKING_URI, else `<results_dir>/mlflow.db`. The CLI is a thin
+layer over these functions, so both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from . import reports, store, tracking
+from .spec import SpecError, SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file
+from .startup import QUIET_ENV, restored_env
+from .store import Sweep
+
+SpecLike = str | os.PathLike | dict | SweepSpec
+
+
+def load(spec: SpecLike, overrides: Sequence[str] = ()) -> SweepSpec:
+    """A validated spec from a YAML path, a mapping (as the YAML would hold) or a spec object,
+    with `key=value` overrides applied (`train.max_steps=5`, `axes.beta=[0.1,0.5]`)."""
+    from .overrides import apply_overrides
+
+    if isinstance(spec, SweepSpec):
+        if overrides:
+            raise SpecError("--set", "overrides apply to a YAML path or a mapping, not to a spec object")
+        return spec
+    if isinstance(spec, dict):
+        return parse_spec(apply_overrides(spec, overrides))
+    return load_spec(spec, overrides)
+
+
+def run(
+    spec: SpecLike,
+    overrides: Sequence[str] = (),
+    *,
+    address: str | None = None,
+    fresh: bool = False,
+    retry_failed: bool = False,
+    verbose: bool = False,
+    progress_interval: float = 30.0,
+    log=print,
+    exits_after: bool = False,
+):
+    """Run (or resume) a sweep and return its `SweepOutcome`: `.summary` (the trials frame),
+    `.sweep` (where it lives in MLflow), `.status`, `.exit_code`, `.n_failed`.
+
+    Bad input raises `SpecError` before Ray starts. Environment variables set for the run
+    (offline hub for the embedded default, Ray's auth mode) are restored afterwards; Ray is
+    down when it returns, unless `exits_after` (the CLI) lets it stop while reports are written."""
+    from . import cluster
+
+    offline = needs_no_hub(_raw(spec, overrides))
+    with restored_env("HF_HUB_OFFLINE", "RAY_AUTH_MODE", *QUIET_ENV):
+        if offline:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: never reach for a hub
+        for name, value in QUIET_ENV.items():
+            os.environ.setdefault(name, value)
+        cluster.set_auth_mode(address)
+        try:
+            resolved = load(spec, overrides)
+            for where, problem in _unreachable(resolved)[:1]:
+                raise SpecError(where, problem)
+            if not cluster.address_of(address):
+                # A local Ray comes up, and its workers import the stack, while this process
+                # imports Ray Tune, checks the data and opens the store.
+                cluster.start(
+                    None, verbose, quantized=cluster.may_have_cuda(), warm_workers=cluster.trials_at_once(resolved)
+                )
+            from .orchestrate import run_sweep
+
+            return run_sweep(
+                resolved,
+                address=address,
+                log=log,
+                verbose=verbose,
+                progress_interval=progress_interval,
+                fresh=fresh,
+                retry_failed=retry_failed,
+                exits_after=exits_after,
+            )
+        finally:
+            cluster.stop()
+
+
+def open_sweep(name: str | Sweep, tracking_uri: str | None = None, results_dir: str | Path = "results") -> Sweep:
+    """The latest sweep called `name` in the store (raises `LookupError` naming the sweeps there)."""
+    if isinstance(name, Sweep):
+        return name
+    return store.find_sweep(store_uri(tracking_uri, results_dir), name)
+
+
+def trials(name: str | Sweep, tracking_uri: str | None = None, results_dir: str | Path = "results") -> pd.DataFrame:
+    """One row per trial, best first: ids, status, swept values, every final metric, the best
+    of the ranking metrics over each trial's history, steps, runtime, error (`export`'s CSV)."""
+    return reports.trials_frame(open_sweep(name, tracking_uri, results_dir), all_metrics=True)
+
+
+def history(
+    name: str | Sweep,
+    metrics: Sequence[str] | None = None,
+    tracking_uri: str | None = None,
+    results_dir: str | Path = "results",
+) -> pd.DataFrame:
+    """Per-step metrics in long form: one row per (trial, metric, step) (`export --history`)."""
+    return reports.history_frame(
+        open_sweep(name, tracking_uri, results_dir), metrics=list(metrics) if metrics else None
+    )
+
+
+def samples(
+    name: str | Sweep, top: int = 3, tracking_uri: str | None = None, results_dir: str | Path = "results"
+) -> pd.DataFrame:
+    """The top trials' generations beside the base model's, one row per held-out prompt."""
+    return reports.samples_frame(open_sweep(name, tracking_uri, results_dir), top=top)
+
+
+def judgements(
+    name: str | Sweep, trial: str | None = None, tracking_uri: str | None = None, results_dir: str | Path = "results"
+) -> pd.DataFrame:
+    """A trial's (default: the best's) last judged evaluation, one row per prompt: the prompt,
+    the base model's answer, the trial's answer, every score of both, totals, win/tie/loss."""
+    sweep = open_sweep(name, tracking_uri, results_dir)
+    table = reports.judged_frame(sweep, trial)
+    if table is None:
+        raise LookupError(f"sweep {sweep.name} has no judged generations (its spec has no `judge:` section)")
+    return table
+
+
+@dataclass
+class Best:
+    """The best finished trial of a sweep by its ranking metric."""
+
+    trial: str
+    """Its run name: the swept values, e.g. `loss_type=ipo,beta=0.1`."""
+    run_id: str
+    point: dict[str, Any]
+    metrics: dict[str, float]
+    tracking_uri: str
+    has_adapter: bool
+    params: dict[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def adapter_uri(self) -> str:
+        """The MLflow URI of its LoRA adapter (`mlflow.artifacts.download_artifacts` takes it)."""
+        return f"runs:/{self.run_id}/adapter"
+
+    def download_adapter(self, dst: str | Path | None = None) -> Path:
+        """The adapter's folder on this machine (PEFT's `PeftModel.from_pretrained` loads it)."""
+        if not self.has_adapter:
+            raise LookupError(f"trial {self.trial} has no saved adapter (run the sweep with `save: all` or `best`)")
+        return Path(
+            tracking.client(self.tracking_uri).download_artifacts(
+                self.run_id, tracking.ADAPTER, str(dst) if dst else None
+            )
+        )
+
+    def load(self):
+        """The base model with this adapter on top, and its tokenizer: `(model, tokenizer)`."""
+        from .evaluation import load_trial
+
+        loaded = load_trial(self.tracking_uri, tracking.client(self.tracking_uri).get_run(self.run_id))
+        return loaded.model, loaded.tokenizer
+
+
+def best(
+    name: str | Sweep, metric: str | None = None, tracking_uri: str | None = None, results_dir: str | Path = "results"
+) -> Best:
+    """The best finished trial by `metric` (default: the sweep's ranking metric and mode)."""
+    sweep = open_sweep(name, tracking_uri, results_dir)
+    df = reports.finished(reports.rank(trials(sweep), metric or sweep.metric, sweep.mode), metric or sweep.metric)
+    if df.empty:
+        raise LookupError(f"sweep {sweep.name} has no finished trial with {metric or sweep.metric}")
+    row = df.iloc[0]
+    run = tracking.client(sweep.uri).get_run(row["run_id"])
+    artifacts = {a.path for a in tracking.client(sweep.uri).list_artifacts(run.info.run_id)}
+    point = {a: row[a] for a in sweep.axes if a in row}
+    return Best(
+        trial=run.info.run_name,
+        run_id=run.info.run_id,
+        point=point,
+        metrics=dict(run.data.metrics),
+        tracking_uri=sweep.uri,
+        has_adapter=tracking.ADAPTER in artifacts,
+        params=dict(run.data.params),
+    )
+
+
+def importance(
+    name: str | Sweep, metric: str | None = None, tracking_uri: str | None = None, results_dir: str | Path = "results"
+):
+    """How much each swept axis moved the ranking metric over the finished trials (Optuna's
+    fANOVA importance, summing to 1), as an `analysis.Importance` (`.table`, `.note`)."""
+    from .analysis import axis_importance
+
+    sweep = open_sweep(name, tracking_uri, results_dir)
+    return axis_importance(trials(sweep), sweep.axes, metric or sweep.metric, sweep.mode)
+
+
+def report(
+    name: str | Sweep,
+    metric: str | None = None,
+    fmt: str = "table",
+    tracking_uri: str | None = None,
+    results_dir: str | Path = "results",
+) -> str:
+    """The report `python -m sweep report` prints (`fmt`: table, markdown or json)."""
+    return reports.report(open_sweep(name, tracking_uri, results_dir), metric=metric, fmt=fmt)
+
+
+def status(name: str | Sweep, tracking_uri: str | None = None, results_dir: str | Path = "results") -> str:
+    """Where a sweep stands (counts, best so far, running trials' progress), from the store alone."""
+    return reports.status(open_sweep(name, tracking_uri, results_dir))
+
+
+def list_sweeps(tracking_uri: str | None = None, results_dir: str | Path = "results") -> pd.DataFrame:
+    """Every sweep in the store, newest first, with trial counts by status."""
+    return pd.DataFrame(store.list_sweeps(store_uri(tracking_uri, results_dir)))
+
+
+def store_uri(tracking_uri: str | None = None, results_dir: str | Path = "results") -> str:
+    """The tracking URI readers use; refuses to invent an empty default sqlite store."""
+    uri = tracking.resolve_tracking_uri(tracking_uri, results_dir)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise SpecError(
+            "tracking", f"no MLflow store at {uri.removeprefix('sqlite:///')}; run a sweep first or pass --tracking-uri"
+        )
+    return uri
+
+
+def _raw(spec: SpecLike, overrides: Sequence[str]) -> Any:
+    """The spec as plain data, overrides applied, read before anything imports
+    huggingface_hub (which reads HF_HUB_OFFLINE once)."""
+    from .overrides import apply_overrides
+
+    if isinstance(spec, SweepSpec):
+        return {"model": spec.model, "dataset": {"path": spec.dataset.path}}
+    return apply_overrides(spec if isinstance(spec, dict) else read_spec_file(spec), overrides)
+
+
+def _unreachable(spec: SweepSpec):
+    from .spec import unreachable_models
+
+    return unreachable_models(spec)
