@@ -31,6 +31,7 @@ from .startup import restored_env
 _STARTED: Future | None = None
 _SKIPS_BITSANDBYTES = False  # whether the local Ray's workers were started without bitsandbytes
 _WARM_DIR: str | None = None  # the local Ray's warm-worker slots (sweep/warm.py)
+WARM_PREFIX = "sweep-warm-"  # + the driver's pid: <tmp>/sweep-warm-<pid>-<random>
 _STOP = threading.Event()  # set when Ray is shut down: its thread may end
 _STOPPING: threading.Thread | None = None  # a shutdown under way in the background
 _OWN = False  # whether `start` called ray.init (else Ray was up already: someone else's to stop)
@@ -151,14 +152,34 @@ def _shutdown() -> None:
     if _STARTED is not None:
         _STARTED.exception()  # waits
         _STARTED = None
-    global _OWN
+    global _OWN, _WARM_DIR
     if _ray_is_up() and _OWN:
         ray_internals.kill_autoscaler_monitor()
         sys.modules["ray"].shutdown()
     _OWN = False
     if _WARM_DIR:
         shutil.rmtree(_WARM_DIR, ignore_errors=True)
+        _WARM_DIR = None
     _STOP.set()
+
+
+def _remove_stale_warm_dirs() -> None:
+    """The warm-worker folders of local Rays whose driver is gone without cleaning up (killed
+    with SIGKILL, or by the OOM killer): named after the driver's pid, removed when it is dead."""
+    for path in Path(tempfile.gettempdir()).glob(f"{WARM_PREFIX}*-*"):
+        pid = path.name.removeprefix(WARM_PREFIX).split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _ray_is_up() -> bool:
@@ -197,7 +218,8 @@ def _init(address: str | None, verbose: bool, quantized: bool, warm_workers: int
     else:
         # No runtime_env: Ray prestarts workers only for a job without one. Ray's processes
         # inherit the environment as ray.init starts them; this process gets its own back after.
-        _WARM_DIR = tempfile.mkdtemp(prefix="sweep-warm-")
+        _remove_stale_warm_dirs()
+        _WARM_DIR = tempfile.mkdtemp(prefix=f"{WARM_PREFIX}{os.getpid()}-")
         env.update(SWEEP_WARM_DIR=_WARM_DIR, SWEEP_WARM_WORKERS=str(warm_workers))
         with restored_env(*env):
             os.environ.update(env)

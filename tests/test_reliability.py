@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,10 +68,13 @@ def test_killed_sweep_resumes_without_duplicates(resume_spec):
     finished_before = {r.data.tags["sweep.trial_id"]: r.info.run_id for r in before if r.info.status == "FINISHED"}
     _, parents, children = mlflow_store(cwd, "resumable")
     assert "RUNNING" in _statuses(children)  # SIGKILL left no one to clean up: resume must
+    left_behind = list(Path(tempfile.gettempdir()).glob(f"sweep-warm-{proc.pid}-*"))  # the warm workers' folder
+    assert len(left_behind) == 1
 
     again = run_cli("run", str(spec_path), cwd=cwd)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming sweep resumable" in again.stdout
+    assert not left_behind[0].exists()  # the next run on this machine removed what the killed one left
     c, parents, children = mlflow_store(cwd, "resumable")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert "RUNNING" not in _statuses(children)
