@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from . import reports, store, tracking
-from .spec import SpecError, SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file
+from .spec import SpecError, SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file, unreachable_models
 from .startup import QUIET_ENV, restored_env
 from .store import Sweep
 
@@ -73,7 +73,7 @@ def run(
         cluster.set_auth_mode(address)
         try:
             resolved = load(spec, overrides)
-            for where, problem in _unreachable(resolved)[:1]:
+            for where, problem in unreachable_models(resolved)[:1]:
                 raise SpecError(where, problem)
             if not cluster.address_of(address):
                 # A local Ray comes up, and its workers import the stack, while this process
@@ -250,9 +250,3 @@ def _raw(spec: SpecLike, overrides: Sequence[str]) -> Any:
     if isinstance(spec, SweepSpec):
         return {"model": spec.model, "dataset": {"path": spec.dataset.path}}
     return apply_overrides(spec if isinstance(spec, dict) else read_spec_file(spec), overrides)
-
-
-def _unreachable(spec: SweepSpec):
-    from .spec import unreachable_models
-
-    return unreachable_models(spec)

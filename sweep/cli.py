@@ -63,23 +63,16 @@ def cmd_init(args) -> int:
     """Write a first spec for a model and a preference dataset, its layout detected from the columns."""
     from .scaffold import spec_from_data
 
-    layout, text = spec_from_data(args.model, args.dataset, name=args.name, out=args.out)
-    out = Path(args.out or f"{_yaml_name(text)}.yaml")
+    made = spec_from_data(args.model, args.dataset, name=args.name, out=args.out)
+    out = Path(made.path)
     if out.exists() and not args.force:
         raise SpecError("--out", f"{out} exists; pass --force to overwrite it, or choose another --out")
-    out.write_text(text, encoding="utf-8")
-    spec = load_spec(out)
-    for where, problem in unreachable_models(spec):
+    out.write_text(made.text, encoding="utf-8")
+    for where, problem in unreachable_models(made.spec):
         print(f"warning: {where}: {problem}", file=sys.stderr)
-    print(f"{layout} layout; {spec.num_trials()} trials; next: python -m sweep plan {out}", file=sys.stderr)
+    print(f"{made.layout} layout; {made.spec.num_trials()} trials; next: python -m sweep plan {out}", file=sys.stderr)
     print(out)
     return EXIT_OK
-
-
-def _yaml_name(text: str) -> str:
-    import yaml
-
-    return yaml.safe_load(text)["name"]
 
 
 def cmd_run(args) -> int:

@@ -59,14 +59,15 @@ def write_html(sweep: store.Sweep, path: Path, metric: str | None = None, top: i
             if figures:
                 sections.append("<h2>figures</h2>")
                 sections += [_img(fig) for fig in figures]
-        judged = reports.judged_frame(sweep)
+        done = reports.finished(f.trials, f.metric)  # ranked as the page ranks them
+        judged = reports.judged_frame(sweep, done.iloc[0]["run_id"]) if len(done) else None
         if judged is not None:
             keep = [c for c in ("prompt", "base", "answer", "base_score", "score", "outcome") if c in judged]
             sections += [
                 "<h2>the best trial's judged answers (last evaluation)</h2>",
                 _table(judged[keep or list(judged.columns)], css="samples"),
             ]
-        samples = reports.samples_frame(sweep, top=top)
+        samples = reports.samples_frame(sweep, top=top, trials=f.trials)
         if len(samples):
             sections += [
                 "<h2>samples: the base model and the top trials on held-out prompts</h2>",

@@ -82,7 +82,7 @@ def metric_by_axis(df: pd.DataFrame, axes: list[str], metric: str, path: Path, t
             means = part.groupby(axis)[metric].mean().sort_index()
             ax.scatter(x, part[metric], alpha=0.6, s=18)
             ax.plot(means.index.astype(float), means.to_numpy(), color="black", marker="o", linewidth=1.2, label="mean")
-            if x.min() > 0 and x.max() / x.min() >= 20:
+            if _log_scaled(x):
                 ax.set_xscale("log")
         else:
             labels = sorted(part[axis].astype(str).unique())
@@ -102,6 +102,11 @@ def metric_by_axis(df: pd.DataFrame, axes: list[str], metric: str, path: Path, t
     return path
 
 
+def _log_scaled(values) -> bool:
+    """Whether positive values span 20x or more (beta 0.01..10, learning rates): drawn on a log axis."""
+    return min(values) > 0 and max(values) / min(values) >= 20
+
+
 def _numeric(values: pd.Series) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
@@ -112,8 +117,7 @@ def _unit_scale(values: pd.Series) -> tuple[list[float], list[tuple[float, str]]
 
     if _numeric(values):
         x = [float(v) for v in values]
-        log = min(x) > 0 and max(x) / min(x) >= 20
-        t = [math.log10(v) for v in x] if log else x
+        t = [math.log10(v) for v in x] if _log_scaled(x) else x
         lo, hi = min(t), max(t)
         pos = [(v - lo) / (hi - lo) if hi > lo else 0.5 for v in t]
         return pos, sorted({(p, f"{v:.3g}") for p, v in zip(pos, x)})
@@ -131,8 +135,7 @@ def metric_vs(df: pd.DataFrame, x: str, metric: str, path: Path, title: str) -> 
         ax.plot(stats.index, stats["mean"], marker="o", label=str(name))
         if (stats["max"] > stats["min"]).any():  # other axes vary: show their spread
             ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15)
-    values = df[x].astype(float)
-    if values.min() > 0 and values.max() / values.min() >= 20:
+    if _log_scaled(df[x].astype(float)):
         ax.set_xscale("log")
     ax.set_xlabel(x)
     ax.set_ylabel(f"final {metric}")

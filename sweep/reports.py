@@ -123,10 +123,11 @@ def pivot(df: pd.DataFrame, metric: str, index: str = "loss_type", columns: str 
     return done.pivot_table(index=index, columns=columns, values=metric, aggfunc="mean")
 
 
-def samples_frame(sweep: Sweep, top: int = 3) -> pd.DataFrame:
-    """The generations of the top `top` finished trials beside the base model's, one row per prompt."""
+def samples_frame(sweep: Sweep, top: int = 3, trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The generations of the top `top` finished trials beside the base model's, one row per
+    prompt. `trials`: the sweep's trials frame, ranked, where the caller has it already."""
     c = tracking.client(sweep.uri)
-    df = trials_frame(sweep, best=False)
+    df = trials_frame(sweep, best=False) if trials is None else trials
     done = df[df["status"] == "FINISHED"].head(top)
     table = None
     for _, row in done.iterrows():

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
-from .spec import DatasetSpec, SpecError, parse_spec
+from .spec import DatasetSpec, SpecError, SweepSpec, parse_spec
 
 # (name, columns the source must have, what the spec's `dataset:` needs for it), most specific first.
 LAYOUTS: list[tuple[str, set[str], dict[str, Any]]] = [
@@ -96,11 +96,19 @@ def source_columns(path: str) -> list[str]:
     return list(split.column_names)
 
 
-def spec_from_data(model: str, dataset: str, name: str | None = None, out: str | None = None) -> tuple[str, str]:
-    """(layout name, the spec's YAML text) for tuning `model` on `dataset`."""
+class Scaffold(NamedTuple):
+    layout: str  # the dataset layout recognised
+    path: str  # where the spec is meant to be written (its launch command names it)
+    text: str  # the spec's YAML, with its header
+    spec: SweepSpec  # the same, validated
+
+
+def spec_from_data(model: str, dataset: str, name: str | None = None, out: str | None = None) -> Scaffold:
+    """A first spec for tuning `model` on `dataset`, to be written to `out` (default `<name>.yaml`)."""
     columns = source_columns(dataset)
     layout, settings = detect_layout(columns)
     name = name or _name_of(dataset)
+    out = out or f"{name}.yaml"
     sizes = EMBEDDED if model.startswith("builtin:") else REAL
     raw: dict[str, Any] = {
         "name": name,
@@ -115,13 +123,12 @@ def spec_from_data(model: str, dataset: str, name: str | None = None, out: str |
     if judged:  # a reference answer per prompt: rank by what the models say
         raw["judge"] = {"prompts": 100, "scorers": ["builtin:verifiable"], "max_new_tokens": sizes["answer_tokens"]}
         raw["metric"], raw["mode"] = "eval_judge/score", "max"
-    parse_spec(raw)  # what is written is a valid spec
-    launch = f"python -m sweep run {out or name + '.yaml'}"
+    spec = parse_spec(raw, source=out)  # what is written is a valid spec
     header = [
-        f"# {launch}",
+        f"# python -m sweep run {out}",
         "#",
         f"# Written by `sweep init` for {model} on {dataset} ({layout} layout).",
-        f"# `python -m sweep plan {out or name + '.yaml'}` lists the trials; `--set key=value` overrides a field.",
+        f"# `python -m sweep plan {out}` lists the trials; `--set key=value` overrides a field.",
     ]
     body = yaml.dump(raw, Dumper=_Dumper, sort_keys=False, width=120)
     footer = []
@@ -134,7 +141,8 @@ def spec_from_data(model: str, dataset: str, name: str | None = None, out: str |
             "#   scorers: [{reward_model: OpenAssistant/reward-model-deberta-v3-large-v2}]",
             "# metric: eval_judge/score",
         ]
-    return layout, "\n".join(header) + "\n" + body + ("\n".join(footer) + "\n" if footer else "")
+    text = "\n".join(header) + "\n" + body + ("\n".join(footer) + "\n" if footer else "")
+    return Scaffold(layout, out, text, spec)
 
 
 def _name_of(dataset: str) -> str:
