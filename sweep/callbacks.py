@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from transformers import TrainerCallback
 
+from .metric_sender import MetricSender
+
 
 class NonFiniteLoss(RuntimeError):
     """The loss or the gradients became NaN/inf: the trial is stopped and recorded FAILED."""
@@ -83,7 +85,8 @@ class StepStats(TrainerCallback):
 
 
 class MetricsCallback(StepStats):
-    """Every metric TRL logs -> MLflow (step = global step); intermediate evals -> `report`;
+    """Every metric TRL logs -> MLflow through `sender` (step = global step: `MetricSender`
+    sends off the training thread); intermediate evals -> `report`;
     at the end, `StepStats`' speed and memory.
 
     The final eval is reported by `run_trial` after the MLflow run has ended: a scheduler
@@ -94,13 +97,12 @@ class MetricsCallback(StepStats):
 
     def __init__(
         self,
-        uri: str | None,
-        run_id: str | None,
+        sender: MetricSender | None,
         report: Callable[..., None] | None,
         started: float | None = None,
         checkpoints: bool = False,
     ):
-        self.uri, self.run_id, self.report, self.checkpoints = uri, run_id, report, checkpoints
+        self.sender, self.report, self.checkpoints = sender, report, checkpoints
         self.pending: dict[str, float] | None = None  # an eval waiting for its checkpoint
         self.latest: dict[str, float] = {}
         self.timings: dict[str, float] = {"time/trial_start_unix": started or time.time()}
@@ -111,19 +113,15 @@ class MetricsCallback(StepStats):
         now = time.time()
         self.timings.update({"time/train_start_unix": now, "time/setup_s": now - self.timings["time/trial_start_unix"]})
         self.latest.update(self.timings)
-        if self.run_id is not None:
-            from .tracking import log_metrics
-
-            log_metrics(self.uri, self.run_id, self.timings, 0)
+        if self.sender is not None:
+            self.sender.log(self.timings, 0)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         self.latest.update(logs)
         self.latest["global_step"] = state.global_step
-        if self.run_id is not None:
-            from .tracking import log_metrics
-
-            log_metrics(self.uri, self.run_id, {**logs, "global_step": state.global_step}, state.global_step)
+        if self.sender is not None:
+            self.sender.log({**logs, "global_step": state.global_step}, state.global_step)
         is_eval = any(k.startswith("eval_") for k in logs)
         if self.report is not None and is_eval and state.global_step < state.max_steps:
             if self.checkpoints:
@@ -141,7 +139,5 @@ class MetricsCallback(StepStats):
     def on_train_end(self, args, state, control, **kwargs):
         super().on_train_end(args, state, control, **kwargs)
         self.latest.update(self.measured)
-        if self.run_id is not None and self.measured:
-            from .tracking import log_metrics
-
-            log_metrics(self.uri, self.run_id, self.measured, state.global_step)
+        if self.sender is not None and self.measured:
+            self.sender.log(self.measured, state.global_step)

@@ -221,13 +221,15 @@ def cmd_ui(args) -> int:
 
 def cmd_server(args) -> int:
     """A tracking server for sweeps whose trials run in other processes or on other nodes."""
-    from .server import serve_until_interrupted, start_mlflow_server
+    from .server import serve_until_interrupted, shown, start_mlflow_server
     from .tracking import resolve_tracking_uri
 
     store = resolve_tracking_uri(args.backend_store_uri, args.results_dir)
     Path(args.results_dir).mkdir(parents=True, exist_ok=True)
-    proc = start_mlflow_server(store, args.host, args.port, Path(args.results_dir).resolve() / "mlartifacts")
-    print(f"tracking server on {store}", file=sys.stderr)
+    proc = start_mlflow_server(
+        store, args.host, args.port, Path(args.results_dir).resolve() / "mlartifacts", args.workers
+    )
+    print(f"tracking server on {shown(store)}", file=sys.stderr)
     print(f"MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
     return serve_until_interrupted(proc)
 
@@ -386,7 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1; 0.0.0.0 for other nodes)"
     )
     p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--backend-store-uri", help="where runs are stored (default: sqlite at <results-dir>/mlflow.db)")
+    p.add_argument(
+        "--backend-store-uri",
+        help="where runs are stored: sqlite at <results-dir>/mlflow.db by default; a postgresql:// URI "
+        "(scripts/postgres.sh makes one) for sweeps with tens of trials logging at once",
+    )
+    p.add_argument("--workers", type=int, help="server processes (default: 1 on sqlite, 4 on a database server)")
     p.add_argument("--results-dir", default="results")
     p.set_defaults(func=cmd_server)
 

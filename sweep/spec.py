@@ -99,6 +99,10 @@ class Tracking:
     """MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite at <results_dir>/mlflow.db."""
     experiment: str | None = None
     """MLflow experiment name; default the spec's `name`."""
+    retry_s: float = 600.0
+    """How long a trial keeps resending metric points the tracking server cannot take (down,
+    or overloaded) before it drops them; its run then says how many it dropped. Metrics are
+    sent off the training thread, so a slow server never slows training."""
 
 
 @dataclass
@@ -254,7 +258,9 @@ class SweepSpec:
 
     def fingerprint(self) -> str:
         """Hash of everything that defines the sweep's results (used to detect a changed spec)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        d = self.to_dict()
+        d["tracking"].pop("retry_s")  # how patiently metrics are sent changes no result
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # ---- config field catalogues (from the installed libraries, so they never drift) ----
@@ -366,6 +372,8 @@ def _validate(spec: SweepSpec) -> None:
         not isinstance(spec.max_concurrent_trials, int) or spec.max_concurrent_trials < 1
     ):
         raise SpecError("max_concurrent_trials", f"must be a positive integer, got {spec.max_concurrent_trials!r}")
+    if not spec.tracking.retry_s > 0:
+        raise SpecError("tracking.retry_s", f"must be > 0 seconds, got {spec.tracking.retry_s!r}")
     if spec.scheduler.type not in SCHEDULERS:
         raise SpecError("scheduler.type", unknown("scheduler", spec.scheduler.type, SCHEDULERS, None))
     if spec.scheduler.grace_period < 1 or spec.scheduler.reduction_factor <= 1:

@@ -26,6 +26,7 @@ TAG_ERROR = "sweep.error"
 TAG_FINGERPRINT = "sweep.spec_fingerprint"
 TAG_LOG_PATH = "sweep.log_path"
 TAG_STOPPED_EARLY = "sweep.stopped_early"  # KILLED by the early-stopping scheduler, not interrupted
+TAG_METRICS_DROPPED = "sweep.metrics_dropped"  # points the tracking server could not take in time
 
 # Artifacts of a trial's run (and the parent's summary)
 ADAPTER = "adapter"  # the LoRA adapter folder (save: all / best)

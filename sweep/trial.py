@@ -27,6 +27,7 @@ from typing import Any
 
 from . import prepare, tracking
 from .compat.hf_internals import shared_reference_usable
+from .metric_sender import MetricSender
 from .points import point_id
 from .spec import SweepSpec, resolved_section
 from .tracking import redact
@@ -68,11 +69,12 @@ class TrialContext:
 
 @dataclasses.dataclass
 class Attempt:
-    """One attempt at a trial: where it runs, its MLflow run, whom it reports to, when it
+    """One attempt at a trial: where it runs, its MLflow run and metric sender, whom it reports to, when it
     started, and the checkpoint it resumes from (a trial paused at a rung)."""
 
     cuda: bool
     run_id: str | None = None
+    sender: MetricSender | None = None  # the run's metrics, sent off the training thread
     report: Callable[..., None] | None = None
     started: float = 0.0
     resume_from: str | None = None
@@ -147,11 +149,12 @@ def run_trial(
             tracking.client(ctx.tracking_uri).log_artifact(run_id, str(out_dir / tracking.TRIAL_CONFIG))
 
     status, reason, stopped_early = "FINISHED", None, False
+    sender = MetricSender(ctx.tracking_uri, run_id, spec.tracking.retry_s) if run_id is not None else None
     try:
         with _output_to(log_path if ctx.log_to_file else None):
             print(f"trial {trial_id} (pid {os.getpid()}): {point}", flush=True)
             try:
-                attempt = Attempt(cuda, run_id, report, started, resume_from)
+                attempt = Attempt(cuda, run_id, sender, report, started, resume_from)
                 metrics = _train(ctx, (family, args, lora, bnb), attempt)
             except BaseException as e:
                 # SystemExit: Ray Tune's scheduler stopped the trial at a report; KeyboardInterrupt: Ctrl-C.
@@ -166,6 +169,11 @@ def run_trial(
                     print(reason if status == "FAILED" else "trial stopped", flush=True)
                 raise
     finally:
+        if sender is not None:  # every point stored (or given up on) before the run ends
+            sender.close()
+            if sender.dropped:
+                _say(sender.summary(), log_path if ctx.log_to_file else None)
+                tracking.client(ctx.tracking_uri).set_tag(run_id, tracking.TAG_METRICS_DROPPED, str(sender.dropped))
         if run_id is not None:
             if log_path.exists():
                 tracking.client(ctx.tracking_uri).log_artifact(run_id, str(log_path))
@@ -189,6 +197,15 @@ def _node_name() -> str:
     except ImportError:
         pass
     return socket.gethostname()
+
+
+def _say(line: str, log_path: Path | None) -> None:
+    """A line for the trial's log (its stderr where it has no log file)."""
+    if log_path is None:
+        print(line, file=sys.stderr, flush=True)
+    else:
+        with open(log_path, "a") as log:
+            log.write(line + "\n")
 
 
 @contextlib.contextmanager
@@ -255,9 +272,7 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
     from transformers import set_seed
 
     set_seed(args.seed)
-    callbacks = [
-        MetricsCallback(ctx.tracking_uri, run_id, attempt.report, attempt.started, checkpoints=spec.scheduler.pauses)
-    ]
+    callbacks = [MetricsCallback(attempt.sender, attempt.report, attempt.started, checkpoints=spec.scheduler.pauses)]
     if spec.stop_on_nonfinite:
         callbacks.append(FiniteGuard())
     train_data, eval_data = data["train"], data["eval"]

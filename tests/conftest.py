@@ -110,6 +110,45 @@ def failing_sweep(sweeps_dir, tiny_model_path):
     return run_cli("run", str(write_spec(sweeps_dir / "partly_bad.yaml", spec)), cwd=sweeps_dir)
 
 
+class SweepServer:
+    """`python -m sweep server` on `store` (default: sqlite in `results_dir`), on one port
+    for its whole life: `stop()` and `start()` again is an outage the trials must survive."""
+
+    def __init__(self, results_dir: Path, store: str | None = None):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.results_dir, self.store, self.proc = results_dir, store, None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SweepServer:
+        cmd = [
+            sys.executable,
+            "-m",
+            "sweep",
+            "server",
+            "--port",
+            str(self.port),
+            "--results-dir",
+            str(self.results_dir),
+        ]
+        cmd += ["--backend-store-uri", self.store] if self.store else []
+        env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONPATH": str(REPO)}
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        log = self.results_dir / "server.log"  # a file, not a pipe nobody reads once it is up
+        with open(log, "a") as err:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        line = self.proc.stdout.readline().strip()
+        assert line == f"MLFLOW_TRACKING_URI={self.uri}", line + log.read_text()[-2000:]
+        return self
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        assert self.proc.wait(timeout=30) == 0
+
+
 def mlflow_store(cwd: Path, name: str):
     """(client, parent runs, trial runs) of the sweep `name` in cwd's results/mlflow.db."""
     from mlflow.tracking import MlflowClient

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
+from .conftest import REPO, SweepServer, mlflow_store, run_cli, small_spec, write_spec
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -124,19 +124,9 @@ def test_sweep_runs_on_a_separately_started_ray_head(tmp_path, tiny_model_path, 
 
 @pytest.fixture
 def tracking_server(tmp_path):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sweep", "server", "--port", str(port), "--results-dir", str(tmp_path / "server")],
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline().strip()
-    assert line == f"MLFLOW_TRACKING_URI=http://127.0.0.1:{port}", line + proc.stderr.read()[-2000:]
-    yield line.split("=", 1)[1]
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 0
+    server = SweepServer(tmp_path / "server").start()
+    yield server.uri
+    server.stop()
 
 
 def test_two_node_cluster_needs_a_server_and_uses_both_nodes(

@@ -1,0 +1,270 @@
+"""Tracking under stress: a tracker that refuses or drops writes for a while, a PostgreSQL-backed
+`sweep server` under a real sweep, and a server stopped mid-sweep. Every point must arrive;
+a trial is never failed by a transient tracking error."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweep import tracking
+from sweep.metric_sender import MetricSender
+from sweep.spec import parse_spec
+from sweep.trial import TrialContext, run_trial
+
+from .conftest import REPO, SweepServer, small_spec, write_spec
+
+LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
+# What an overloaded MLflow store answers (SQLAlchemy's pool in front of sqlite): a 400 that
+# MLflow's HTTP client does not retry.
+POOL_TIMEOUT = {
+    "error_code": "BAD_REQUEST",
+    "message": "(sqlalchemy.exc.TimeoutError) QueuePool limit of size 5 overflow 10 reached, "
+    "connection timed out, timeout 30.00",
+}
+
+
+class FlakyProxy(http.server.ThreadingHTTPServer):
+    """Forwards to an MLflow server; while `failing()`, every metrics write (log-batch with
+    metrics; params and the rest pass) gets,
+    in turn, a 503, the store's pool time-out, or its connection dropped with no answer."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream_port: int):
+        super().__init__(("127.0.0.1", 0), _Forward)
+        self.upstream_port = upstream_port
+        self.fail_from: float | None = None  # set at the first metrics write
+        self.fail_for = 0.0
+        self.faults = {"503": 0, "pool": 0, "drop": 0}
+        self.uri = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def failing(self) -> bool:
+        if self.fail_from is None:
+            self.fail_from = time.time()
+        return time.time() - self.fail_from < self.fail_for
+
+
+class _Forward(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _forward(self):
+        body = self._body()
+        proxy: FlakyProxy = self.server
+        if self.path.startswith(LOG_BATCH) and json.loads(body).get("metrics") and proxy.failing():
+            kind = min(proxy.faults, key=proxy.faults.get)  # each kind in turn
+            proxy.faults[kind] += 1
+            if kind == "drop":
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            status, payload = (503, {"error_code": "TEMPORARILY_UNAVAILABLE"}) if kind == "503" else (400, POOL_TIMEOUT)
+            return self._answer(status, json.dumps(payload).encode(), "application/json")
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+        skip = ("host", "connection", "transfer-encoding", "content-length")
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        conn.request(self.command, self.path, body=body or None, headers=headers)
+        answer = conn.getresponse()
+        self._answer(answer.status, answer.read(), answer.getheader("Content-Type", "application/json"))
+        conn.close()
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":  # artifact uploads are chunked
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        self.rfile.readline()
+        return b"".join(chunks)
+
+    def _answer(self, status: int, data: bytes, content_type: str):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+
+@pytest.fixture(scope="module")
+def flaky_tracker(tmp_path_factory):
+    server = SweepServer(tmp_path_factory.mktemp("flaky-server")).start()
+    proxy = FlakyProxy(server.port)
+    yield proxy
+    proxy.shutdown()
+    server.stop()
+
+
+def _trial_through(proxy: FlakyProxy, tmp_path: Path, tiny_model_path, name: str, **spec_overrides):
+    """One real trial (no Ray) logging every step through `proxy`: (its run, its final metrics)."""
+    train = {"max_steps": 24, "logging_steps": 1, "eval_steps": 12}
+    spec = parse_spec(small_spec(name, results_dir=str(tmp_path), train=train, **spec_overrides))
+    experiment = tracking.ensure_experiment(proxy.uri, name, None)
+    parent = tracking.start_parent_run(proxy.uri, experiment, spec)
+    ctx = TrialContext(
+        spec, str(tiny_model_path), proxy.uri, experiment, parent, str(tmp_path / "trials"), log_to_file=True
+    )
+    metrics = run_trial(ctx, {"beta": 0.1})
+    (run,) = tracking.trial_runs(proxy.uri, experiment, parent)
+    return run, metrics
+
+
+@pytest.mark.integration
+def test_a_tracker_refusing_and_dropping_writes_neither_fails_the_trial_nor_loses_a_point(
+    flaky_tracker, tmp_path, tiny_model_path
+):
+    flaky_tracker.fail_from, flaky_tracker.fail_for = None, 8.0  # 8 s of failures from the first metrics write
+    run, metrics = _trial_through(flaky_tracker, tmp_path, tiny_model_path, "flaky")
+    assert all(n >= 2 for n in flaky_tracker.faults.values()), flaky_tracker.faults  # every fault kind was met
+    assert run.info.status == "FINISHED"
+    c = tracking.client(flaky_tracker.uri)
+    for key in ("loss", "rewards/margins", "grad_norm", "logps/chosen"):
+        history = c.get_metric_history(run.info.run_id, key)
+        assert sorted(m.step for m in history) == list(range(1, 25)), key  # each step once: none lost, none twice
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "eval_rewards/accuracies")] == [12, 24]
+    assert c.get_run(run.info.run_id).data.metrics["loss"] == metrics["loss"]
+    assert tracking.TAG_METRICS_DROPPED not in run.data.tags
+
+
+@pytest.mark.integration
+def test_points_the_tracker_never_takes_are_dropped_after_retry_s_and_the_trial_says_so(
+    flaky_tracker, tmp_path, tiny_model_path
+):
+    flaky_tracker.fail_from, flaky_tracker.fail_for = None, 3600.0  # metrics writes refused for good
+    try:
+        run, _ = _trial_through(flaky_tracker, tmp_path, tiny_model_path, "refused", tracking={"retry_s": 3})
+    finally:
+        flaky_tracker.fail_for = 0.0
+    assert run.info.status == "FINISHED"  # a tracking fault is not the trial's failure
+    dropped = int(run.data.tags[tracking.TAG_METRICS_DROPPED])
+    assert dropped > 24 * 5  # every step's loss, rewards, logps... (all were refused)
+    trial_log = tracking.client(flaky_tracker.uri).download_artifacts(
+        run.info.run_id, tracking.TRIAL_LOG, str(tmp_path)
+    )
+    log = Path(trial_log).read_text()
+    assert f"{dropped} metric point(s) could not be sent to the tracking server within 3 s" in log, log[-2000:]
+
+
+def test_a_sender_gives_up_after_its_bound_and_counts_what_it_dropped(monkeypatch):
+    """Nothing listens at the tracking URI: close() returns within the bound, everything counted."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    sender = MetricSender(f"http://127.0.0.1:{port}", "0" * 32, give_up_s=2.0, interval_s=0.1)
+    for step in range(5):
+        sender.log({"loss": 1.0 / (step + 1), "note": "text", "nan": float("nan"), "flag": True}, step)
+    started = time.time()
+    assert sender.close(timeout=10) == 5  # one finite number per step; the rest was never a point
+    assert time.time() - started < 10
+    assert sender.retries >= 1 and sender.sent == 0
+    assert sender.summary().startswith("5 metric point(s) could not be sent to the tracking server within 2 s")
+
+
+# ---- PostgreSQL behind `sweep server` ----
+
+
+@pytest.fixture(scope="module")
+def postgres_uri():
+    """A PostgreSQL database for the tests: $SWEEP_TEST_POSTGRES_URI, else one scripts/postgres.sh
+    makes (Debian's PostgreSQL; needs root). A cluster this fixture started, it stops."""
+    uri = os.environ.get("SWEEP_TEST_POSTGRES_URI")
+    if uri:
+        yield uri
+        return
+    if os.geteuid() != 0 or not shutil.which("pg_lsclusters"):
+        if os.environ.get("SWEEP_ALLOW_NO_POSTGRES") == "1":
+            pytest.skip("no PostgreSQL, and SWEEP_ALLOW_NO_POSTGRES=1")
+        pytest.fail(
+            "PostgreSQL tests need $SWEEP_TEST_POSTGRES_URI or root with Debian's postgresql "
+            "(sudo scripts/postgres.sh prints a URI; .ci/run does this); SWEEP_ALLOW_NO_POSTGRES=1 skips them"
+        )
+    was_online = "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+    made = subprocess.run([str(REPO / "scripts" / "postgres.sh"), "sweep_test"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    yield made.stdout.strip()
+    if not was_online:
+        # stop what we started: the newest version's cluster, the one the script chose
+        subprocess.run(["pg_ctlcluster", sorted(os.listdir("/usr/lib/postgresql"))[-1], "main", "stop"], check=True)
+
+
+@pytest.mark.integration
+def test_a_sweep_through_a_postgres_backed_server_stopped_15_s_loses_nothing(tmp_path, tiny_model_path, postgres_uri):
+    """8 trials, 4 at a time, every step logged, into `sweep server` on PostgreSQL; the server
+    is stopped for 15 s while trials are logging, then started again on the same port.
+    `save: best` keeps exactly one adapter, the best trial's, on disk and in MLflow."""
+    server = SweepServer(tmp_path / "server", postgres_uri).start()
+    name = f"pg_{uuid.uuid4().hex[:8]}"  # the database outlives the test
+    spec = small_spec(
+        name,
+        axes={"beta": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9]},
+        resources={"cpu": 0.5},
+        save="best",
+        tracking={"uri": server.uri},
+        train={"max_steps": 20, "logging_steps": 1, "eval_steps": 10},
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "sweep", "run", str(write_spec(tmp_path / "pg.yaml", spec))]
+    sweep = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        c = tracking.client(server.uri)
+        deadline = time.time() + 300
+        while not _logging_trials(c, name) and time.time() < deadline and sweep.poll() is None:
+            time.sleep(1)
+        assert _logging_trials(c, name), "no trial logged a metric"
+        server.stop()
+        outage = (time.time(), time.time() + 15)
+        time.sleep(15)
+        server.start()
+        out, err = sweep.communicate(timeout=600)
+        assert sweep.returncode == 0, err[-3000:]
+        exp = c.get_experiment_by_name(name)
+        children = [r for r in c.search_runs([exp.experiment_id]) if r.data.tags.get("sweep.kind") == "trial"]
+        assert sorted(r.info.status for r in children) == ["FINISHED"] * 8
+        spans = sorted((r.info.start_time / 1000, r.info.end_time / 1000) for r in children)
+        assert any(s < outage[0] and e > outage[1] for s, e in spans), (outage, spans)  # a trial ran through it
+        assert max(sum(s < e2 and s2 < e for s2, e2 in spans) for s, e in spans) >= 4  # 4 at a time (itself included)
+        for run in children:
+            for key in ("loss", "rewards/margins", "logps/chosen", "grad_norm"):
+                assert sorted(m.step for m in c.get_metric_history(run.info.run_id, key)) == list(range(1, 21)), key
+            assert [m.step for m in c.get_metric_history(run.info.run_id, "eval_rewards/accuracies")] == [10, 20]
+            assert tracking.TAG_METRICS_DROPPED not in run.data.tags
+        best = pd.read_csv(tmp_path / "results" / name / "summary.csv").iloc[0]
+        adapters = [p.parent.name for p in (tmp_path / "results" / name / "trials").glob("*/adapter")]
+        assert adapters == [best["trial_id"]]
+        with_adapter = [
+            r.info.run_id for r in children if any(a.path == "adapter" for a in c.list_artifacts(r.info.run_id))
+        ]
+        assert with_adapter == [best["run_id"]]
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+        server.stop()
+
+
+def _logging_trials(c, name: str) -> list:
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        return []
+    runs = c.search_runs([exp.experiment_id], filter_string="tags.`sweep.kind` = 'trial'")
+    return [r for r in runs if "loss" in r.data.metrics]
