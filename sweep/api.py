@@ -23,7 +23,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from . import reports, store, tracking
-from .spec import SpecError, SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file, unreachable_models
+from .checks import unreachable_models
+from .spec import SpecError, SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file
 from .startup import QUIET_ENV, restored_env
 from .store import Sweep
 

@@ -13,8 +13,9 @@ import sys
 import warnings
 from pathlib import Path
 
+from .checks import unreachable_models
 from .points import point_id
-from .spec import SpecError, load_spec, unreachable_models
+from .spec import SpecError, load_spec
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -23,7 +24,7 @@ def cmd_plan(args) -> int:
     """Validate a spec offline and list every trial it would run (or the space it samples)."""
     import pandas as pd
 
-    from .spec import describe_axis
+    from .axes import describe_axis
 
     spec = load_spec(args.spec, args.set)
     for where, problem in unreachable_models(spec):  # plan validates hub specs offline: a warning, not an error

@@ -43,7 +43,7 @@ def quantization_config(settings: dict[str, Any], cuda: bool):
 
 def quantizes(spec, cuda: bool) -> bool:
     """Whether any trial of `spec` loads a 4-bit/8-bit base where CUDA is `cuda`."""
-    from .spec import section_of
+    from .checks import section_of
 
     mode = spec.quantization.get("mode", "auto")
     swept = any(section_of(name) == "quantization" for name in spec.axis_names())

@@ -19,9 +19,10 @@ import ray
 from ray import tune
 
 from . import cluster, model, startup, tracking
+from .axes import resolved_section
 from .points import point_id, point_of_config
 from .progress import LiveView
-from .spec import SpecError, SweepSpec, resolved_section
+from .spec import SpecError, SweepSpec
 from .trial import TrialContext, run_trial
 
 

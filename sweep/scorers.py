@@ -190,7 +190,7 @@ def _reward_model_config(where: str, source: str) -> dict | None:
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(source, "config.json")
-    return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None  # else: spec.unreachable_models
+    return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None  # else: checks.unreachable_models
 
 
 def probe(scorers: list[Scorer], rows, import_paths: list[str]) -> None:

@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import math
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,28 +34,27 @@ from typing import Any
 
 import yaml
 
-from .catalogue import catalogue, coerce, options
-from .errors import SpecError, unknown
-from .families import (
-    DPO_LOSS_TYPES,
-    LOSS_TYPES,
-    families_with,
-    family_fields,
-    family_of,
-    train_fields,
+from .axes import check_fields_used, validate_axes, validate_point
+from .checks import (
+    check_field,
+    check_keys,
+    check_mapping,
+    check_name,
+    check_type,
+    config_fields,
+    normalise_quantization,
+    sub_dataclass,
+    validate_dataset,
+    validate_model,
+    validate_resources,
 )
-from .points import point_label, short
+from .errors import SpecError, unknown
 
-# Losses whose formula divides by or logs label_smoothing and need it > 0.
-NEEDS_LABEL_SMOOTHING = ("exo_pair",)
-QUANTIZATION_MODES = ("auto", "4bit", "8bit", "none")
 SAVE_MODES = ("all", "best", "none")
-DATASET_FORMATS = ("pairs", "transcript")
 SCHEDULERS = ("none", "asha", "median", "halving")
 DEFAULT_METRIC = "eval_rewards/accuracies"
 # Fields sweep sets itself for every trial; a spec setting them would be ignored or break tracking.
 RESERVED_TRAIN_FIELDS = ("output_dir", "report_to", "run_name", "logging_dir", "hub_token", "push_to_hub")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 @dataclass
@@ -263,24 +261,6 @@ class SweepSpec:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# ---- config field catalogues (from the installed libraries, so they never drift) ----
-
-
-def config_fields() -> dict[str, dict[str, Any]]:
-    """{"train": {field: options}, "lora": {...}, "quantization": {...}} (catalogue.py).
-
-    `train` is the union of DPOConfig, KTOConfig, CPOConfig and ORPOConfig (see families.py)."""
-    return {"train": train_fields(), "lora": catalogue()["lora"], "quantization": catalogue()["quantization"]}
-
-
-def section_of(field_name: str) -> str | None:
-    """Which config section a field belongs to: 'train', 'lora', 'quantization' or None."""
-    for section, fields in config_fields().items():
-        if field_name in fields:
-            return section
-    return None
-
-
 # ---- loading --------------------------------------------------------------------------
 
 
@@ -325,7 +305,7 @@ def parse_spec(raw: Any, source: str | None = None) -> SweepSpec:
     it came from (scorer modules are imported from beside it)."""
     if not isinstance(raw, dict):
         raise SpecError("spec", "must be a YAML mapping with at least `name`")
-    _check_keys(
+    check_keys(
         "",
         raw,
         [f.name for f in dataclasses.fields(SweepSpec) if f.name not in ("source", "overrides", "sampled", "zipped")],
@@ -333,28 +313,28 @@ def parse_spec(raw: Any, source: str | None = None) -> SweepSpec:
     if "name" not in raw:
         raise SpecError("name", "is required (letters, digits, '_', '-', '.')")
     spec = SweepSpec(
-        name=_check_name(raw["name"]),
-        model=_check_type("model", raw.get("model", "builtin:tiny"), str),
-        dataset=_sub_dataclass("dataset", raw.get("dataset", {}), DatasetSpec),
-        axes=_check_mapping("axes", raw.get("axes", {})),
-        search=_sub_dataclass("search", raw.get("search", {}), Search),
-        train=_check_mapping("train", raw.get("train", {})),
-        lora=_check_mapping("lora", raw.get("lora", {})),
+        name=check_name(raw["name"]),
+        model=check_type("model", raw.get("model", "builtin:tiny"), str),
+        dataset=sub_dataclass("dataset", raw.get("dataset", {}), DatasetSpec),
+        axes=check_mapping("axes", raw.get("axes", {})),
+        search=sub_dataclass("search", raw.get("search", {}), Search),
+        train=check_mapping("train", raw.get("train", {})),
+        lora=check_mapping("lora", raw.get("lora", {})),
         quantization=raw.get("quantization", "auto"),
-        resources=_sub_dataclass("resources", raw.get("resources", {}), Resources),
+        resources=sub_dataclass("resources", raw.get("resources", {}), Resources),
         max_concurrent_trials=raw.get("max_concurrent_trials"),
-        metric=_check_type("metric", raw.get("metric", DEFAULT_METRIC), str),
+        metric=check_type("metric", raw.get("metric", DEFAULT_METRIC), str),
         mode=raw.get("mode", "max"),
-        results_dir=_check_type("results_dir", raw.get("results_dir", "results"), str),
-        tracking=_sub_dataclass("tracking", raw.get("tracking", {}), Tracking),
+        results_dir=check_type("results_dir", raw.get("results_dir", "results"), str),
+        tracking=sub_dataclass("tracking", raw.get("tracking", {}), Tracking),
         max_failures=raw.get("max_failures", 0),
-        stop_on_nonfinite=_check_type("stop_on_nonfinite", raw.get("stop_on_nonfinite", True), bool),
+        stop_on_nonfinite=check_type("stop_on_nonfinite", raw.get("stop_on_nonfinite", True), bool),
         save=raw.get("save", "all"),
         seeds=raw.get("seeds"),
-        scheduler=_sub_dataclass("scheduler", raw.get("scheduler", {}), Scheduler),
-        share_reference=_check_type("share_reference", raw.get("share_reference", True), bool),
-        samples=_sub_dataclass("samples", raw.get("samples", {}), Samples),
-        judge=_sub_dataclass("judge", raw.get("judge", {}), Judge),
+        scheduler=sub_dataclass("scheduler", raw.get("scheduler", {}), Scheduler),
+        share_reference=check_type("share_reference", raw.get("share_reference", True), bool),
+        samples=sub_dataclass("samples", raw.get("samples", {}), Samples),
+        judge=sub_dataclass("judge", raw.get("judge", {}), Judge),
         source=source,
     )
     _validate(spec)
@@ -405,30 +385,30 @@ def _validate(spec: SweepSpec) -> None:
     _validate_judge(spec)
     if not spec.model.strip():
         raise SpecError("model", "must not be empty; e.g. builtin:tiny or a hub id")
-    _validate_model(spec.model)
-    _validate_dataset(spec.dataset)
-    _validate_resources(spec.resources)
+    validate_model(spec.model)
+    validate_dataset(spec.dataset)
+    validate_resources(spec.resources)
 
     # Fixed config sections: names must exist in their config, values must have its types.
     catalogue = config_fields()
     for section in ("train", "lora"):
         values = getattr(spec, section)
-        _check_keys(section, values, list(catalogue[section]))
+        check_keys(section, values, list(catalogue[section]))
         for name, value in values.items():
-            values[name] = _check_field(f"{section}.{name}", section, name, value)
+            values[name] = check_field(f"{section}.{name}", section, name, value)
     for name in RESERVED_TRAIN_FIELDS:
         if name in spec.train or name in spec.axes:
             raise SpecError(f"train.{name}", "is set by sweep for every trial and cannot be set in a spec")
-    spec.quantization = _normalise_quantization(spec.quantization)
+    spec.quantization = normalise_quantization(spec.quantization)
 
     if spec.seeds is not None:
         _validate_seeds(spec)
-    _validate_axes(spec)
+    validate_axes(spec)
 
     # Every point must make a valid configuration (conditional fields, cross-field rules).
     for point in spec.points():
         validate_point(spec, point)
-    _check_fields_used(spec)
+    check_fields_used(spec)
 
 
 def _validate_judge(spec: SweepSpec) -> None:
@@ -493,360 +473,3 @@ def _validate_seeds(spec: SweepSpec) -> None:
     if "seed" in spec.train or "seed" in spec.axes:
         raise SpecError("seeds", "repeats every point over train.seed: do not also set `seed` in train or axes")
     spec.axes["seed"] = list(seeds)
-
-
-SAMPLERS = ("choice", "uniform", "loguniform", "randint")
-SEARCH_METHODS = ("grid", "random", "optuna")
-
-
-def _validate_axes(spec: SweepSpec) -> None:
-    """Sort `axes` into grid, sampled and zipped axes and check every value against its field.
-
-    beta: [0.1, 0.5]                      # grid (or {grid: [...]})
-    learning_rate: {loguniform: [1e-6, 1e-4]}
-    lora_alpha: {choice: [16, 32]}
-    r: {randint: [4, 16]}                 # both ends included
-    schedule: {zip: {max_steps: [200, 800], warmup_steps: [20, 80]}}
-    """
-    if spec.search.method not in SEARCH_METHODS:
-        raise SpecError("search.method", unknown("method", spec.search.method, SEARCH_METHODS, None))
-    if spec.search.num_samples is not None and spec.search.num_samples < 1:
-        raise SpecError("search.num_samples", f"must be >= 1, got {spec.search.num_samples}")
-    grid: dict[str, list] = {}
-    seen: dict[str, str] = {}
-    for name, value in spec.axes.items():
-        if isinstance(value, dict) and list(value) == ["zip"] and section_of(name) is None:
-            group = _check_mapping(f"axes.{name}.zip", value["zip"])
-            if not group:
-                raise SpecError(f"axes.{name}.zip", "needs at least one field: values")
-            lengths = {f: len(v) if isinstance(v, list) else -1 for f, v in group.items()}
-            if len(set(lengths.values())) != 1 or -1 in lengths.values() or 0 in lengths.values():
-                raise SpecError(f"axes.{name}.zip", f"needs non-empty lists of equal length, got lengths {lengths}")
-            zipped = {f: _grid_values(spec, f"axes.{name}.zip.{f}", f, v, seen, unique=False) for f, v in group.items()}
-            columns = [json.dumps(col, sort_keys=True, default=str) for col in zip(*zipped.values())]
-            if len(set(columns)) != len(columns):
-                raise SpecError(f"axes.{name}.zip", "has two identical columns (the same values for every field)")
-            spec.zipped[name] = zipped
-            continue
-        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("grid", *SAMPLERS):
-            kind, args = next(iter(value.items()))
-        elif isinstance(value, dict):
-            raise SpecError(
-                f"axes.{name}",
-                f"must be a list of values or one of {{{', '.join(('grid', *SAMPLERS, 'zip'))}: ...}}, got {value!r}",
-            )
-        else:
-            kind, args = "grid", value
-        if kind == "grid":
-            grid[name] = _grid_values(spec, f"axes.{name}", name, args, seen)
-        elif kind == "choice":
-            spec.sampled[name] = {"choice": _grid_values(spec, f"axes.{name}.choice", name, args, seen)}
-        else:
-            spec.sampled[name] = {kind: _range(spec, f"axes.{name}.{kind}", name, kind, args, seen)}
-    spec.axes = grid
-    if spec.sampled and spec.search.method == "grid":
-        first = next(iter(spec.sampled))
-        raise SpecError(
-            f"axes.{first}", "is sampled: set search.method to random or optuna (grid needs lists of values)"
-        )
-    if spec.search.method == "optuna" and spec.zipped:
-        raise SpecError(
-            f"axes.{next(iter(spec.zipped))}", "zipped axes work with search.method grid or random, not optuna"
-        )
-
-
-def _axis_section(spec: SweepSpec, where: str, name: str, seen: dict[str, str]) -> str:
-    section = section_of(name)
-    if section is None:
-        all_fields = [n for fields in config_fields().values() for n in fields]
-        raise SpecError(
-            where, unknown("axis", name, all_fields, "a field of DPOConfig, LoraConfig or BitsAndBytesConfig")
-        )
-    fixed = spec.quantization if section == "quantization" else getattr(spec, section)
-    if name in fixed:
-        raise SpecError(where, f"is also set in `{section}`; set it in one place only")
-    if name in seen:
-        raise SpecError(where, f"is swept twice (also at {seen[name]})")
-    seen[name] = where
-    return section
-
-
-def _grid_values(
-    spec: SweepSpec, where: str, name: str, values: Any, seen: dict[str, str], unique: bool = True
-) -> list:
-    section = _axis_section(spec, where, name, seen)
-    if not isinstance(values, list) or not values:
-        raise SpecError(where, f"must be a non-empty list of values, got {values!r}")
-    checked = [_check_field(f"{where}[{i}]", section, name, v) for i, v in enumerate(values)]
-    if unique and len({json.dumps(v, sort_keys=True, default=str) for v in checked}) != len(checked):
-        raise SpecError(where, "has duplicate values")
-    return checked
-
-
-def _range(spec: SweepSpec, where: str, name: str, kind: str, bounds: Any, seen: dict[str, str]) -> list:
-    section = _axis_section(spec, where, name, seen)
-    if not (isinstance(bounds, list) and len(bounds) == 2):
-        raise SpecError(where, f"needs [low, high], got {bounds!r}")
-    low, high = (_check_field(f"{where}[{i}]", section, name, b) for i, b in enumerate(bounds))
-    low, high = (float(low), float(high)) if kind != "randint" else (low, high)
-    if kind == "randint" and not all(isinstance(b, int) and not isinstance(b, bool) for b in (low, high)):
-        raise SpecError(where, f"needs whole numbers, got {bounds!r}")
-    if not low < high:
-        raise SpecError(where, f"needs low < high, got {bounds!r}")
-    if kind == "loguniform" and low <= 0:
-        raise SpecError(where, f"needs low > 0 for a log scale, got {bounds!r}")
-    return [low, high]
-
-
-def describe_axis(kind_args: dict[str, Any]) -> str:
-    kind, args = next(iter(kind_args.items()))
-    if kind == "choice":
-        return "choice of " + ", ".join(map(str, args))
-    lo, hi = args
-    return f"{kind} in [{lo:g}, {hi:g}]"
-
-
-def validate_point(spec: SweepSpec, point: dict[str, Any]) -> None:
-    train = resolved_section(spec, "train", point)
-    where = point_label(point) or "train"
-    losses = train.get("loss_type", ["sigmoid"])
-    losses = [losses] if isinstance(losses, str) else losses
-    family = family_of(losses)
-    for name, value in point.items():  # a swept field must mean something at every point
-        applies = name == "loss_type" or name in family_fields(family.name)
-        if section_of(name) == "train" and value is not None and not applies:
-            raise SpecError(
-                f"axes.{name}",
-                f"does not apply to loss_type {short(losses)} (at {where}); it is a field of {_families_text(name)}",
-            )
-    steps, epochs = train.get("max_steps", -1), train.get("num_train_epochs", 3.0)
-    if steps == 0 or (steps < 0 and not epochs > 0):
-        raise SpecError("train.max_steps", f"must be > 0 (or -1 with num_train_epochs > 0), got {steps}")
-    if "label_smoothing" in train and not 0 <= train["label_smoothing"] < 0.5:
-        raise SpecError("train.label_smoothing", f"must be in [0, 0.5), got {train['label_smoothing']}")
-    if family.name == "kto" and train.get("per_device_train_batch_size", 8) < 2:
-        raise SpecError(
-            "train.per_device_train_batch_size", f"KTO needs >= 2 (its KL term pairs rows of a batch) (at {where})"
-        )
-    if family.name != "dpo":
-        return
-    weights = train.get("loss_weights")
-    if weights is not None and len(weights) != len(losses):
-        raise SpecError(
-            "train.loss_weights", f"has {len(weights)} weights for {len(losses)} loss types {losses} (at {where})"
-        )
-    if any(lt in NEEDS_LABEL_SMOOTHING for lt in losses) and not train.get("label_smoothing", 0) > 0:
-        raise SpecError("train.label_smoothing", f"must be > 0 for loss_type {losses} (at {where})")
-
-
-def _families_text(field_name: str) -> str:
-    return "; ".join(
-        f"{f.config.split(':')[1]} (loss types {', '.join(f.loss_types[:4])}{'...' if len(f.loss_types) > 4 else ''})"
-        for f in families_with(field_name)
-    )
-
-
-def _check_fields_used(spec: SweepSpec) -> None:
-    """A fixed `train` field that no trial's loss family has would be silently ignored: refuse it."""
-    losses = [resolved_section(spec, "train", p).get("loss_type") for p in spec.points()]
-    losses += spec.sampled.get("loss_type", {}).get("choice", [])
-    used = {family_of(lt).name for lt in losses}
-    for name in spec.train:
-        if name != "loss_type" and not any(name in family_fields(f) for f in used):
-            raise SpecError(
-                f"train.{name}", f"is used by no trial of this sweep: it is a field of {_families_text(name)}"
-            )
-
-
-def resolved_section(spec: SweepSpec, section: str, point: dict[str, Any]) -> dict[str, Any]:
-    """The fixed values of one config section with the point's axis values on top."""
-    base = dict(spec.quantization if section == "quantization" else getattr(spec, section))
-    base.update({k: v for k, v in point.items() if section_of(k) == section})
-    if section == "quantization":
-        base.pop("mode", None)
-    return base
-
-
-# ---- field-level checks -----------------------------------------------------------------
-
-
-def _check_field(where: str, section: str, name: str, value: Any) -> Any:
-    """Check a value against the config field's options (coercing YAML's '5e-4' strings)."""
-    value = coerce(where, value, config_fields()[section][name])
-    if name == "loss_type":
-        losses = [value] if isinstance(value, str) else value
-        if not losses:
-            raise SpecError(where, f"needs at least one loss type; valid: {', '.join(LOSS_TYPES)}")
-        for lt in losses:
-            if lt not in LOSS_TYPES:
-                raise SpecError(where, unknown("loss type", lt, LOSS_TYPES, None))
-        if len(losses) > 1 and any(lt not in DPO_LOSS_TYPES for lt in losses):
-            other = next(lt for lt in losses if lt not in DPO_LOSS_TYPES)
-            raise SpecError(
-                where,
-                f"{other!r} cannot be combined with other losses; combined losses (with "
-                f"loss_weights) take DPO loss types only: {', '.join(DPO_LOSS_TYPES)}",
-            )
-    positive = (
-        "beta",
-        "learning_rate",
-        "per_device_train_batch_size",
-        "per_device_eval_batch_size",
-        "r",
-        "gradient_accumulation_steps",
-    )
-    if name in positive and not value > 0:
-        raise SpecError(where, f"must be > 0, got {value}")
-    if name in ("max_steps", "max_length", "eval_steps", "logging_steps") and value is not None and value == 0:
-        raise SpecError(where, "must not be 0")
-    if name == "max_steps" and value < -1:
-        raise SpecError(where, f"must be > 0 (or -1 to train by epochs), got {value}")
-    return value
-
-
-def _check_keys(where: str, raw: dict, allowed: list[str]) -> None:
-    for key in raw:
-        if key not in allowed:
-            path = f"{where}.{key}" if where else str(key)
-            raise SpecError(path, unknown("field", key, allowed, None))
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise SpecError("name", f"must be 1-100 letters, digits, '_', '-' or '.', got {name!r}")
-    return name
-
-
-def _check_type(where: str, value: Any, typ: type) -> Any:
-    if not isinstance(value, typ):
-        raise SpecError(where, f"expected {typ.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _check_mapping(where: str, value: Any) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SpecError(where, f"must be a mapping of field: value, got {type(value).__name__}")
-    return dict(value)
-
-
-def _sub_dataclass(where: str, raw: Any, cls: type) -> Any:
-    raw = _check_mapping(where, raw)
-    hints = typing.get_type_hints(cls)
-    _check_keys(where, raw, list(hints))
-    return cls(**{k: coerce(f"{where}.{k}", v, options(hints[k])) for k, v in raw.items()})
-
-
-def _normalise_quantization(q: Any) -> dict[str, Any]:
-    """`auto`/`4bit`/... or a mapping of BitsAndBytesConfig fields -> {"mode": ..., **fields}."""
-    if isinstance(q, str):
-        if q not in QUANTIZATION_MODES:
-            raise SpecError("quantization", unknown("mode", q, QUANTIZATION_MODES, None))
-        return {"mode": q}
-    if not isinstance(q, dict):
-        raise SpecError(
-            "quantization", f"must be one of {', '.join(QUANTIZATION_MODES)} or a mapping of BitsAndBytesConfig fields"
-        )
-    q = dict(q)
-    mode = q.pop("mode", "8bit" if q.get("load_in_8bit") else "4bit")
-    if mode not in QUANTIZATION_MODES:
-        raise SpecError("quantization.mode", unknown("mode", mode, QUANTIZATION_MODES, None))
-    fields = config_fields()["quantization"]
-    _check_keys("quantization", q, list(fields))
-    return {"mode": mode, **{k: _check_field(f"quantization.{k}", "quantization", k, v) for k, v in q.items()}}
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def _validate_model(model: str) -> None:
-    """A builtin name, a local directory holding a model and its tokenizer, or a hub id."""
-    if model.startswith("builtin:"):
-        from .builtin import BUILTIN_MODELS
-
-        if model.removeprefix("builtin:") not in BUILTIN_MODELS:
-            raise SpecError("model", unknown("builtin model", model, [f"builtin:{m}" for m in BUILTIN_MODELS], None))
-        return
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise SpecError(
-                "model", f"{model} is a directory without config.json: not a model saved with save_pretrained"
-            )
-        if not any((path / name).is_file() for name in TOKENIZER_FILES):
-            raise SpecError(
-                "model",
-                f"{model} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save its tokenizer beside it",
-            )
-    elif path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise SpecError(
-            "model",
-            f"{model!r}: no such model directory, and not a hub id (org/name); "
-            "expected builtin:tiny, a local model directory or a hub id",
-        )
-
-
-def unreachable_models(spec: SweepSpec) -> list[tuple[str, str]]:
-    """(field, problem) for each hub id the spec loads (the model, reward-model scorers) that this
-    machine cannot load now: HF_HUB_OFFLINE is set and it is not in the local cache. `run`
-    refuses them before Ray starts; `plan`, which validates hub specs offline, warns."""
-    import os
-
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
-        return []
-    sources = [("model", spec.model)] + [
-        (f"judge.scorers[{i}]", s.source) for i, s in enumerate(spec.judge.scorers) if s.kind == "reward_model"
-    ]
-    problems = []
-    for where, source in sources:
-        if source.startswith("builtin:") or Path(source).expanduser().is_dir():
-            continue
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(source, "config.json"), str):
-            problems.append(
-                (
-                    where,
-                    f"{source} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-                    f"download it first (hf download {source}) or unset HF_HUB_OFFLINE",
-                )
-            )
-    return problems
-
-
-def _validate_dataset(ds: DatasetSpec) -> None:
-    if ds.path.startswith("builtin:"):
-        from .builtin import BUILTIN_DATASETS
-
-        if ds.path.removeprefix("builtin:") not in BUILTIN_DATASETS:
-            raise SpecError(
-                "dataset.path", unknown("builtin dataset", ds.path, [f"builtin:{d}" for d in BUILTIN_DATASETS], None)
-            )
-    if not 0 < ds.eval_fraction < 1:
-        raise SpecError("dataset.eval_fraction", f"must be between 0 and 1, got {ds.eval_fraction}")
-    for name in ("max_train_rows", "max_eval_rows"):
-        value = getattr(ds, name)
-        if value is not None and value < 1:
-            raise SpecError(f"dataset.{name}", f"must be a positive number of rows, got {value}")
-    for target in ds.columns:
-        if target not in ("prompt", "chosen", "rejected", "system"):
-            raise SpecError(f"dataset.columns.{target}", "can only map to prompt, chosen, rejected or system")
-    if ds.format not in DATASET_FORMATS:
-        raise SpecError("dataset.format", unknown("format", ds.format, DATASET_FORMATS, None))
-    if ds.format == "transcript" and "prompt" in ds.columns:
-        raise SpecError(
-            "dataset.columns.prompt",
-            "format transcript takes the prompt from the shared turns; map only chosen and rejected",
-        )
-    if not ds.chat_template and (ds.system_prompt or "system" in ds.columns):
-        raise SpecError(
-            "dataset.system_prompt", "a system prompt needs the chat template (dataset.chat_template: true)"
-        )
-
-
-def _validate_resources(r: Resources) -> None:
-    if not r.cpu > 0:
-        raise SpecError("resources.cpu", f"must be > 0, got {r.cpu}")
-    if r.gpu is not None and r.gpu < 0:
-        raise SpecError("resources.gpu", f"must be >= 0, got {r.gpu}")

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from . import prepare, tracking
+from .axes import resolved_section
 from .compat.hf_internals import shared_reference_usable
 from .metric_sender import MetricSender
 from .points import point_id
-from .spec import SweepSpec, resolved_section
+from .spec import SweepSpec
 from .tracking import redact
 
 FINAL = "sweep/final"  # set in a trial's last report: it has ended (a scheduler must not pause it)
@@ -102,7 +103,7 @@ def run_trial(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     if spec.sampled:  # sampled points could not all be checked up front
-        from .spec import validate_point
+        from .axes import validate_point
 
         validate_point(spec, point)
     trial_id = point_id(point)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from sweep.cli import main
+from sweep.families import DPO_LOSS_TYPES
 from sweep.points import point_id
-from sweep.spec import DPO_LOSS_TYPES, SpecError, load_spec, parse_spec
+from sweep.spec import SpecError, load_spec, parse_spec
 
 from .conftest import REPO, run_cli, small_spec, write_spec
 
