@@ -104,7 +104,7 @@ class MetricSender:
                 self.client.log_batch(self.run_id, metrics=[m for _, m in chunk])
                 self.sent += len(chunk)
                 break
-            except Exception as e:  # noqa: BLE001 — every failure is either retried or counted
+            except Exception as e:  # every failure is either retried or counted
                 self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
                 if is_permanent(e) or time.time() - chunk[0][0] + delay > self.give_up_s:
                     self.dropped += len(chunk)
