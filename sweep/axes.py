@@ -1,4 +1,4 @@
-"""The axes of a spec: grid, sampled and zipped axes, and the rules every point must meet."""
+"""The axes of a spec: grid, sampled and zipped axes, `seeds`, and the rules every point must meet."""
 
 from __future__ import annotations
 
@@ -185,3 +185,19 @@ def resolved_section(spec: SweepSpec, section: str, point: dict[str, Any]) -> di
     if section == "quantization":
         base.pop("mode", None)
     return base
+
+
+def validate_seeds(spec: SweepSpec) -> None:
+    """`seeds: [0, 1, 2]` is a grid axis over `train.seed`, kept last so repeats sit together."""
+    seeds = spec.seeds
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise SpecError("seeds", f"must be a non-empty list of whole numbers, e.g. [0, 1, 2]; got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError("seeds", "has duplicate values")
+    if "seed" in spec.train or "seed" in spec.axes:
+        raise SpecError("seeds", "repeats every point over train.seed: do not also set `seed` in train or axes")
+    spec.axes["seed"] = list(seeds)

@@ -217,3 +217,51 @@ def validate_resources(r: Resources) -> None:
         raise SpecError("resources.cpu", f"must be > 0, got {r.cpu}")
     if r.gpu is not None and r.gpu < 0:
         raise SpecError("resources.gpu", f"must be >= 0, got {r.gpu}")
+
+
+def validate_judge(spec: SweepSpec) -> None:
+    """The judge's settings and scorers (a callable is imported, a reward model's config read),
+    and a ranking metric it must produce."""
+    from . import judge
+    from . import scorers as scoring
+
+    j = spec.judge
+    if j.prompts < 0 or j.max_new_tokens < 1 or j.batch_size < 1:
+        raise SpecError("judge", f"needs prompts >= 0, max_new_tokens >= 1 and batch_size >= 1, got {j}")
+    if j.when not in ("eval", "end"):
+        raise SpecError("judge.when", unknown("value", j.when, ("eval", "end"), None))
+    for key in j.generation:
+        if key not in judge.GENERATION_FIELDS:
+            raise SpecError(f"judge.generation.{key}", unknown("setting", key, judge.GENERATION_FIELDS, None))
+    if j.prompts and not j.scorers:
+        raise SpecError("judge.scorers", "needs at least one scorer, e.g. [builtin:verifiable]")
+    try:
+        scorers = [scoring.parse_scorer(f"judge.scorers[{i}]", raw) for i, raw in enumerate(j.scorers)]
+        for i, scorer in enumerate(scorers):
+            scoring.check_scorer(f"judge.scorers[{i}]", scorer, spec.import_paths())
+    except scoring.ScorerError as e:
+        raise SpecError(e.where, str(e)) from None
+    names = [s.name for s in scorers]
+    reserved = set(judge.TOTALS)
+    clash = next((n for n in names if names.count(n) > 1 or n in reserved), None)
+    if clash:
+        raise SpecError(
+            "judge.scorers",
+            f"two scorers (or a scorer and a judge metric) are named {clash!r}; "
+            "give one a `name:` (its metric is eval_judge/<name>)",
+        )
+    j.scorers = scorers
+    if spec.metric.startswith(judge.PREFIX):
+        produced = [judge.PREFIX + n for n in [*names, *sorted(reserved)]] if j.prompts else []
+        if spec.metric not in produced:
+            raise SpecError(
+                "metric",
+                f"{spec.metric} is not produced by this sweep's judge; "
+                + (f"valid: {', '.join(produced)}" if produced else "set judge.prompts and judge.scorers"),
+            )
+        if j.when == "end" and spec.scheduler.type != "none":
+            raise SpecError(
+                "judge.when",
+                f"scheduler {spec.scheduler.type} ranks trials by {spec.metric} at every "
+                "evaluation: judge at every evaluation (when: eval)",
+            )

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from .axes import check_fields_used, validate_axes, validate_point
+from .axes import check_fields_used, validate_axes, validate_point, validate_seeds
 from .checks import (
     check_field,
     check_keys,
@@ -45,6 +45,7 @@ from .checks import (
     normalise_quantization,
     sub_dataclass,
     validate_dataset,
+    validate_judge,
     validate_model,
     validate_resources,
 )
@@ -382,7 +383,7 @@ def _validate(spec: SweepSpec) -> None:
         )
     if spec.samples.prompts < 0 or spec.samples.max_new_tokens < 1:
         raise SpecError("samples", f"needs prompts >= 0 and max_new_tokens >= 1, got {spec.samples}")
-    _validate_judge(spec)
+    validate_judge(spec)
     if not spec.model.strip():
         raise SpecError("model", "must not be empty; e.g. builtin:tiny or a hub id")
     validate_model(spec.model)
@@ -402,74 +403,10 @@ def _validate(spec: SweepSpec) -> None:
     spec.quantization = normalise_quantization(spec.quantization)
 
     if spec.seeds is not None:
-        _validate_seeds(spec)
+        validate_seeds(spec)
     validate_axes(spec)
 
     # Every point must make a valid configuration (conditional fields, cross-field rules).
     for point in spec.points():
         validate_point(spec, point)
     check_fields_used(spec)
-
-
-def _validate_judge(spec: SweepSpec) -> None:
-    """The judge's settings and scorers (a callable is imported, a reward model's config read),
-    and a ranking metric it must produce."""
-    from . import judge
-    from . import scorers as scoring
-
-    j = spec.judge
-    if j.prompts < 0 or j.max_new_tokens < 1 or j.batch_size < 1:
-        raise SpecError("judge", f"needs prompts >= 0, max_new_tokens >= 1 and batch_size >= 1, got {j}")
-    if j.when not in ("eval", "end"):
-        raise SpecError("judge.when", unknown("value", j.when, ("eval", "end"), None))
-    for key in j.generation:
-        if key not in judge.GENERATION_FIELDS:
-            raise SpecError(f"judge.generation.{key}", unknown("setting", key, judge.GENERATION_FIELDS, None))
-    if j.prompts and not j.scorers:
-        raise SpecError("judge.scorers", "needs at least one scorer, e.g. [builtin:verifiable]")
-    try:
-        scorers = [scoring.parse_scorer(f"judge.scorers[{i}]", raw) for i, raw in enumerate(j.scorers)]
-        for i, scorer in enumerate(scorers):
-            scoring.check_scorer(f"judge.scorers[{i}]", scorer, spec.import_paths())
-    except scoring.ScorerError as e:
-        raise SpecError(e.where, str(e)) from None
-    names = [s.name for s in scorers]
-    reserved = set(judge.TOTALS)
-    clash = next((n for n in names if names.count(n) > 1 or n in reserved), None)
-    if clash:
-        raise SpecError(
-            "judge.scorers",
-            f"two scorers (or a scorer and a judge metric) are named {clash!r}; "
-            "give one a `name:` (its metric is eval_judge/<name>)",
-        )
-    j.scorers = scorers
-    if spec.metric.startswith(judge.PREFIX):
-        produced = [judge.PREFIX + n for n in [*names, *sorted(reserved)]] if j.prompts else []
-        if spec.metric not in produced:
-            raise SpecError(
-                "metric",
-                f"{spec.metric} is not produced by this sweep's judge; "
-                + (f"valid: {', '.join(produced)}" if produced else "set judge.prompts and judge.scorers"),
-            )
-        if j.when == "end" and spec.scheduler.type != "none":
-            raise SpecError(
-                "judge.when",
-                f"scheduler {spec.scheduler.type} ranks trials by {spec.metric} at every "
-                "evaluation: judge at every evaluation (when: eval)",
-            )
-
-
-def _validate_seeds(spec: SweepSpec) -> None:
-    """`seeds: [0, 1, 2]` is a grid axis over `train.seed`, kept last so repeats sit together."""
-    seeds = spec.seeds
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-    ):
-        raise SpecError("seeds", f"must be a non-empty list of whole numbers, e.g. [0, 1, 2]; got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise SpecError("seeds", "has duplicate values")
-    if "seed" in spec.train or "seed" in spec.axes:
-        raise SpecError("seeds", "repeats every point over train.seed: do not also set `seed` in train or axes")
-    spec.axes["seed"] = list(seeds)
