@@ -10,7 +10,6 @@ since its oldest point was logged; only then is it dropped, counted, and said so
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 import time
@@ -49,14 +48,10 @@ class MetricSender:
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Queue the finite numbers of `metrics` at `step` (strings, bools and NaN/inf are left out)."""
-        from mlflow.entities import Metric
+        from .tracking import metric_points
 
         now = time.time()
-        batch = [
-            (now, Metric(key, float(value), int(now * 1000), step))
-            for key, value in metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        ]
+        batch = [(now, m) for m in metric_points(metrics, step, int(now * 1000))]
         with self._cond:
             if self._closing:
                 raise RuntimeError("MetricSender is closed")

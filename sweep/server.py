@@ -45,10 +45,10 @@ def start_mlflow_server(
     upload through it). Returns once it answers /health."""
     env = {
         **os.environ,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # ~6 s start instead of ~14 s
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
         **POOL,
-    }  # ~6 s start instead of ~14 s
+    }
     cmd = [
         sys.executable,
         "-m",

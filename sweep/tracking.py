@@ -190,15 +190,19 @@ def start_trial_run(
     return run.info.run_id
 
 
-def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int) -> None:
+def metric_points(metrics: dict[str, Any], step: int, timestamp_ms: int) -> list:
+    """MLflow `Metric`s of the finite numbers in `metrics` (strings, bools and NaN/inf left out)."""
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
-    batch = [
-        Metric(key, float(value), now, step)
+    return [
+        Metric(key, float(value), timestamp_ms, step)
         for key, value in metrics.items()
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ]
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int) -> None:
+    batch = metric_points(metrics, step, int(time.time() * 1000))
     if batch:
         client(uri).log_batch(run_id, metrics=batch)
 

@@ -115,11 +115,9 @@ class SweepServer:
     for its whole life: `stop()` and `start()` again is an outage the trials must survive."""
 
     def __init__(self, results_dir: Path, store: str | None = None):
-        import socket
+        from sweep.server import free_port
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.results_dir, self.store, self.proc = results_dir, store, None
         self.uri = f"http://127.0.0.1:{self.port}"
 

@@ -18,15 +18,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from sweep.server import free_port
+
 from .conftest import REPO, SweepServer, mlflow_store, run_cli, small_spec, write_spec
 
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env():
@@ -93,7 +89,7 @@ def _children(proc) -> list:
 @pytest.fixture
 def ray_head():
     """A Ray head started by hand, as on a machine where Ray already runs."""
-    port = _free_port()
+    port = free_port()
     with _ray_cluster_dir() as temp_dir:
         _ray_start("--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp_dir}")
         yield f"127.0.0.1:{port}"
@@ -105,7 +101,7 @@ def two_node_cluster():
 
     Not ray.cluster_utils.Cluster: with Ray 2.60 its actors died before running ("cancelled
     before it started running") when the driver was a separate process, as `sweep run` is."""
-    port = _free_port()
+    port = free_port()
     with _ray_cluster_dir() as temp_dir:
         _ray_start("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp_dir}")
         # the head turned token auth on; a node joining an explicit address must ask for it
