@@ -66,11 +66,13 @@ def run(
     from . import cluster
 
     offline = needs_no_hub(_raw(spec, overrides))
-    with restored_env("HF_HUB_OFFLINE", "RAY_AUTH_MODE", *QUIET_ENV):
+    with restored_env("HF_HUB_OFFLINE", "RAY_AUTH_MODE", "TUNE_PRINT_ALL_TRIAL_ERRORS", *QUIET_ENV):
         if offline:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: never reach for a hub
         for name, value in QUIET_ENV.items():
             os.environ.setdefault(name, value)
+        if not verbose:  # a failed trial is one line of the live view; Ray's whole text goes to its log
+            os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
         cluster.set_auth_mode(address)
         try:
             resolved = load(spec, overrides)

@@ -19,8 +19,8 @@ SAMPLERS = ("choice", "uniform", "loguniform", "randint")
 SEARCH_METHODS = ("grid", "random", "optuna")
 
 
-def validate_axes(spec: SweepSpec) -> None:
-    """Sort `axes` into grid, sampled and zipped axes and check every value against its field.
+def resolve_axes(spec: SweepSpec) -> tuple[dict[str, list], dict[str, dict], dict[str, dict]]:
+    """`axes` sorted into (grid, sampled, zipped) axes, every value checked against its field.
 
     beta: [0.1, 0.5]                      # grid (or {grid: [...]})
     learning_rate: {loguniform: [1e-6, 1e-4]}
@@ -33,6 +33,8 @@ def validate_axes(spec: SweepSpec) -> None:
     if spec.search.num_samples is not None and spec.search.num_samples < 1:
         raise SpecError("search.num_samples", f"must be >= 1, got {spec.search.num_samples}")
     grid: dict[str, list] = {}
+    sampled: dict[str, dict[str, Any]] = {}
+    zipped_axes: dict[str, dict[str, list]] = {}
     seen: dict[str, str] = {}
     for name, value in spec.axes.items():
         if isinstance(value, dict) and list(value) == ["zip"] and section_of(name) is None:
@@ -46,7 +48,7 @@ def validate_axes(spec: SweepSpec) -> None:
             columns = [json.dumps(col, sort_keys=True, default=str) for col in zip(*zipped.values())]
             if len(set(columns)) != len(columns):
                 raise SpecError(f"axes.{name}.zip", "has two identical columns (the same values for every field)")
-            spec.zipped[name] = zipped
+            zipped_axes[name] = zipped
             continue
         if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("grid", *SAMPLERS):
             kind, args = next(iter(value.items()))
@@ -60,19 +62,19 @@ def validate_axes(spec: SweepSpec) -> None:
         if kind == "grid":
             grid[name] = _grid_values(spec, f"axes.{name}", name, args, seen)
         elif kind == "choice":
-            spec.sampled[name] = {"choice": _grid_values(spec, f"axes.{name}.choice", name, args, seen)}
+            sampled[name] = {"choice": _grid_values(spec, f"axes.{name}.choice", name, args, seen)}
         else:
-            spec.sampled[name] = {kind: _range(spec, f"axes.{name}.{kind}", name, kind, args, seen)}
-    spec.axes = grid
-    if spec.sampled and spec.search.method == "grid":
-        first = next(iter(spec.sampled))
+            sampled[name] = {kind: _range(spec, f"axes.{name}.{kind}", name, kind, args, seen)}
+    if sampled and spec.search.method == "grid":
+        first = next(iter(sampled))
         raise SpecError(
             f"axes.{first}", "is sampled: set search.method to random or optuna (grid needs lists of values)"
         )
-    if spec.search.method == "optuna" and spec.zipped:
+    if spec.search.method == "optuna" and zipped_axes:
         raise SpecError(
-            f"axes.{next(iter(spec.zipped))}", "zipped axes work with search.method grid or random, not optuna"
+            f"axes.{next(iter(zipped_axes))}", "zipped axes work with search.method grid or random, not optuna"
         )
+    return grid, sampled, zipped_axes
 
 
 def _axis_section(spec: SweepSpec, where: str, name: str, seen: dict[str, str]) -> str:
@@ -187,8 +189,8 @@ def resolved_section(spec: SweepSpec, section: str, point: dict[str, Any]) -> di
     return base
 
 
-def validate_seeds(spec: SweepSpec) -> None:
-    """`seeds: [0, 1, 2]` is a grid axis over `train.seed`, kept last so repeats sit together."""
+def seeds_axis(spec: SweepSpec) -> dict[str, list]:
+    """`seeds: [0, 1, 2]` as the axes with a grid axis over `train.seed`, kept last so repeats sit together."""
     seeds = spec.seeds
     if (
         not isinstance(seeds, list)
@@ -200,4 +202,4 @@ def validate_seeds(spec: SweepSpec) -> None:
         raise SpecError("seeds", "has duplicate values")
     if "seed" in spec.train or "seed" in spec.axes:
         raise SpecError("seeds", "repeats every point over train.seed: do not also set `seed` in train or axes")
-    spec.axes["seed"] = list(seeds)
+    return {**spec.axes, "seed": list(seeds)}

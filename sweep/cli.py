@@ -16,6 +16,7 @@ from pathlib import Path
 from .checks import unreachable_models
 from .points import point_id
 from .spec import SpecError, load_spec
+from .tracking import StoreUnreachable
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -415,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except StoreUnreachable as e:  # a sweep's end could not be recorded: one line, not MLflow's HTTP error
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_TRIALS_FAILED
 
 
 def _bad_input(e: Exception) -> None:

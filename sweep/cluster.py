@@ -28,13 +28,124 @@ from pathlib import Path
 from .compat import ray_internals
 from .startup import restored_env
 
-_STARTED: Future | None = None
-_SKIPS_BITSANDBYTES = False  # whether the local Ray's workers were started without bitsandbytes
-_WARM_DIR: str | None = None  # the local Ray's warm-worker slots (sweep/warm.py)
 WARM_PREFIX = "sweep-warm-"  # + the driver's pid: <tmp>/sweep-warm-<pid>-<random>
-_STOP = threading.Event()  # set when Ray is shut down: its thread may end
-_STOPPING: threading.Thread | None = None  # a shutdown under way in the background
-_OWN = False  # whether `start` called ray.init (else Ray was up already: someone else's to stop)
+
+
+class RayConnection:
+    """This process's Ray as `start` left it. Ray is one per process, and so is this object
+    (`_RAY`); the module's `start`, `ready` and `stop` are its methods."""
+
+    def __init__(self):
+        self.started: Future | None = None  # the background start: done when Ray is up (or failed)
+        self.skips_bitsandbytes = False  # whether the local Ray's workers were started without bitsandbytes
+        self.warm_dir: str | None = None  # the local Ray's warm-worker slots (sweep/warm.py)
+        self.stop_event = threading.Event()  # set when Ray is shut down: its thread may end
+        self.stopping: threading.Thread | None = None  # a shutdown under way in the background
+        self.own = False  # whether `start` called ray.init (else Ray was up already: someone else's to stop)
+
+    def start(
+        self, address: str | None = None, verbose: bool = False, quantized: bool | None = None, warm_workers: int = 0
+    ) -> Future:
+        """Connect to (or start) Ray in the background. Workers get HF_HUB_OFFLINE as it is now;
+        where no trial loads a quantized model (`quantized` False) they skip bitsandbytes
+        (SWEEP_SKIP_BITSANDBYTES, read in sweep/__init__.py). `quantized` None: as already
+        started, or True. A local Ray's first `warm_workers` workers import the trial stack as
+        they start (sweep/warm.py)."""
+        self._join_stopping()
+        if self.started is not None and self.started.done() and not (self.started.exception() or _ray_is_up()):
+            self.started = None  # shut down since (by hand): start again
+        if self.started is not None and quantized and self.skips_bitsandbytes:
+            # started early on a guess (`may_have_cuda`) that this sweep proved wrong: its workers lack bitsandbytes
+            self.stop()
+        if self.started is None:
+            set_auth_mode(address)
+            self.stop_event.clear()
+            self.started = Future()
+            self.skips_bitsandbytes = quantized is False and not address_of(address)
+            # The thread lives as long as Ray does: Ray's processes are started with
+            # PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
+            args = (self.started, address_of(address), verbose, quantized is not False, warm_workers)
+            threading.Thread(target=self._run, args=args, name="ray", daemon=True).start()
+        return self.started
+
+    def ready(self, address: str | None = None, verbose: bool = False) -> None:
+        """Wait until Ray is up (starting it now if `start` was not called); raises what ray.init raised."""
+        self.start(address, verbose).result()
+
+    def stop(self, background: bool = False) -> None:
+        """Shut Ray down (after a background start has finished, whether it succeeded or not).
+        `background`: in a thread, as the driver writes its reports (~1.3 s saved); a later
+        `stop()` or `start()` waits for it."""
+        if background:
+            if self.stopping is None:
+                self.stopping = threading.Thread(target=self._shutdown, name="ray-stop")
+                self.stopping.start()
+            return
+        self._join_stopping()
+        self._shutdown()
+
+    def _join_stopping(self) -> None:
+        if self.stopping is not None:
+            self.stopping.join()
+            self.stopping = None
+
+    def _shutdown(self) -> None:
+        if self.started is not None:
+            self.started.exception()  # waits
+            self.started = None
+        if _ray_is_up() and self.own:
+            ray_internals.kill_autoscaler_monitor()
+            sys.modules["ray"].shutdown()
+        self.own = False
+        if self.warm_dir:
+            shutil.rmtree(self.warm_dir, ignore_errors=True)
+            self.warm_dir = None
+        self.stop_event.set()
+
+    def _run(self, started: Future, address: str | None, verbose: bool, quantized: bool, warm_workers: int) -> None:
+        try:
+            self._init(address, verbose, quantized, warm_workers)
+        except BaseException as e:
+            started.set_exception(e)
+            return
+        started.set_result(None)
+        self.stop_event.wait()
+
+    def _init(self, address: str | None, verbose: bool, quantized: bool, warm_workers: int) -> None:
+        import logging
+
+        import ray
+
+        if ray.is_initialized():
+            return
+        self.own = True
+        if not verbose:  # `import ray` set its logger's level: quieten it after
+            logging.getLogger("ray").setLevel(logging.ERROR)
+        env = {
+            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+            "TOKENIZERS_PARALLELISM": "false",
+            "SWEEP_SKIP_BITSANDBYTES": "0" if quantized else "1",  # read as `sweep` is imported
+        }
+        if address:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=verbose)
+        else:
+            # No runtime_env: Ray prestarts workers only for a job without one. Ray's processes
+            # inherit the environment as ray.init starts them; this process gets its own back after.
+            _remove_stale_warm_dirs()
+            self.warm_dir = tempfile.mkdtemp(prefix=f"{WARM_PREFIX}{os.getpid()}-")
+            env.update(SWEEP_WARM_DIR=self.warm_dir, SWEEP_WARM_WORKERS=str(warm_workers))
+            with restored_env(*env):
+                os.environ.update(env)
+                ray.init(
+                    include_dashboard=False,
+                    log_to_driver=verbose,
+                    configure_logging=verbose,
+                    **ray_internals.local_init_kwargs(),  # the warm workers' preload
+                )
+
+
+_RAY = RayConnection()
+start, ready, stop = _RAY.start, _RAY.ready, _RAY.stop
 
 
 def address_of(address: str | None) -> str | None:
@@ -58,32 +169,6 @@ def set_auth_mode(address: str | None) -> None:
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
     if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
         os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def start(
-    address: str | None = None, verbose: bool = False, quantized: bool | None = None, warm_workers: int = 0
-) -> Future:
-    """Connect to (or start) Ray in the background. Workers get HF_HUB_OFFLINE as it is now;
-    where no trial loads a quantized model (`quantized` False) they skip bitsandbytes
-    (SWEEP_SKIP_BITSANDBYTES, read in sweep/__init__.py). `quantized` None: as already
-    started, or True. A local Ray's first `warm_workers` workers import the trial stack as
-    they start (sweep/warm.py)."""
-    global _STARTED, _SKIPS_BITSANDBYTES
-    _join_stopping()
-    if _STARTED is not None and _STARTED.done() and not (_STARTED.exception() or _ray_is_up()):
-        _STARTED = None  # shut down since (by hand): start again
-    if _STARTED is not None and quantized and _SKIPS_BITSANDBYTES:
-        stop()  # started early on a guess (`may_have_cuda`) that this sweep proved wrong: its workers lack bitsandbytes
-    if _STARTED is None:
-        set_auth_mode(address)
-        _STOP.clear()
-        _STARTED = Future()
-        _SKIPS_BITSANDBYTES = quantized is False and not address_of(address)
-        # The thread lives as long as Ray does: Ray's processes are started with
-        # PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
-        args = (_STARTED, address_of(address), verbose, quantized is not False, warm_workers)
-        threading.Thread(target=_run, args=args, name="ray", daemon=True).start()
-    return _STARTED
 
 
 def trials_at_once(spec) -> int:
@@ -121,48 +206,6 @@ def trials_on_prestarted_workers(address: str | None):
         yield
 
 
-def ready(address: str | None = None, verbose: bool = False) -> None:
-    """Wait until Ray is up (starting it now if `start` was not called); raises what ray.init raised."""
-    start(address, verbose).result()
-
-
-def stop(background: bool = False) -> None:
-    """Shut Ray down (after a background start has finished, whether it succeeded or not).
-    `background`: in a thread, as the driver writes its reports (~1.3 s saved); a later
-    `stop()` or `start()` waits for it."""
-    global _STOPPING
-    if background:
-        if _STOPPING is None:
-            _STOPPING = threading.Thread(target=_shutdown, name="ray-stop")
-            _STOPPING.start()
-        return
-    _join_stopping()
-    _shutdown()
-
-
-def _join_stopping() -> None:
-    global _STOPPING
-    if _STOPPING is not None:
-        _STOPPING.join()
-        _STOPPING = None
-
-
-def _shutdown() -> None:
-    global _STARTED
-    if _STARTED is not None:
-        _STARTED.exception()  # waits
-        _STARTED = None
-    global _OWN, _WARM_DIR
-    if _ray_is_up() and _OWN:
-        ray_internals.kill_autoscaler_monitor()
-        sys.modules["ray"].shutdown()
-    _OWN = False
-    if _WARM_DIR:
-        shutil.rmtree(_WARM_DIR, ignore_errors=True)
-        _WARM_DIR = None
-    _STOP.set()
-
-
 def _remove_stale_warm_dirs() -> None:
     """The warm-worker folders of local Rays whose driver is gone without cleaning up (killed
     with SIGKILL, or by the OOM killer): named after the driver's pid, removed when it is dead."""
@@ -184,48 +227,3 @@ def _alive(pid: int) -> bool:
 
 def _ray_is_up() -> bool:
     return "ray" in sys.modules and sys.modules["ray"].is_initialized()
-
-
-def _run(started: Future, address: str | None, verbose: bool, quantized: bool, warm_workers: int) -> None:
-    try:
-        _init(address, verbose, quantized, warm_workers)
-    except BaseException as e:
-        started.set_exception(e)
-        return
-    started.set_result(None)
-    _STOP.wait()
-
-
-def _init(address: str | None, verbose: bool, quantized: bool, warm_workers: int) -> None:
-    global _WARM_DIR, _OWN
-
-    import logging
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    _OWN = True
-    if not verbose:  # `import ray` set its logger's level: quieten it after
-        logging.getLogger("ray").setLevel(logging.ERROR)
-    env = {
-        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
-        "TOKENIZERS_PARALLELISM": "false",
-        "SWEEP_SKIP_BITSANDBYTES": "0" if quantized else "1",  # read as `sweep` is imported
-    }
-    if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=verbose)
-    else:
-        # No runtime_env: Ray prestarts workers only for a job without one. Ray's processes
-        # inherit the environment as ray.init starts them; this process gets its own back after.
-        _remove_stale_warm_dirs()
-        _WARM_DIR = tempfile.mkdtemp(prefix=f"{WARM_PREFIX}{os.getpid()}-")
-        env.update(SWEEP_WARM_DIR=_WARM_DIR, SWEEP_WARM_WORKERS=str(warm_workers))
-        with restored_env(*env):
-            os.environ.update(env)
-            ray.init(
-                include_dashboard=False,
-                log_to_driver=verbose,
-                configure_logging=verbose,
-                **ray_internals.local_init_kwargs(),  # the warm workers' preload
-            )

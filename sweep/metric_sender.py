@@ -42,7 +42,7 @@ class MetricSender:
         self.last_error: str | None = None
         self._pending: list[tuple[float, Any]] = []  # (time logged, mlflow Metric), oldest first
         self._cond = threading.Condition()
-        self._closing = self._abandoned = False
+        self._closing = self._abandoned = self._flushing = False
         self._thread = threading.Thread(target=self._run, name=f"sweep-metrics-{run_id[:8]}", daemon=True)
         self._thread.start()
 
@@ -56,6 +56,18 @@ class MetricSender:
             if self._closing:
                 raise RuntimeError("MetricSender is closed")
             self._pending.extend(batch)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every point logged so far is stored or given up on (at most `timeout`
+        seconds, default `give_up_s`): before a report the scheduler may stop the trial at, as
+        a stopped trial's process ends before this thread could send what it holds."""
+        deadline = time.time() + (self.give_up_s if timeout is None else timeout)
+        with self._cond:
+            self._flushing = True
+            self._cond.notify_all()
+            while self._pending and time.time() < deadline:
+                self._cond.wait(min(0.1, max(0.0, deadline - time.time())))
+            self._flushing = False
 
     def close(self, timeout: float | None = None) -> int:
         """Send what is pending, waiting at most `timeout` seconds (default: `give_up_s`), then
@@ -82,7 +94,7 @@ class MetricSender:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._closing:
+                if not (self._closing or (self._flushing and self._pending)):
                     self._cond.wait(self.interval_s)
                 chunk = self._pending[:MAX_PER_BATCH]
                 if not chunk and self._closing:
@@ -109,3 +121,4 @@ class MetricSender:
                 delay = min(delay * 2, 15.0)
         with self._cond:
             del self._pending[: len(chunk)]
+            self._cond.notify_all()  # a flush() may be waiting

@@ -11,37 +11,17 @@ import dataclasses
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import ray
 from ray import tune
 
-from . import cluster, model, startup, tracking
-from .axes import resolved_section
+from . import cluster, model, preflight, startup, tracking
+from .outcome import SweepOutcome, finish
 from .points import point_id, point_of_config
 from .progress import LiveView
 from .spec import SpecError, SweepSpec
 from .trial import TrialContext, run_trial
-
-
-@dataclass
-class SweepOutcome:
-    sweep: Any  # store.Sweep: where the sweep lives in MLflow
-    results_dir: Path
-    summary: Any  # pandas.DataFrame, one row per trial (reports.trials_frame)
-    n_failed: int
-    interrupted: bool
-
-    @property
-    def status(self) -> str:
-        """The parent run's final MLflow status."""
-        return "KILLED" if self.interrupted else ("FAILED" if self.n_failed else "FINISHED")
-
-    @property
-    def exit_code(self) -> int:
-        return 130 if self.interrupted else (1 if self.n_failed else 0)
 
 
 def _tune_trial(config: dict, ctx: TrialContext) -> None:
@@ -110,7 +90,7 @@ def run_sweep(
 
     quantized = model.quantizes(spec, cuda=bool(cluster.address_of(address)) or torch.cuda.is_available())
     cluster.start(address, verbose, quantized=quantized, warm_workers=cluster.trials_at_once(spec))
-    model_path = _prepare(spec, points, log)
+    model_path = preflight.prepare(spec, points, log)
     if cluster.address_of(address):
         cluster.ready(address, verbose)
         _check_store_reachable(uri)  # before the store is touched
@@ -141,15 +121,19 @@ def run_sweep(
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         cluster.stop(background=exits_after)  # Ray's part is done
+        _wait_for_store(ctx, log)  # failures Tune saw, recorded
         # Points Ray Tune had not finished (interrupted, or paused at a rung) resume on the next
-        # run: their runs are KILLED as interrupted, not left as stopped early by the scheduler.
+        # run: their runs are KILLED as interrupted. A trial the scheduler stopped tags and ends
+        # its own run; where Ray's shutdown cut that short, it is ended here as stopped early.
         interrupted = [point_id(point_of_config(config, spec)) for config in _Unfinished.configs]
-        if interrupted:
+        stopped = [point_id(point_of_config(config, spec)) for config in _Unfinished.stopped]
+        if interrupted or stopped:
             cluster.stop()  # their workers gone first: a trial being stopped tags its own run
+        tracking.end_stopped_early(uri, experiment_id, parent_run_id, stopped)
         killed = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "sweep interrupted", interrupted)
         if killed:
             log(f"marked {killed} unfinished trial run(s) KILLED")
-    outcome = _finish(spec, uri, parent_run_id, results_dir, n_trials)
+    outcome = finish(spec, uri, parent_run_id, results_dir, n_trials)
     log(
         f"sweep {spec.name} {outcome.status.lower()} in {time.time() - t0:.0f}s; summary: {results_dir / tracking.SUMMARY}"
     )
@@ -157,45 +141,6 @@ def run_sweep(
         done = int((outcome.summary["status"] == "FINISHED").sum()) if len(outcome.summary) else 0
         log(f"{n_trials - done} trial(s) not finished; run the same command again to resume")
     return outcome
-
-
-def _prepare(spec: SweepSpec, points: list[dict], log) -> str:
-    """Once per sweep, in the driver, before any trial: bad data fails here (SpecError, exit 2)
-    before anything is written, and no two trials race to build the builtin model."""
-    from .data import check_lengths, load_preference_data
-    from .model import load_tokenizer, resolve_model_path
-
-    data = load_preference_data(spec.dataset, log=log, keep_columns=bool(spec.judge.prompts))
-    log(f"data: {len(data['train'])} train / {len(data['eval'])} eval pairs")
-    if spec.judge.prompts:
-        _check_judge(spec, data["eval"], log)
-    model_path = resolve_model_path(spec.model, log=log)
-    tokenizer = load_tokenizer(model_path)
-    if isinstance(data["train"][0]["prompt"], list) and not tokenizer.chat_template:
-        raise SpecError(
-            "dataset.chat_template",
-            f"{spec.model}'s tokenizer has no chat template to format "
-            "conversational rows; set dataset.chat_template: false to train on raw text",
-        )
-    max_lengths = [resolved_section(spec, "train", p).get("max_length", 1024) for p in points]
-    check_lengths(data, tokenizer, min((m for m in max_lengths if m), default=None), log=log)
-    return model_path
-
-
-def _check_judge(spec: SweepSpec, held_out, log) -> None:
-    """The scorers, called on the first held-out rows: one that fails is a spec error, before
-    anything trains."""
-    from . import judge, scorers
-
-    rows = judge.held_out_rows(spec, held_out)
-    if len(rows) < spec.judge.prompts:
-        log(
-            f"warning: judge.prompts is {spec.judge.prompts} but the eval split has {len(rows)} rows; judging {len(rows)}"
-        )
-    try:
-        scorers.probe(spec.judge.scorers, rows, spec.import_paths())
-    except scorers.ScorerError as e:
-        raise SpecError(e.where, str(e)) from None
 
 
 def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log) -> tuple[str, str]:
@@ -234,14 +179,16 @@ def _local_paths_absolute(spec: SweepSpec) -> SweepSpec:
 class _Unfinished(tune.Callback):
     """The configs of the trials Ray Tune had not finished when `fit` returned: not started,
     paused, or stopped by the interruption itself (Tune's clean-up ends running trials as
-    TERMINATED without `on_trial_complete`, so status alone cannot tell). Kept on the class:
-    a resumed sweep runs the unpickled copy of the first run's callback."""
+    TERMINATED without `on_trial_complete`, so status alone cannot tell); and of those its
+    scheduler stopped early. Kept on the class: a resumed sweep runs the unpickled copy of
+    the first run's callback."""
 
     configs: list = []
+    stopped: list = []
 
     def __init__(self):
         self.ran, self.ended = set(), set()
-        _Unfinished.configs = []
+        _Unfinished.configs, _Unfinished.stopped = [], []
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.ran.add(trial.trial_id)
@@ -259,29 +206,76 @@ class _Unfinished(tune.Callback):
             for t in trials
             if t.status not in ("TERMINATED", "ERROR") or (t.trial_id in self.ran and t.trial_id not in self.ended)
         ]
+        _Unfinished.stopped = [  # ended by the scheduler: a finished trial reports train_runtime last
+            t.config
+            for t in trials
+            if t.status == "TERMINATED" and t.trial_id in self.ended and "train_runtime" not in (t.last_result or {})
+        ]
+
+
+UNRECORDED = "failure.unrecorded"  # beside a trial's log: a failure cause the store could not take yet
 
 
 class _RecordFailures(tune.Callback):
     """A trial Ray Tune ends in error is FAILED in MLflow with its cause, whatever ended it.
 
     A Python exception is recorded by the trial itself: its run is FAILED before Tune hears
-    of it. A worker process that died (the OOM killer, a signal, a segfault) or a node that
-    left never got that far: its run is still RUNNING when Tune reports the error (or the
-    retry, with `max_failures`), and is ended FAILED here with Ray's cause in one line."""
+    of it. A worker process that died (the OOM killer, a signal, a segfault), a node that
+    left, or a tracking store the trial could not reach never got that far: its run is still
+    RUNNING when Tune reports the error (or the retry, with `max_failures`), and is ended
+    FAILED here with the cause in one line; Ray's whole report goes to the end of the trial's
+    log. A cause the store cannot take now waits in a file until `record_failures` can."""
 
     def __init__(self, ctx: TrialContext):
-        self.spec, self.uri = ctx.spec, ctx.tracking_uri
-        self.experiment_id, self.parent_run_id = ctx.experiment_id, ctx.parent_run_id
+        self.ctx = ctx
 
     def on_trial_error(self, iteration, trials, trial, **info):
         from .progress import error_line
 
-        trial_id = point_id(point_of_config(trial.config, self.spec))
-        run = tracking.running_trial_run(self.uri, self.experiment_id, self.parent_run_id, trial_id)
-        if run is not None:
-            tracking.end_run(self.uri, run.info.run_id, "FAILED", error_line(trial))
+        folder = Path(self.ctx.trials_dir) / point_id(point_of_config(trial.config, self.ctx.spec))
+        folder.mkdir(parents=True, exist_ok=True)
+        error_file = getattr(trial, "error_file", None)
+        if error_file and Path(error_file).exists():  # Ray's text, its advice on OOM kills included
+            with open(folder / tracking.TRIAL_LOG, "a") as log:
+                log.write(f"\n[sweep] Ray's report of this failure:\n{Path(error_file).read_text(errors='replace')}\n")
+        (folder / UNRECORDED).write_text(error_line(trial))
+        record_failures(self.ctx)
 
     on_trial_recover = on_trial_error
+
+
+def record_failures(ctx: TrialContext) -> list[str]:
+    """End FAILED, with their cause, the runs of trials whose failure is not recorded yet;
+    return the causes the store could not take (it is unreachable: they wait for a later try)."""
+    left = []
+    for pending in sorted(Path(ctx.trials_dir).glob(f"*/{UNRECORDED}")):
+        cause = pending.read_text()
+        try:
+            run = tracking.running_trial_run(
+                ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, pending.parent.name
+            )
+            if run is not None:
+                tracking.end_run(ctx.tracking_uri, run.info.run_id, "FAILED", cause)
+        except Exception:
+            left.append(cause)
+            continue
+        pending.unlink()
+    return left
+
+
+def _wait_for_store(ctx: TrialContext, log) -> None:
+    """Before the sweep's end is written: every failure recorded, the store waited for up to
+    `tracking.retry_s` where it is away; still away, one line names it (exit 1)."""
+    left, deadline, delay = record_failures(ctx), time.time() + ctx.spec.tracking.retry_s, 1.0
+    if left:
+        log(f"the tracking store is unreachable; waiting up to {ctx.spec.tracking.retry_s:g} s to record the sweep")
+    while left and time.time() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 15.0)
+        left = record_failures(ctx)
+    if left:
+        what = f"{len(left)} trial failure(s) could not be recorded; run the same command again once it is back"
+        raise tracking.StoreUnreachable.of(ctx.tracking_uri, what)
 
 
 def _tuner(
@@ -360,43 +354,6 @@ def _scheduler(spec: SweepSpec):
 
         return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period, min_samples_required=2)
     return None
-
-
-def _finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_points: int) -> SweepOutcome:
-    """Summary CSV and plots (on disk and on the parent run), adapters to keep, parent status."""
-    from . import reports, store
-    from .plots import write_plots
-
-    sweep = store.sweep_from_run(uri, parent_run_id)
-    summary = reports.trials_frame(sweep, all_metrics=True)
-    n_failed = int((summary["status"] == "FAILED").sum()) if len(summary) else 0
-    interrupted = len(summary) < n_points or bool((summary["status"] == "KILLED").any())  # not STOPPED_EARLY
-    summary.to_csv(results_dir / tracking.SUMMARY, index=False)
-    c = tracking.client(uri)
-    c.log_artifact(parent_run_id, str(results_dir / tracking.SUMMARY))
-    if len(summary):
-        history = reports.history_frame(sweep, metrics=list(reports.CURVES))
-        for path in write_plots(summary, history, spec.metric, results_dir / "plots", spec.name):
-            c.log_artifact(parent_run_id, str(path), artifact_path="plots")
-    if spec.save == "best":
-        _keep_best_adapter(summary, results_dir / "trials", c)
-    outcome = SweepOutcome(sweep, results_dir, summary, n_failed, interrupted)
-    c.set_terminated(parent_run_id, status=outcome.status)
-    return outcome
-
-
-def _keep_best_adapter(summary, trials_dir: Path, client) -> None:
-    """`save: best`: every trial saved its adapter; keep only the best finished trial's, on disk
-    and as its MLflow run's `adapter/` artifact, so disk use stays bounded by one adapter."""
-    import shutil
-
-    done = summary[summary["status"] == "FINISHED"]  # ranked, best first
-    best = done.iloc[0] if len(done) else None
-    for adapter in trials_dir.glob("*/adapter"):
-        if best is not None and adapter.parent.name == best["trial_id"]:
-            client.log_artifacts(best["run_id"], str(adapter), tracking.ADAPTER)
-        else:
-            shutil.rmtree(adapter, ignore_errors=True)
 
 
 def _check_store_reachable(uri: str) -> None:

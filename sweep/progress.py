@@ -210,4 +210,7 @@ def failure_cause(error: str) -> str:
         pid = re.search(r"\bpid: (\d+)", error)
         return f"worker process died{f' (pid {pid.group(1)})' if pid else ''}: killed (the OOM killer?) or crashed"
     lines = [ln for ln in error.splitlines() if ln.strip()]
-    return lines[-1].strip()[:300] if lines else "unknown error"
+    if not lines:
+        return "unknown error"
+    # sweep's own errors are phrased for users: without their class path
+    return re.sub(r"^sweep(\.\w+)+: ", "", lines[-1].strip())[:300]

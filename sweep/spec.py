@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from .axes import check_fields_used, validate_axes, validate_point, validate_seeds
+from .axes import check_fields_used, resolve_axes, seeds_axis, validate_point
 from .checks import (
     check_field,
     check_keys,
@@ -170,7 +170,7 @@ class Judge:
     seed. Default greedy."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepSpec:
     name: str
     model: str = "builtin:tiny"
@@ -338,11 +338,11 @@ def parse_spec(raw: Any, source: str | None = None) -> SweepSpec:
         judge=sub_dataclass("judge", raw.get("judge", {}), Judge),
         source=source,
     )
-    _validate(spec)
-    return spec
+    return _validate(spec)
 
 
-def _validate(spec: SweepSpec) -> None:
+def _validate(spec: SweepSpec) -> SweepSpec:
+    """The spec checked, with its sections' values coerced and its axes resolved (a new object)."""
     if spec.mode not in ("max", "min"):
         raise SpecError("mode", f"must be 'max' or 'min', got {spec.mode!r}")
     if spec.save not in SAVE_MODES:
@@ -392,21 +392,22 @@ def _validate(spec: SweepSpec) -> None:
 
     # Fixed config sections: names must exist in their config, values must have its types.
     catalogue = config_fields()
+    sections = {}
     for section in ("train", "lora"):
         values = getattr(spec, section)
         check_keys(section, values, list(catalogue[section]))
-        for name, value in values.items():
-            values[name] = check_field(f"{section}.{name}", section, name, value)
+        sections[section] = {name: check_field(f"{section}.{name}", section, name, v) for name, v in values.items()}
     for name in RESERVED_TRAIN_FIELDS:
         if name in spec.train or name in spec.axes:
             raise SpecError(f"train.{name}", "is set by sweep for every trial and cannot be set in a spec")
-    spec.quantization = normalise_quantization(spec.quantization)
-
+    checked = dataclasses.replace(spec, **sections, quantization=normalise_quantization(spec.quantization))
     if spec.seeds is not None:
-        validate_seeds(spec)
-    validate_axes(spec)
+        checked = dataclasses.replace(checked, axes=seeds_axis(checked))
+    grid, sampled, zipped = resolve_axes(checked)
+    resolved = dataclasses.replace(checked, axes=grid, sampled=sampled, zipped=zipped)
 
     # Every point must make a valid configuration (conditional fields, cross-field rules).
-    for point in spec.points():
-        validate_point(spec, point)
-    check_fields_used(spec)
+    for point in resolved.points():
+        validate_point(resolved, point)
+    check_fields_used(resolved)
+    return resolved

@@ -207,6 +207,23 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int) -> No
         client(uri).log_batch(run_id, metrics=batch)
 
 
+class StoreUnreachable(RuntimeError):
+    """The tracking store could not take a write after the client's own retries: one line
+    naming the store, what was not recorded and, where given, the cause (in place of
+    MLflow's multi-line HTTP error). Built with `of`; the message alone pickles (Ray sends it)."""
+
+    @classmethod
+    def of(cls, uri: str, what: str, error: BaseException | None = None) -> StoreUnreachable:
+        kind = "tracking server unreachable at" if uri.startswith("http") else "tracking store failed:"
+        message = f"{kind} {uri}: {what}"
+        if error is not None:
+            text = str(error).strip()
+            known = ("Connection refused", "timed out", "disk is full", "No space left")
+            cause = next((c for c in known if c in text), text.splitlines()[0][:160] if text else type(error).__name__)
+            message += f" ({cause})"
+        return cls(message)
+
+
 def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> None:
     c = client(uri)
     if error:
@@ -301,6 +318,19 @@ def _latest_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+def end_stopped_early(uri: str, experiment_id: str, parent_run_id: str, trial_ids) -> None:
+    """End the still-RUNNING latest runs of `trial_ids` (trials the scheduler stopped) KILLED
+    and tagged stopped early, as such a trial ends its own run."""
+    if not trial_ids:
+        return
+    latest = {run.data.tags.get(TAG_TRIAL_ID): run for run in trial_runs(uri, experiment_id, parent_run_id)}
+    for trial_id in trial_ids:
+        run = latest.get(trial_id)
+        if run is not None and run.info.status == "RUNNING":
+            client(uri).set_tag(run.info.run_id, TAG_STOPPED_EARLY, "true")
+            end_run(uri, run.info.run_id, "KILLED")
 
 
 def kill_unfinished(uri: str, experiment_id: str, parent_run_id: str, reason: str, trial_ids=()) -> int:

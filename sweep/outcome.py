@@ -1,0 +1,67 @@
+"""What a finished (or interrupted) sweep leaves behind: the summary CSV and plots, on disk
+and on the parent run; under `save: best` the one adapter kept; the parent run's status; and
+the `SweepOutcome` handed back to the CLI and to `sweep.run`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import tracking
+from .spec import SweepSpec
+
+
+@dataclass
+class SweepOutcome:
+    sweep: Any  # store.Sweep: where the sweep lives in MLflow
+    results_dir: Path
+    summary: Any  # pandas.DataFrame, one row per trial (reports.trials_frame)
+    n_failed: int
+    interrupted: bool
+
+    @property
+    def status(self) -> str:
+        """The parent run's final MLflow status."""
+        return "KILLED" if self.interrupted else ("FAILED" if self.n_failed else "FINISHED")
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else (1 if self.n_failed else 0)
+
+
+def finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_points: int) -> SweepOutcome:
+    """Summary CSV and plots (on disk and on the parent run), adapters to keep, parent status."""
+    from . import reports, store
+    from .plots import write_plots
+
+    sweep = store.sweep_from_run(uri, parent_run_id)
+    summary = reports.trials_frame(sweep, all_metrics=True)
+    n_failed = int((summary["status"] == "FAILED").sum()) if len(summary) else 0
+    interrupted = len(summary) < n_points or bool((summary["status"] == "KILLED").any())  # not STOPPED_EARLY
+    summary.to_csv(results_dir / tracking.SUMMARY, index=False)
+    c = tracking.client(uri)
+    c.log_artifact(parent_run_id, str(results_dir / tracking.SUMMARY))
+    if len(summary):
+        history = reports.history_frame(sweep, metrics=list(reports.CURVES))
+        for path in write_plots(summary, history, spec.metric, results_dir / "plots", spec.name):
+            c.log_artifact(parent_run_id, str(path), artifact_path="plots")
+    if spec.save == "best":
+        keep_best_adapter(summary, results_dir / "trials", c)
+    outcome = SweepOutcome(sweep, results_dir, summary, n_failed, interrupted)
+    c.set_terminated(parent_run_id, status=outcome.status)
+    return outcome
+
+
+def keep_best_adapter(summary, trials_dir: Path, client) -> None:
+    """`save: best`: every trial saved its adapter; keep only the best finished trial's, on disk
+    and as its MLflow run's `adapter/` artifact, so disk use stays bounded by one adapter."""
+    import shutil
+
+    done = summary[summary["status"] == "FINISHED"]  # ranked, best first
+    best = done.iloc[0] if len(done) else None
+    for adapter in trials_dir.glob("*/adapter"):
+        if best is not None and adapter.parent.name == best["trial_id"]:
+            client.log_artifacts(best["run_id"], str(adapter), tracking.ADAPTER)
+        else:
+            shutil.rmtree(adapter, ignore_errors=True)
