@@ -20,8 +20,9 @@ SPEC_SECRETS = ("hf_SPECtokenNEVERstored0123456789", "sk-nestedAPIkeyNEVERstored
 
 @pytest.fixture(scope="session", autouse=True)
 def sweep_env(tmp_path_factory):
-    """A private model cache for the whole session, offline, one torch thread."""
-    cache = tmp_path_factory.mktemp("sweep-cache")
+    """A private model cache for the whole session (shared by its xdist workers), offline."""
+    cache = _session_root(tmp_path_factory) / "sweep-cache"
+    cache.mkdir(exist_ok=True)
     os.environ["SWEEP_CACHE"] = str(cache)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -36,11 +37,32 @@ def sweep_env(tmp_path_factory):
     return cache
 
 
+def _session_root(tmp_path_factory) -> Path:
+    """This test session's temporary folder; under pytest-xdist, the one all workers share."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(autouse=True)
+def environment_restored():
+    """Whatever a test (or code it runs in-process, e.g. `main([...])`) sets in os.environ
+    ends with it: no later test inherits RAY_AUTH_MODE, MLFLOW_TRACKING_URI or the like."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(sweep_env):
+    """The embedded model, built once per session: the first worker builds, the others wait."""
+    from filelock import FileLock
+
     from sweep.builtin import builtin_model_path
 
-    return builtin_model_path("tiny", log=lambda *_: None)
+    with FileLock(str(sweep_env / "build.lock")):
+        return builtin_model_path("tiny", log=lambda *_: None)
 
 
 def small_spec(name: str, **overrides) -> dict:
@@ -171,7 +193,6 @@ INTEGRATION_FIXTURES = {
     "exported",
     "seeded",
     "seeded_report",
-    "resume_spec",
     "reward_model",
     "ray_head",
     "two_node_cluster",
@@ -179,7 +200,22 @@ INTEGRATION_FIXTURES = {
 }
 
 
+# Under pytest-xdist (`-n 2 --dist loadgroup`, as .ci/run runs the integration tier) the tests
+# that share a sweep run on one worker, so each shared sweep is run once.
+XDIST_GROUPS = {
+    "grid": {"grid_sweep", "failing_sweep", "sweeps_dir", "exported"},
+    "seeded": {"seeded", "seeded_report"},
+    "reward": {"reward_model"},
+    "flaky": {"flaky_tracker"},
+}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if INTEGRATION_FIXTURES & fixtures:
             item.add_marker(pytest.mark.integration)
+        for group, shared in XDIST_GROUPS.items():
+            if shared & fixtures:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break

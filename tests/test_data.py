@@ -133,3 +133,27 @@ def test_empty_rows_are_dropped_with_counts_and_an_all_empty_split_is_an_error(t
     with pytest.raises(SpecError, match="every row has an empty prompt or answer") as err:
         load_preference_data(DatasetSpec(path=_jsonl(tmp_path / "empty.jsonl", empty)))
     assert err.value.field == "dataset"
+
+
+def test_some_prompts_over_max_length_are_counted_in_one_warning_not_refused(tmp_path, tiny_model_path):
+    from datasets import concatenate_datasets
+    from transformers import AutoTokenizer
+
+    from sweep.data import check_lengths
+
+    long_prompt, long_answer = "word " * 80, "yes " * 80
+    rows = [{"prompt": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(20)]
+    for row in rows[:5]:
+        row["prompt"] = long_prompt + row["prompt"]  # prompt alone fills max_length: TRL drops the pair
+    for row in rows[5:8]:
+        row["chosen"] = long_answer  # fits, but its answer will be cut
+    loaded = load_preference_data(DatasetSpec(path=_jsonl(tmp_path / "mixed.jsonl", rows), eval_fraction=0.1))
+    pairs = concatenate_datasets([loaded["train"], loaded["eval"]])  # all 20, as chat messages
+    short = pairs.filter(lambda row: len(str(row)) < 300)
+    data = {"train": pairs, "eval": short}  # short rows only in eval: nothing to say about them
+    said = []
+    check_lengths(data, AutoTokenizer.from_pretrained(tiny_model_path), 64, log=said.append)
+    assert said == [
+        "warning: of 20 train pairs, 5 have prompts of max_length=64 tokens or more and will be dropped, "
+        "3 more will be truncated"
+    ]

@@ -84,7 +84,7 @@ def test_scorer_forms_and_their_metric_names(tmp_path):
     assert spec.judge.scorers == [scorers.Scorer("builtin", "verifiable", "verifiable")]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reward_model(tmp_path_factory, tiny_model_path):
     """A tiny one-label sequence classifier with the builtin tokenizer: a reward model offline."""
     import torch
@@ -327,7 +327,10 @@ def test_halving_ranks_trials_by_what_they_say(tmp_path, tiny_model_path):
 
 def test_simpo_and_orpo_also_get_dpo_accuracy_against_the_base(tiny_model_path, tmp_path):
     """Every family has both yardsticks: their own reference-free rewards are kept under their
-    family's name, and `eval_rewards/*` is DPO's implicit reward against the base model."""
+    family's name, and `eval_rewards/*` is DPO's implicit reward against the base model, which
+    `evaluate` recomputes from the saved adapter."""
+    from sweep import tracking
+    from sweep.evaluation import VERIFIED, verify
     from sweep.trial import TrialContext, run_trial
 
     spec = parse_spec(
@@ -336,12 +339,25 @@ def test_simpo_and_orpo_also_get_dpo_accuracy_against_the_base(tiny_model_path, 
             results_dir=str(tmp_path),
             axes={"loss_type": ["simpo", "orpo"]},
             train={"max_steps": 4, "eval_steps": 4},
+            save="all",
         )
     )
-    ctx = TrialContext(spec=spec, model_path=str(tiny_model_path))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = tracking.ensure_experiment(uri, "families", tmp_path / "artifacts")
+    parent = tracking.start_parent_run(uri, experiment, spec)
+    ctx = TrialContext(spec, str(tiny_model_path), uri, experiment, parent, str(tmp_path / "trials"))
     for loss, family in (("simpo", "cpo"), ("orpo", "orpo")):
         metrics = run_trial(ctx, {"loss_type": loss})
         assert f"eval_{family}/rewards/accuracies" in metrics and f"eval_{family}/rewards/margins" in metrics, loss
         assert 0 <= metrics["eval_rewards/accuracies"] <= 1
         # DPO's margin is beta x a log-ratio to the base: 4 small LoRA steps keep it far below the family's own
         assert abs(metrics["eval_rewards/margins"]) < abs(metrics[f"eval_{family}/rewards/margins"]), loss
+    runs = tracking.trial_runs(uri, experiment, parent)
+    assert sorted(r.data.tags[tracking.TAG_LOSS] for r in runs) == ["orpo", "simpo"]
+    for run in runs:  # what `sweep evaluate` does for each trial
+        result = verify(uri, run, log=lambda *_: None)
+        for key in VERIFIED:
+            assert result[key] == pytest.approx(result[f"logged_{key}"], abs=1e-3), (
+                run.data.tags[tracking.TAG_LOSS],
+                key,
+            )

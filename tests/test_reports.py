@@ -13,7 +13,7 @@ from PIL import Image
 from .conftest import mlflow_store, run_cli
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(grid_sweep, failing_sweep, sweeps_dir):
     assert grid_sweep.returncode == 0, grid_sweep.stderr[-2000:]
     out = sweeps_dir / "grid_export.csv"

@@ -4,16 +4,18 @@ recomputed from saved adapters, the best model merged out, and generations side 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
-from sweep.spec import parse_spec
-from sweep.trial import TrialContext, run_trial
-
-from .conftest import mlflow_store, run_cli, small_spec, write_spec
+from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def seeded(tmp_path_factory, tiny_model_path):
     """A real seeded sweep: 2 betas x 3 seeds, each trial logging 3 generations."""
     cwd = tmp_path_factory.mktemp("seeded")
@@ -33,7 +35,7 @@ def seeded(tmp_path_factory, tiny_model_path):
     return cwd, proc
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def seeded_report(seeded):
     proc = run_cli("report", "seeded", "--format", "json", cwd=seeded[0])
     assert proc.returncode == 0, proc.stderr
@@ -61,17 +63,42 @@ def test_seeds_repeat_every_point_and_the_report_gives_intervals_and_a_verdict(s
     assert "over seeds: mean, std, 95% confidence interval" in proc.stdout and verdict in proc.stdout
 
 
-def test_same_point_same_seed_gives_the_same_metrics_on_cpu(tiny_model_path, tmp_path):
-    spec = parse_spec(small_spec("determinism", results_dir=str(tmp_path), train={"max_steps": 6, "eval_steps": 3}))
-    ctx = TrialContext(spec=spec, model_path=str(tiny_model_path))
-    first, again = (run_trial(ctx, {"beta": 0.3, "seed": 7}) for _ in range(2))
-    other = run_trial(ctx, {"beta": 0.3, "seed": 8})
-    keys = ("loss", "rewards/margins", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")
-    assert {k: first[k] for k in keys} == {k: again[k] for k in keys}  # bit-identical on CPU
-    assert first["eval_rewards/margins"] != other["eval_rewards/margins"]  # the seed matters (LoRA init, order)
+def test_the_same_spec_gives_the_same_table_in_two_fresh_processes(tiny_model_path, tmp_path):
+    """Two `sweep run`s of one spec, side by side in their own folders (own Ray, own caches):
+    bit-identical metrics on CPU; the seed still matters (LoRA's initial weights, data order)."""
+    import pandas as pd
+
+    spec = small_spec("twice", axes={"beta": [0.3]}, seeds=[7, 8], train={"max_steps": 4, "eval_steps": 2})
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        cmd = [sys.executable, "-m", "sweep", "run", str(write_spec(tmp_path / name / "s.yaml", spec))]
+        runs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=tmp_path / name,
+                env={**env, "PYTHONPATH": str(REPO)},
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
+    for proc in runs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    a, b = (pd.read_csv(tmp_path / name / "results" / "twice" / "summary.csv") for name in ("a", "b"))
+    timing = ("runtime", "_per_second", "time/", "run_id", "_start", "_end")
+    metrics = [c for c in a.columns if not any(t in c for t in timing)]
+    assert {"loss", "eval_loss", "eval_rewards/margins", "seed"} <= set(metrics)
+    pd.testing.assert_frame_equal(a[metrics], b[metrics], check_exact=True)
+    by_seed = a.set_index("seed")
+    assert by_seed.loc[7, "eval_rewards/margins"] != by_seed.loc[8, "eval_rewards/margins"]
 
 
-def test_evaluate_recomputes_logged_metrics_from_saved_adapters(seeded):
+def test_evaluate_recomputes_logged_metrics_and_names_a_trial_whose_adapter_changed(seeded, seeded_report):
+    from safetensors.torch import load_file, save_file
+
     cwd, _ = seeded
     proc = run_cli("evaluate", "seeded", "--format", "json", cwd=cwd)
     assert proc.returncode == 0, proc.stderr
@@ -83,11 +110,26 @@ def test_evaluate_recomputes_logged_metrics_from_saved_adapters(seeded):
     _, _, children = mlflow_store(cwd, "seeded")
     assert all("verified_eval_rewards/accuracies" in r.data.metrics for r in children)
 
+    # The best trial's stored adapter altered after it was logged: evaluate must see it, not echo the log.
+    best = next(r for r in children if r.info.run_name == seeded_report["trials"][0]["trial"])
+    weights = Path(urlparse(best.info.artifact_uri).path) / "adapter" / "adapter_model.safetensors"
+    original = weights.read_bytes()
+    try:
+        save_file({k: v * 10 if "lora_B" in k else v for k, v in load_file(weights).items()}, weights)
+        proc = run_cli("evaluate", "seeded", "--trial", best.info.run_name, "--format", "json", cwd=cwd)
+    finally:
+        weights.write_bytes(original)
+    assert proc.returncode == 1, proc.stderr
+    (row,) = json.loads(proc.stdout)
+    assert row["trial"] == best.info.run_name and row["|diff| margins"] > 1e-3
+    assert "largest difference from the logged values" in proc.stderr
+
 
 def test_promote_merges_the_best_adapter_into_a_loadable_model(seeded, seeded_report):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from sweep.evaluation import load_trial
     from sweep.model import resolve_model_path
 
     cwd, _ = seeded
@@ -106,10 +148,13 @@ def test_promote_merges_the_best_adapter_into_a_loadable_model(seeded, seeded_re
         return_tensors="pt",
         return_dict=True,
     )
-    with torch.no_grad():
-        assert not torch.allclose(merged(**ids).logits, base(**ids).logits, atol=1e-4)
     c, _, children = mlflow_store(cwd, "seeded")
     run = next(r for r in children if r.info.run_name == provenance["trial"])
+    adapted = load_trial(f"sqlite:///{cwd / 'results' / 'mlflow.db'}", run, quantized=False).model  # base + LoRA
+    with torch.no_grad():
+        logits = merged(**ids).logits
+        assert torch.allclose(logits, adapted(**ids).logits, atol=1e-5)  # merging changed nothing the adapter does
+        assert not torch.allclose(logits, base(**ids).logits, atol=1e-4)  # and the adapter does something
     assert run.info.status == "FINISHED" and run.data.tags["sweep.promoted_to"] == str(out.resolve())
     assert "MLmodel" in {a.path.split("/")[-1] for a in c.list_artifacts(run.info.run_id, "promoted_model")}
 

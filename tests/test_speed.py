@@ -186,10 +186,11 @@ def test_a_row_without_reference_log_probs_fails_loudly(tiny_model_path, tmp_pat
         _trial(tmp_path, tiny_model_path, {"beta": 0.3})
 
 
-def test_warm_worker_reuses_the_base_model_and_leaves_it_untouched(tiny_model_path, tmp_path):
+def test_warm_worker_reuses_the_base_model_and_reloads_it_when_its_weights_changed(tiny_model_path, tmp_path):
+    import torch
     from transformers import AutoModelForCausalLM
 
-    _trial(tmp_path, tiny_model_path, {"beta": 0.1})
+    first = _trial(tmp_path, tiny_model_path, {"beta": 0.1})
     ((cached, fingerprint),) = prepare._BASE.values()
     fresh = prepare.weights_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_model_path))
     assert fingerprint == fresh and prepare.weights_fingerprint(cached) == fresh  # trained on, unchanged
@@ -198,31 +199,47 @@ def test_warm_worker_reuses_the_base_model_and_leaves_it_untouched(tiny_model_pa
     assert next(iter(prepare._BASE.values()))[0] is cached  # the next trial used the same object
     assert prepare.weights_fingerprint(cached) == fresh
 
+    # A trial that died half-way may leave the kept model altered: the next one loads it afresh
+    # and trains exactly as on a fresh model.
+    with torch.no_grad():
+        next(cached.parameters()).add_(0.01)
+    again = _trial(tmp_path, tiny_model_path, {"beta": 0.1})
+    ((reloaded, _),) = prepare._BASE.values()
+    assert reloaded is not cached and prepare.weights_fingerprint(reloaded) == fresh
+    keys = ("loss", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")
+    assert {k: again[k] for k in keys} == {k: first[k] for k in keys}
 
-def test_asha_stops_trailing_trials_and_their_runs_end_killed_with_metrics(tmp_path, tiny_model_path):
+
+@pytest.mark.parametrize("scheduler", ["asha", "median"])
+def test_early_stopping_stops_trailing_trials_and_their_runs_end_killed_with_metrics(
+    tmp_path, tiny_model_path, scheduler
+):
+    """Ray Tune's ASHA and median stopping rule, trials one at a time: the lr=1e-7 points trail
+    the lr=1e-3 ones that ran before them and are stopped."""
     spec = small_spec(
-        "asha",
+        scheduler,
         axes={"learning_rate": [1.0e-3, 1.0e-7], "beta": [0.1, 0.3]},
         max_concurrent_trials=1,
-        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        scheduler={"type": scheduler, "grace_period": 1, "reduction_factor": 2},
         samples={"prompts": 0},
         save="none",
         metric="eval_rewards/margins",  # sign-based accuracy rewards even a 1e-7 step in the right direction
     )
     del spec["train"]["learning_rate"]
-    proc = run_cli("run", str(write_spec(tmp_path / "asha.yaml", spec)), cwd=tmp_path)
+    proc = run_cli("run", str(write_spec(tmp_path / "s.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    _, parents, children = mlflow_store(tmp_path, "asha")
+    _, parents, children = mlflow_store(tmp_path, scheduler)
     assert len(children) == 4 and parents[0].info.status == "FINISHED"
     assert {r.info.status for r in children} <= {"FINISHED", "KILLED"}  # never left RUNNING
     stopped = [r for r in children if r.data.tags.get("sweep.stopped_early")]
     assert stopped, proc.stdout
+    assert {r.data.params["sweep.learning_rate"] for r in stopped} == {"1e-07"}  # the trailing ones, only
     for r in stopped:
         assert r.info.status == "KILLED" and "eval_rewards/accuracies" in r.data.metrics
         assert r.data.metrics["global_step"] < 12
     assert "stopped early by the scheduler" in proc.stdout
     # The swept learning rate, not the last one Trainer's schedule logged under the same name.
-    assert set(pd.read_csv(tmp_path / "results" / "asha" / "summary.csv")["learning_rate"]) == {1.0e-3, 1.0e-7}
+    assert set(pd.read_csv(tmp_path / "results" / scheduler / "summary.csv")["learning_rate"]) == {1.0e-3, 1.0e-7}
     # Trials run in Ray workers with their own working directory: still one shared reference pass.
     assert len(_caches(tmp_path / "results")) == 1
     assert sum("time/reference_computed_s" in r.data.metrics for r in children) == 1

@@ -8,6 +8,7 @@ import http.client
 import http.server
 import json
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -105,7 +106,7 @@ class _Forward(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def flaky_tracker(tmp_path_factory):
     server = SweepServer(tmp_path_factory.mktemp("flaky-server")).start()
     proxy = FlakyProxy(server.port)
@@ -180,10 +181,37 @@ def test_a_sender_gives_up_after_its_bound_and_counts_what_it_dropped(monkeypatc
     assert sender.summary().startswith("5 metric point(s) could not be sent to the tracking server within 2 s")
 
 
+def test_store_faults_and_dead_workers_are_told_in_one_short_line():
+    from sweep.progress import failure_cause
+
+    refused = ConnectionError(
+        "API request to endpoint /api/2.0/mlflow/runs/update failed with exception HTTPConnectionPool("
+        "host='127.0.0.1', port=5000): Max retries exceeded (Caused by NewConnectionError(... [Errno 111] "
+        "Connection refused'))\nmore lines"
+    )
+    error = tracking.StoreUnreachable.of("http://127.0.0.1:5000", "the trial's end was not recorded", refused)
+    assert (
+        str(error)
+        == "tracking server unreachable at http://127.0.0.1:5000: the trial's end was not recorded (Connection refused)"
+    )
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)  # Ray sends a trial's error to the driver pickled
+    full = tracking.StoreUnreachable.of(
+        "sqlite:///r/mlflow.db", "x", OSError("(sqlite3.OperationalError) database or disk is full")
+    )
+    assert str(full) == "tracking store failed: sqlite:///r/mlflow.db: x (disk is full)"
+    ray_text = "Failure # 1\nTraceback (most recent call last):\n  File ...\nsweep.tracking.StoreUnreachable: " + str(
+        error
+    )
+    assert failure_cause(ray_text) == str(error)  # sweep's own error, without its class path
+    assert failure_cause("Traceback ...\n  File ...\nValueError: bad value\n") == "ValueError: bad value"
+    died = "ray.exceptions.ActorDiedError: The actor died ... The actor is dead because its worker process has died. pid: 4242 ..."
+    assert failure_cause(died) == "worker process died (pid 4242): killed (the OOM killer?) or crashed"
+
+
 # ---- PostgreSQL behind `sweep server` ----
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def postgres_uri():
     """A PostgreSQL database for the tests: $SWEEP_TEST_POSTGRES_URI, else one scripts/postgres.sh
     makes (Debian's PostgreSQL; needs root). A cluster this fixture started, it stops."""
@@ -209,14 +237,14 @@ def postgres_uri():
 
 @pytest.mark.integration
 def test_a_sweep_through_a_postgres_backed_server_stopped_15_s_loses_nothing(tmp_path, tiny_model_path, postgres_uri):
-    """8 trials, 4 at a time, every step logged, into `sweep server` on PostgreSQL; the server
+    """4 trials at once, every step logged, into `sweep server` on PostgreSQL; the server
     is stopped for 15 s while trials are logging, then started again on the same port.
     `save: best` keeps exactly one adapter, the best trial's, on disk and in MLflow."""
     server = SweepServer(tmp_path / "server", postgres_uri).start()
     name = f"pg_{uuid.uuid4().hex[:8]}"  # the database outlives the test
     spec = small_spec(
         name,
-        axes={"beta": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9]},
+        axes={"beta": [0.05, 0.1, 0.3, 0.9]},
         resources={"cpu": 0.5},
         save="best",
         tracking={"uri": server.uri},
@@ -240,7 +268,7 @@ def test_a_sweep_through_a_postgres_backed_server_stopped_15_s_loses_nothing(tmp
         assert sweep.returncode == 0, err[-3000:]
         exp = c.get_experiment_by_name(name)
         children = [r for r in c.search_runs([exp.experiment_id]) if r.data.tags.get("sweep.kind") == "trial"]
-        assert sorted(r.info.status for r in children) == ["FINISHED"] * 8
+        assert sorted(r.info.status for r in children) == ["FINISHED"] * 4
         spans = sorted((r.info.start_time / 1000, r.info.end_time / 1000) for r in children)
         assert any(s < outage[0] and e > outage[1] for s, e in spans), (outage, spans)  # a trial ran through it
         assert max(sum(s < e2 and s2 < e for s2, e2 in spans) for s, e in spans) >= 4  # 4 at a time (itself included)
@@ -268,3 +296,53 @@ def _logging_trials(c, name: str) -> list:
         return []
     runs = c.search_runs([exp.experiment_id], filter_string="tags.`sweep.kind` = 'trial'")
     return [r for r in runs if "loss" in r.data.metrics]
+
+
+@pytest.mark.integration
+def test_a_server_down_longer_than_the_retries_fails_the_trials_with_one_clear_line(tmp_path, tiny_model_path):
+    """The server goes away while two trials train and stays away past their `retry_s` and the
+    HTTP client's retries: each trial fails with "tracking server unreachable" in one line (no
+    hang, no MLflow traceback on the console). The driver waits up to `retry_s` for the store
+    at the end; back by then, it records both runs FAILED with that cause and exits 1."""
+    server = SweepServer(tmp_path / "server").start()
+    spec = small_spec(
+        "unreachable",
+        tracking={"uri": server.uri, "retry_s": 8},
+        train={"max_steps": 30, "logging_steps": 1, "eval_steps": 30},
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "sweep", "run", str(write_spec(tmp_path / "u.yaml", spec))]
+    sweep = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = list((tmp_path / "results" / "unreachable" / "trials").glob("*/trial.log"))
+    try:
+        c = tracking.client(server.uri)
+        deadline = time.time() + 300
+        while len(_logging_trials(c, "unreachable")) < 2 and time.time() < deadline and sweep.poll() is None:
+            time.sleep(0.5)
+        assert len(_logging_trials(c, "unreachable")) == 2, "the trials never logged"
+        server.stop()
+        while time.time() < deadline and sweep.poll() is None:  # until both trials gave up on the store
+            logs = list((tmp_path / "results" / "unreachable" / "trials").glob("*/trial.log"))
+            if sum("tracking server unreachable" in p.read_text() for p in logs) == 2:
+                break
+            time.sleep(0.5)
+        server.start()
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    try:
+        assert sweep.returncode == 1, out[-2000:] + err[-3000:]
+        children = [r for r in c.search_runs([c.get_experiment_by_name("unreachable").experiment_id])]
+        trials = [r for r in children if r.data.tags.get("sweep.kind") == "trial"]
+        assert sorted(r.info.status for r in trials) == ["FAILED", "FAILED"]
+        for r in trials:
+            assert r.data.tags["sweep.error"] == (
+                f"tracking server unreachable at {server.uri}: the trial's end was not recorded (Connection refused)"
+            )
+        failed = [line for line in (out + err).splitlines() if "FAILED" in line and "beta=" in line]
+        assert len(failed) == 2 and all(len(line) < 200 for line in failed), out
+        assert "Traceback" not in out + err and "MlflowException" not in out + err, err[-3000:]
+    finally:
+        server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -163,3 +164,18 @@ def test_paired_eval_measures_against_the_base_model_not_a_copy_of_the_adapter(t
                 p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
     moved = scorer()
     assert moved["eval_rewards/margins"] != 0 and moved["eval_rewards/chosen"] != 0
+
+
+def test_stop_on_nonfinite_false_lets_a_diverging_trial_train_to_its_last_step(tiny_model_path, tmp_path):
+    """discopop with tau=0 divides by zero: NaN from the first step. By default the trial stops
+    there as FAILED; `stop_on_nonfinite: false` trains on to max_steps (the user's choice)."""
+    train = {"loss_type": "discopop", "discopop_tau": 0.0, "max_steps": 4, "eval_steps": 4}
+    guarded = parse_spec(small_spec("guarded", results_dir=str(tmp_path / "on"), train=train, axes={}))
+    with pytest.raises(Exception, match="is not finite at step 1"):
+        run_trial(TrialContext(spec=guarded, model_path=str(tiny_model_path)), {})
+    unguarded = parse_spec(
+        small_spec("unguarded", results_dir=str(tmp_path / "off"), train=train, axes={}, stop_on_nonfinite=False)
+    )
+    metrics = run_trial(TrialContext(spec=unguarded, model_path=str(tiny_model_path)), {})
+    assert metrics["global_step"] == 4
+    assert not math.isfinite(metrics["eval_loss"]) or not math.isfinite(metrics["loss"])
