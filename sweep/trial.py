@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import prepare, tracking
+from . import prepare, tracking, trial_run
 from .axes import resolved_section
 from .compat.hf_internals import shared_reference_usable
 from .metric_sender import MetricSender
@@ -128,7 +128,7 @@ def run_trial(
         try:
             done = tracking.finished_trial_run(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id)
             if done is None:
-                run_id = _open_run(ctx, family, args, point, trial_id, resume_from, out_dir)
+                run_id = trial_run.open_run(ctx, family, args, point, trial_id, resume_from, out_dir)
         except Exception as e:
             raise tracking.StoreUnreachable.of(ctx.tracking_uri, "the trial's run could not be opened", e) from e
         if done is not None:
@@ -145,7 +145,9 @@ def run_trial(
         with _output_to(log_path if ctx.log_to_file else None):
             print(f"trial {trial_id} (pid {os.getpid()}): {point}", flush=True)
             try:
-                attempt = Attempt(cuda, run_id, sender, _stored_first(report, sender, spec), started, resume_from)
+                attempt = Attempt(
+                    cuda, run_id, sender, trial_run.stored_first(report, sender, spec), started, resume_from
+                )
                 metrics = _train(ctx, (family, args, lora, bnb), attempt)
             except BaseException as e:
                 # SystemExit: Ray Tune's scheduler stopped the trial at a report; KeyboardInterrupt: Ctrl-C.
@@ -161,92 +163,10 @@ def run_trial(
                 raise
     finally:
         if run_id is not None:
-            _close_run(ctx, run_id, sender, log_path, status, reason, stopped_early)
+            trial_run.close_run(ctx, run_id, sender, log_path, status, reason, stopped_early)
     if report is not None:
         report({**metrics, FINAL: True})
     return metrics
-
-
-def _stored_first(report, sender, spec):
-    """`report`, sending the run's pending metrics first where a scheduler may stop (or pause)
-    the trial at a report: its process then ends before the sender's next round."""
-    if report is None or sender is None or spec.scheduler.type == "none":
-        return report
-
-    def report_after_flush(metrics, *checkpoint):
-        sender.flush()
-        report(metrics, *checkpoint)
-
-    return report_after_flush
-
-
-def _open_run(ctx: TrialContext, family, args, point: dict, trial_id: str, resume_from, out_dir: Path) -> str:
-    """The trial's MLflow run: the one it paused in (resuming from a checkpoint), else a new one."""
-    spec = ctx.spec
-    run_id = None
-    if resume_from is not None:  # paused at a rung (or interrupted): the same run goes on
-        run_id = tracking.reopen_trial_run(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id)
-    if run_id is None:
-        fixed = {
-            **{f"train.{k}": v for k, v in spec.train.items()},
-            **{f"lora.{k}": v for k, v in spec.lora.items()},
-        }
-        fixed.update(model=spec.model, dataset=spec.dataset.path, quantization=spec.quantization.get("mode"))
-        fixed["trial.family"] = family.name
-        fixed["trial.max_steps"] = args.max_steps
-        fixed["trial.node"] = _node_name()
-        log_path = str(out_dir / tracking.TRIAL_LOG)
-        run_id = tracking.start_trial_run(
-            ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed, log_path
-        )
-        tracking.client(ctx.tracking_uri).log_artifact(run_id, str(out_dir / tracking.TRIAL_CONFIG))
-    return run_id
-
-
-def _close_run(ctx: TrialContext, run_id: str, sender, log_path: Path, status: str, reason, stopped_early) -> None:
-    """Every metric point stored (or given up on), the log attached, the run ended with its
-    status. A store that cannot take this after its client's retries fails the trial with one
-    line (`tracking.StoreUnreachable`): a run that cannot be recorded did not finish."""
-    log_to = log_path if ctx.log_to_file else None
-    try:
-        c = tracking.client(ctx.tracking_uri)
-        sender.close()
-        if sender.dropped:
-            _say(sender.summary(), log_to)
-            c.set_tag(run_id, tracking.TAG_METRICS_DROPPED, str(sender.dropped))
-        if log_path.exists():
-            c.log_artifact(run_id, str(log_path))
-        if stopped_early:  # KILLED with its last metrics, marked so reports rank it, not as interrupted
-            c.set_tag(run_id, tracking.TAG_STOPPED_EARLY, "true")
-        tracking.end_run(ctx.tracking_uri, run_id, status, reason)
-    except Exception as e:
-        error = tracking.StoreUnreachable.of(ctx.tracking_uri, "the trial's end was not recorded", e)
-        _say(str(error), log_to)
-        if status != "KILLED":  # a stop (scheduler, Ctrl-C) in flight stays a stop
-            raise error from e
-
-
-def _node_name() -> str:
-    """Which machine (Ray node) runs this trial: shows where trials went on a cluster."""
-    import socket
-
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
-    except ImportError:
-        pass
-    return socket.gethostname()
-
-
-def _say(line: str, log_path: Path | None) -> None:
-    """A line for the trial's log (its stderr where it has no log file)."""
-    if log_path is None:
-        print(line, file=sys.stderr, flush=True)
-    else:
-        with open(log_path, "a") as log:
-            log.write(line + "\n")
 
 
 @contextlib.contextmanager

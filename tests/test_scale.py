@@ -147,7 +147,7 @@ def _ray_cluster_dir():
     finally:
         procs = [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
         procs += [child for p in procs for child in _children(p)]
-        for p in procs:  # as `ray stop --force` does: nothing in a test cluster to save
+        for p in procs:  # SIGKILL, as a forced `ray stop` would: nothing in a test cluster to save
             with contextlib.suppress(psutil.Error):
                 p.kill()
         psutil.wait_procs(procs, timeout=10)
