@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import time
@@ -107,8 +108,9 @@ def run_sweep(
         import_paths=spec.import_paths(),
     )
     cluster.ready(address, verbose)
-    unfinished = _Unfinished()
-    tuner = _tuner(spec, ctx, results_dir / "ray", verbose, progress_interval, retry_failed, unfinished)
+    ended = results_dir / "ray" / f"{parent_run_id}.ended.json"  # _Unfinished's record of the fit
+    ended.unlink(missing_ok=True)
+    tuner = _tuner(spec, ctx, results_dir / "ray", verbose, progress_interval, retry_failed, _Unfinished(ended))
 
     # SIGTERM (a cluster scheduler, `kill`) stops the sweep like Ctrl-C: Tune saves its state.
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
@@ -125,8 +127,9 @@ def run_sweep(
         # Points Ray Tune had not finished (interrupted, or paused at a rung) resume on the next
         # run: their runs are KILLED as interrupted. A trial the scheduler stopped tags and ends
         # its own run; where Ray's shutdown cut that short, it is ended here as stopped early.
-        interrupted = [point_id(point_of_config(config, spec)) for config in _Unfinished.configs]
-        stopped = [point_id(point_of_config(config, spec)) for config in _Unfinished.stopped]
+        unfinished, stopped_early = _Unfinished.read(ended)
+        interrupted = [point_id(point_of_config(config, spec)) for config in unfinished]
+        stopped = [point_id(point_of_config(config, spec)) for config in stopped_early]
         if interrupted or stopped:
             cluster.stop()  # their workers gone first: a trial being stopped tags its own run
         tracking.end_stopped_early(uri, experiment_id, parent_run_id, stopped)
@@ -177,18 +180,15 @@ def _local_paths_absolute(spec: SweepSpec) -> SweepSpec:
 
 
 class _Unfinished(tune.Callback):
-    """The configs of the trials Ray Tune had not finished when `fit` returned: not started,
-    paused, or stopped by the interruption itself (Tune's clean-up ends running trials as
-    TERMINATED without `on_trial_complete`, so status alone cannot tell); and of those its
-    scheduler stopped early. Kept on the class: a resumed sweep runs the unpickled copy of
-    the first run's callback."""
+    """How the trials stood when `fit` returned, written to `path`: the configs of those Ray
+    Tune had not finished (not started, paused, or stopped by the interruption itself: Tune's
+    clean-up ends running trials as TERMINATED without `on_trial_complete`, so status alone
+    cannot tell), and of those its scheduler stopped early. A file, not this object: a resumed
+    sweep runs the unpickled copy of the first run's callback."""
 
-    configs: list = []
-    stopped: list = []
-
-    def __init__(self):
+    def __init__(self, path: Path):
+        self.path = path
         self.ran, self.ended = set(), set()
-        _Unfinished.configs, _Unfinished.stopped = [], []
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.ran.add(trial.trial_id)
@@ -201,16 +201,23 @@ class _Unfinished(tune.Callback):
     on_trial_error = on_trial_complete
 
     def on_experiment_end(self, trials, **info):
-        _Unfinished.configs = [
+        unfinished = [
             t.config
             for t in trials
             if t.status not in ("TERMINATED", "ERROR") or (t.trial_id in self.ran and t.trial_id not in self.ended)
         ]
-        _Unfinished.stopped = [  # ended by the scheduler: a finished trial reports train_runtime last
+        stopped = [  # ended by the scheduler: a finished trial reports train_runtime last
             t.config
             for t in trials
             if t.status == "TERMINATED" and t.trial_id in self.ended and "train_runtime" not in (t.last_result or {})
         ]
+        self.path.write_text(json.dumps({"unfinished": unfinished, "stopped": stopped}, default=str))
+
+    @staticmethod
+    def read(path: Path) -> tuple[list, list]:
+        """(unfinished, stopped) configs as the last `fit` left them; none where it wrote nothing."""
+        ended = json.loads(path.read_text()) if path.exists() else {}
+        return ended.get("unfinished", []), ended.get("stopped", [])
 
 
 UNRECORDED = "failure.unrecorded"  # beside a trial's log: a failure cause the store could not take yet

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import prepare, tracking, trial_run
+from . import prepare, tracking, trial_run, warm_model
 from .axes import resolved_section
 from .compat.hf_internals import shared_reference_usable
 from .metric_sender import MetricSender
@@ -227,7 +227,7 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
     model_path = ctx.model_path or resolve_model_path(spec.model)
     tokenizer = load_tokenizer(model_path)
     data = load_preference_data(spec.dataset)
-    model = prepare.base_model(model_path, bnb, cuda, bf16=args.bf16)  # kept loaded by a warm worker
+    model = warm_model.base_model(model_path, bnb, cuda, bf16=args.bf16)  # kept loaded by a warm worker
 
     # The seed drives LoRA's initial weights too, drawn when the trainer wraps the model.
     from transformers import set_seed
@@ -291,7 +291,7 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
             if run_id is not None and spec.save == "all":  # `best`: the driver logs the winner's at the end
                 tracking.client(ctx.tracking_uri).log_artifacts(run_id, adapter, tracking.ADAPTER)
     finally:
-        prepare.release_base_model(trainer.model)  # the adapter off; the next trial checks the base first
+        warm_model.release_base_model(trainer.model)  # the adapter off; the next trial checks the base first
         if spec.scheduler.pauses:  # ours, not ones the spec asked for: Ray Tune holds the copy it resumes from
             for checkpoint in Path(args.output_dir).glob("checkpoint-*"):
                 shutil.rmtree(checkpoint, ignore_errors=True)

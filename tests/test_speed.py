@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from datasets import DatasetDict
 
-from sweep import prepare
+from sweep import prepare, warm_model
 from sweep.spec import parse_spec
 from sweep.trial import TrialContext, run_trial
 
@@ -191,21 +191,21 @@ def test_warm_worker_reuses_the_base_model_and_reloads_it_when_its_weights_chang
     from transformers import AutoModelForCausalLM
 
     first = _trial(tmp_path, tiny_model_path, {"beta": 0.1})
-    ((cached, fingerprint),) = prepare._BASE.values()
-    fresh = prepare.weights_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_model_path))
-    assert fingerprint == fresh and prepare.weights_fingerprint(cached) == fresh  # trained on, unchanged
+    ((cached, fingerprint),) = warm_model._BASE.values()
+    fresh = warm_model.weights_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_model_path))
+    assert fingerprint == fresh and warm_model.weights_fingerprint(cached) == fresh  # trained on, unchanged
     assert not any("lora" in name for name, _ in cached.named_parameters())  # the adapter is off
     _trial(tmp_path, tiny_model_path, {"beta": 0.5, "loss_type": "kto"})
-    assert next(iter(prepare._BASE.values()))[0] is cached  # the next trial used the same object
-    assert prepare.weights_fingerprint(cached) == fresh
+    assert next(iter(warm_model._BASE.values()))[0] is cached  # the next trial used the same object
+    assert warm_model.weights_fingerprint(cached) == fresh
 
     # A trial that died half-way may leave the kept model altered: the next one loads it afresh
     # and trains exactly as on a fresh model.
     with torch.no_grad():
         next(cached.parameters()).add_(0.01)
     again = _trial(tmp_path, tiny_model_path, {"beta": 0.1})
-    ((reloaded, _),) = prepare._BASE.values()
-    assert reloaded is not cached and prepare.weights_fingerprint(reloaded) == fresh
+    ((reloaded, _),) = warm_model._BASE.values()
+    assert reloaded is not cached and warm_model.weights_fingerprint(reloaded) == fresh
     keys = ("loss", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")
     assert {k: again[k] for k in keys} == {k: first[k] for k in keys}
 

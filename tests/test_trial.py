@@ -85,9 +85,9 @@ def test_4bit_cpu_eval_keeps_training(tiny_model_path, tmp_path, monkeypatch):
         pytest.skip("this CPU lacks AVX512-BF16: the bug cannot show here")
     # Without the workaround the bug is real on this CPU: evals change (stall) training.
     monkeypatch.setattr("sweep.model.disable_bnb_cpu_repack", lambda model: 0)
-    from sweep import prepare
+    from sweep import warm_model
 
-    prepare._BASE.clear()  # a freshly loaded base: the warm one already carries the workaround's flag
+    warm_model._BASE.clear()  # a freshly loaded base: the warm one already carries the workaround's flag
     broken = run_trial(ctx(_four_bit(tmp_path, "q_broken", True)), {"beta": 0.5})
     assert broken["train_loss"] != pytest.approx(without["train_loss"], abs=1e-6)
 
