@@ -7,6 +7,7 @@ the field and what is allowed, and exits 2 without a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -419,6 +420,23 @@ def main(argv: list[str] | None = None) -> int:
     except StoreUnreachable as e:  # a sweep's end could not be recorded: one line, not MLflow's HTTP error
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_TRIALS_FAILED
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        print(f"error: {disk_full(e)}: free space, then run the same command again", file=sys.stderr, flush=True)
+        return EXIT_TRIALS_FAILED
+
+
+def disk_full(error: BaseException) -> str:
+    """'no space left on device writing PATH' (or the store's 'database or disk is full') where
+    `error`, or an error it was raised from, says the disk is full; '' otherwise."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return f"no space left on device{f' writing {error.filename}' if error.filename else ''}"
+        if "database or disk is full" in str(error):
+            return "the tracking store's disk is full (database or disk is full)"
+        error = error.__cause__ or error.__context__
+    return ""
 
 
 def _bad_input(e: Exception) -> None:
@@ -440,6 +458,8 @@ def _quiet_libraries(verbose: bool = False) -> None:
     warnings.simplefilter("ignore")
     for name in ("transformers", "datasets", "bitsandbytes", "ray", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # A store error is raised to sweep, which says it in one line; MLflow's log of it is a traceback.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # "Loading weights" bars in evaluate/promote
     if "datasets" in sys.modules:  # imported already (e.g. in-process use): the env var came too late
         sys.modules["datasets"].disable_progress_bars()

@@ -174,14 +174,15 @@ def set_auth_mode(address: str | None) -> None:
 def trials_at_once(spec) -> int:
     """How many trials of a (validated) spec may run at once on a local Ray here: one per GPU
     (per `resources.gpu` share of one) where there are GPUs, else one per `resources.cpu`
-    CPUs, at most `max_concurrent_trials`. It sizes the warm workers: a wrong guess costs
-    speed only."""
+    CPUs, at most `max_concurrent_trials` and the sweep's trials. It sizes the warm workers:
+    a wrong guess costs speed only (a worker nobody uses imports the whole stack for nothing)."""
     gpus = len(glob.glob("/dev/nvidia[0-9]*")) if may_have_cuda() else 0
     per_gpu = spec.resources.gpu  # None: one GPU per trial where there are GPUs
     if gpus and per_gpu != 0:
         n = int(gpus / (per_gpu or 1))
     else:
         n = int((os.cpu_count() or 1) / spec.resources.cpu)
+    n = min(n, spec.num_trials())
     cap = spec.max_concurrent_trials
     return max(1, min(n, cap) if cap else n)
 

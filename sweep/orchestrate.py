@@ -211,11 +211,14 @@ class _Unfinished(tune.Callback):
             for t in trials
             if t.status == "TERMINATED" and t.trial_id in self.ended and "train_runtime" not in (t.last_result or {})
         ]
-        self.path.write_text(json.dumps({"unfinished": unfinished, "stopped": stopped}, default=str))
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"unfinished": unfinished, "stopped": stopped}, default=str))
+        os.replace(tmp, self.path)  # whole or absent, a full disk included
 
     @staticmethod
     def read(path: Path) -> tuple[list, list]:
-        """(unfinished, stopped) configs as the last `fit` left them; none where it wrote nothing."""
+        """(unfinished, stopped) configs as the last `fit` left them; none where it wrote nothing
+        (their runs are then marked KILLED as interrupted when the sweep is run again)."""
         ended = json.loads(path.read_text()) if path.exists() else {}
         return ended.get("unfinished", []), ended.get("stopped", [])
 

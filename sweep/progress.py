@@ -206,6 +206,10 @@ def failure_cause(error: str) -> str:
     if "its node has died" in error or "NodeDiedError" in error:
         node = re.search(r"(?:node[ _]id|Node ID|NodeID)[:= ]+(\w+)", error, re.IGNORECASE)
         return f"node {node.group(1)[:12] if node else '?'} left the cluster"
+    if "is temporarily unavailable" in error or "ActorUnavailableError" in error:
+        # The connection to the trial's worker closed before Ray knew why: with a node that left,
+        # Ray reports this, not the node's death (that takes its health checks ~15 s more).
+        return "lost contact with the trial's worker: its process or its node went away"
     if "worker process has died" in error or "ActorDiedError" in error:
         pid = re.search(r"\bpid: (\d+)", error)
         return f"worker process died{f' (pid {pid.group(1)})' if pid else ''}: killed (the OOM killer?) or crashed"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -244,7 +246,6 @@ def test_a_killed_worker_is_a_failed_trial_with_its_cause(tmp_path, tiny_model_p
     the cause, the other trial finishes, and the sweep exits 1 (not 130: nobody interrupted it).
     With max_failures 0, `run --retry-failed` completes it; with 1, Ray Tune retries it at once.
     Either way each attempt is its own run and each point ends with one FINISHED run."""
-    import re
 
     from sweep.points import point_id
 
@@ -291,3 +292,76 @@ def test_a_killed_worker_is_a_failed_trial_with_its_cause(tmp_path, tiny_model_p
     assert parents[0].info.status == "FINISHED"
     assert sorted(r.data.params["sweep.max_steps"] for r in children if r.info.status == "FINISHED") == ["120", "6"]
     assert _statuses(children) == ["FAILED", "FINISHED", "FINISHED"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`results/` on a tmpfs of its own (the store, the trials' adapters, the summary), as a
+    results disk that can fill up; mounting one needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "results"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def _fill(disk: Path) -> Path:
+    """Write zeros until the disk refuses more: no byte left for anyone."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(bytes(1 << 16))
+    with contextlib.suppress(OSError), open(disk / "filler.tail", "wb", buffering=0) as f:
+        while True:
+            f.write(b"\0")
+    return filler
+
+
+def test_a_full_results_disk_fails_the_sweep_in_one_line_and_a_rerun_completes(tmp_path, tiny_model_path, small_disk):
+    """The results disk (the sqlite store on it) fills while two trials train: the sweep ends
+    with one line saying so (exit 1, no traceback), the store stays readable and whole, and
+    after space is freed `run --retry-failed` completes every point, adapters saved."""
+    import sqlite3
+
+    spec = small_spec(
+        "disk_full", save="all", tracking={"retry_s": 5}, train={"max_steps": 40, "logging_steps": 1, "eval_steps": 40}
+    )
+    path = write_spec(tmp_path / "disk.yaml", spec)
+    logs = small_disk / "disk_full" / "trials"
+    proc = _start(path, tmp_path)
+    try:
+        deadline = time.time() + 180
+        while sum("'loss'" in p.read_text() for p in logs.glob("*/trial.log")) < 2:
+            assert time.time() < deadline and proc.poll() is None, "the trials never started training"
+            time.sleep(0.2)
+        filler = _fill(small_disk)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, out[-2000:] + err[-3000:]
+    (line,) = err.strip().splitlines()  # one line on stderr: no traceback, no library's log of one
+    # whichever write the full disk refused first: a file of the results or the store's
+    assert re.fullmatch(
+        r"error: (no space left on device writing \S+|the tracking store's disk is full \(database or disk is full\))"
+        r": free space, then run the same command again",
+        line,
+    ), line
+    assert "No space left on device" in out  # the trial that hit it first, FAILED in the live view
+    db = sqlite3.connect(f"file:{small_disk / 'mlflow.db'}?mode=ro", uri=True)
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
+
+    filler.unlink()
+    (small_disk / "filler.tail").unlink()
+    again = run_cli("run", str(path), "--retry-failed", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    c, parents, children = mlflow_store(tmp_path, "disk_full")
+    assert parents[0].info.status == "FINISHED"
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert sorted(r.data.params["sweep.beta"] for r in finished) == ["0.1", "0.5"]
+    assert all(any(a.path == "adapter" for a in c.list_artifacts(r.info.run_id)) for r in finished)
+    assert "RUNNING" not in _statuses(children)

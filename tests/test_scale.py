@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -202,9 +203,15 @@ def tracking_server(tmp_path):
     server.stop()
 
 
-def test_two_node_cluster_needs_a_server_and_uses_both_nodes(
+def test_two_node_cluster_needs_a_server_uses_both_nodes_and_survives_losing_one(
     tmp_path, tiny_model_path, two_node_cluster, tracking_server
 ):
+    """A node-local store is refused; with a server, one trial runs on each node. The worker
+    node is then lost mid-training (its raylet and its workers SIGKILLed): that attempt
+    is FAILED with "lost contact with the trial's worker", `max_failures: 1` retries it on the head, and
+    the sweep finishes with one FINISHED run per point (exit 0)."""
+    import psutil
+
     spec = small_spec("two_nodes", axes={"beta": [0.1, 0.5]})
     # A node-local sqlite store is refused before anything is written.
     proc = run_cli("run", str(write_spec(tmp_path / "local.yaml", spec)), "--address", two_node_cluster, cwd=tmp_path)
@@ -214,20 +221,72 @@ def test_two_node_cluster_needs_a_server_and_uses_both_nodes(
     )
     assert not (tmp_path / "results" / "mlflow.db").exists()
 
-    spec["tracking"] = {"uri": tracking_server}
-    proc = run_cli("run", str(write_spec(tmp_path / "server.yaml", spec)), "--address", two_node_cluster, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    spec.update(tracking={"uri": tracking_server}, max_failures=1)
+    spec["train"].update(max_steps=40, logging_steps=1, eval_steps=40)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sweep",
+        "run",
+        str(write_spec(tmp_path / "server.yaml", spec)),
+        "--address",
+        two_node_cluster,
+    ]
+    sweep = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=tracking_server)
+    port = two_node_cluster.rsplit(":", 1)[1]
+    (raylet,) = [p for p in psutil.process_iter(["cmdline"]) if _worker_node_raylet(p.info["cmdline"] or [], port)]
+    worker_node = re.search(r"--node_id=(\w+)", " ".join(raylet.info["cmdline"])).group(1)
+    try:
+        deadline, on_worker = time.time() + 300, []
+        while not on_worker and time.time() < deadline and sweep.poll() is None:
+            exp = c.get_experiment_by_name("two_nodes")
+            runs = c.search_runs([exp.experiment_id], "tags.`sweep.kind` = 'trial'") if exp else []
+            on_worker = [
+                r
+                for r in runs
+                if worker_node.startswith(r.data.params.get("trial.node", "/?").split("/")[1]) and r.data.metrics
+            ]
+            time.sleep(0.2)
+        assert on_worker, "no trial trained on the worker node"
+        for p in [raylet, *_children(raylet)]:  # the machine gone: its raylet and every process under it
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        out, err = sweep.communicate(timeout=600)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, out[-2000:] + err[-3000:]
     exp = c.get_experiment_by_name("two_nodes")
     children = [r for r in c.search_runs([exp.experiment_id]) if r.data.tags.get("sweep.kind") == "trial"]
-    assert sorted(r.info.status for r in children) == ["FINISHED", "FINISHED"]
+    by_status = sorted((r.info.status, r.data.params["sweep.beta"]) for r in children)
+    lost = on_worker[0].data.params["sweep.beta"]
+    assert by_status == sorted([("FINISHED", "0.1"), ("FINISHED", "0.5"), ("FAILED", lost)]), by_status
+    (failed,) = [r for r in children if r.info.status == "FAILED"]
+    assert failed.info.run_id == on_worker[0].info.run_id
+    assert failed.data.tags["sweep.error"] == "lost contact with the trial's worker: its process or its node went away"
     nodes = {r.data.params["trial.node"].split("/")[1] for r in children}
-    assert len(nodes) == 2, nodes  # one trial on each node (1 CPU each)
+    assert len(nodes) == 2, nodes  # the first attempts ran one on each node (1 CPU each)
+    retried = [r for r in children if r.info.status == "FINISHED" and r.data.params["sweep.beta"] == lost]
+    assert not worker_node.startswith(retried[0].data.params["trial.node"].split("/")[1])  # the retry: on the head
     # artifacts went through the server
+    finished = [r for r in children if r.info.status == "FINISHED"]
     assert all(
-        {"trial.log", "trial_config.json"} <= {a.path for a in c.list_artifacts(r.info.run_id)} for r in children
+        {"trial.log", "trial_config.json"} <= {a.path for a in c.list_artifacts(r.info.run_id)} for r in finished
+    )
+    lines = [ln for ln in out.splitlines() if "FAILED" in ln and "beta=" in ln]
+    assert len(lines) == 1 and "lost contact" in lines[0] and len(lines[0]) < 200, out
+
+
+def _worker_node_raylet(cmdline: list[str], gcs_port: str) -> bool:
+    """The raylet of the cluster's node that is not its head (the head's has Ray's head resource)."""
+    line = " ".join(cmdline)
+    return (
+        "raylet/raylet" in line
+        and re.search(rf"--gcs-address=\S+:{gcs_port}\b", line) is not None
+        and "__internal_head__" not in line
     )
 
 

@@ -482,3 +482,18 @@ def test_a_model_that_cannot_be_loaded_ends_run_with_one_line_before_ray_starts(
     spec = small_spec("hub_model", model="nobody-here/no-such-model-7b", dataset={"path": "builtin:prefs"})
     proc = run_cli("plan", str(write_spec(tmp_path / "hub_model.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 0 and "warning: model: nobody-here/no-such-model-7b is not in the local" in proc.stderr
+
+
+def test_warm_workers_are_as_many_as_trials_can_run_at_once_and_no_more(monkeypatch):
+    """One per trial that can run at once: the CPUs over `resources.cpu`, at most
+    `max_concurrent_trials` and the sweep's trials (an unused warm worker imports the stack
+    for nothing)."""
+    from sweep import cluster
+
+    monkeypatch.setattr(cluster.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(cluster, "may_have_cuda", lambda: False)
+    four = small_spec("w", axes={"beta": [0.1, 0.2, 0.3, 0.4]}, resources={"cpu": 1})
+    assert cluster.trials_at_once(parse_spec(four)) == 4  # 8 CPUs, 4 trials
+    assert cluster.trials_at_once(parse_spec({**four, "axes": {"beta": [0.1]}})) == 1
+    assert cluster.trials_at_once(parse_spec({**four, "resources": {"cpu": 4}})) == 2
+    assert cluster.trials_at_once(parse_spec({**four, "max_concurrent_trials": 3})) == 3
