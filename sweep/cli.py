@@ -7,7 +7,6 @@ the field and what is allowed, and exits 2 without a traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import sys
@@ -421,22 +420,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_TRIALS_FAILED
     except Exception as e:
+        from .progress import disk_full
+
         if not disk_full(e):
             raise
         print(f"error: {disk_full(e)}: free space, then run the same command again", file=sys.stderr, flush=True)
         return EXIT_TRIALS_FAILED
-
-
-def disk_full(error: BaseException) -> str:
-    """'no space left on device writing PATH' (or the store's 'database or disk is full') where
-    `error`, or an error it was raised from, says the disk is full; '' otherwise."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return f"no space left on device{f' writing {error.filename}' if error.filename else ''}"
-        if "database or disk is full" in str(error):
-            return "the tracking store's disk is full (database or disk is full)"
-        error = error.__cause__ or error.__context__
-    return ""
 
 
 def _bad_input(e: Exception) -> None:

@@ -7,6 +7,7 @@ printed whenever a trial finishes or fails, with its metric or its reason.
 
 from __future__ import annotations
 
+import errno
 import math
 import re
 import sys
@@ -218,3 +219,15 @@ def failure_cause(error: str) -> str:
         return "unknown error"
     # sweep's own errors are phrased for users: without their class path
     return re.sub(r"^sweep(\.\w+)+: ", "", lines[-1].strip())[:300]
+
+
+def disk_full(error: BaseException) -> str:
+    """'no space left on device writing PATH' (or the store's 'database or disk is full') where
+    `error`, or an error it was raised from, says the disk is full; '' otherwise."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return f"no space left on device{f' writing {error.filename}' if error.filename else ''}"
+        if "database or disk is full" in str(error):
+            return "the tracking store's disk is full (database or disk is full)"
+        error = error.__cause__ or error.__context__
+    return ""

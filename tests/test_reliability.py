@@ -327,7 +327,7 @@ def test_a_full_results_disk_fails_the_sweep_in_one_line_and_a_rerun_completes(t
     import sqlite3
 
     spec = small_spec(
-        "disk_full", save="all", tracking={"retry_s": 5}, train={"max_steps": 40, "logging_steps": 1, "eval_steps": 40}
+        "disk_full", save="all", tracking={"retry_s": 5}, train={"max_steps": 24, "logging_steps": 1, "eval_steps": 24}
     )
     path = write_spec(tmp_path / "disk.yaml", spec)
     logs = small_disk / "disk_full" / "trials"

@@ -213,7 +213,7 @@ def test_store_faults_and_dead_workers_are_told_in_one_short_line():
 def test_a_full_disk_is_named_whichever_write_hit_it():
     import errno
 
-    from sweep.cli import disk_full
+    from sweep.progress import disk_full
 
     try:
         try:
@@ -267,7 +267,7 @@ def test_a_sweep_through_a_postgres_backed_server_stopped_15_s_loses_nothing(tmp
         resources={"cpu": 0.5},
         save="best",
         tracking={"uri": server.uri},
-        train={"max_steps": 20, "logging_steps": 1, "eval_steps": 10},
+        train={"max_steps": 12, "logging_steps": 1, "eval_steps": 6},
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -294,8 +294,8 @@ def test_a_sweep_through_a_postgres_backed_server_stopped_15_s_loses_nothing(tmp
         assert max(sum(s < e2 and s2 < e for s2, e2 in spans) for s, e in spans) >= 4  # 4 at a time (itself included)
         for run in children:
             for key in ("loss", "rewards/margins", "logps/chosen", "grad_norm"):
-                assert sorted(m.step for m in c.get_metric_history(run.info.run_id, key)) == list(range(1, 21)), key
-            assert [m.step for m in c.get_metric_history(run.info.run_id, "eval_rewards/accuracies")] == [10, 20]
+                assert sorted(m.step for m in c.get_metric_history(run.info.run_id, key)) == list(range(1, 13)), key
+            assert [m.step for m in c.get_metric_history(run.info.run_id, "eval_rewards/accuracies")] == [6, 12]
             assert tracking.TAG_METRICS_DROPPED not in run.data.tags
         best = pd.read_csv(tmp_path / "results" / name / "summary.csv").iloc[0]
         adapters = [p.parent.name for p in (tmp_path / "results" / name / "trials").glob("*/adapter")]
