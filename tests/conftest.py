@@ -200,7 +200,7 @@ INTEGRATION_FIXTURES = {
 }
 
 
-# Under pytest-xdist (`-n 3 --dist loadgroup`, pyproject.toml's default) the tests
+# Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject.toml's default) the tests
 # that share a sweep run on one worker, so each shared sweep is run once.
 XDIST_GROUPS = {
     "grid": {"grid_sweep", "failing_sweep", "sweeps_dir", "exported"},
