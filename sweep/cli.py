@@ -422,9 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         from .progress import disk_full
 
-        if not disk_full(e):
+        full = disk_full(e)
+        if not full:
             raise
-        print(f"error: {disk_full(e)}: free space, then run the same command again", file=sys.stderr, flush=True)
+        print(f"error: {full}: free space, then run the same command again", file=sys.stderr, flush=True)
         return EXIT_TRIALS_FAILED
 
 

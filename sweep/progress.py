@@ -224,7 +224,9 @@ def failure_cause(error: str) -> str:
 def disk_full(error: BaseException) -> str:
     """'no space left on device writing PATH' (or the store's 'database or disk is full') where
     `error`, or an error it was raised from, says the disk is full; '' otherwise."""
-    while error is not None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
             return f"no space left on device{f' writing {error.filename}' if error.filename else ''}"
         if "database or disk is full" in str(error):
