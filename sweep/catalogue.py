@@ -22,14 +22,13 @@ import hashlib
 import importlib.metadata
 import inspect
 import json
-import os
 import sys
-import tempfile
 import types
 import typing
 from typing import Any
 
 from .errors import SpecError
+from .files import write_atomic
 
 FORMAT = 1  # bump when the option format or what is read changes
 LIBRARIES = ("trl", "peft", "transformers")
@@ -88,10 +87,7 @@ def catalogue() -> dict[str, dict[str, Any]]:
     if json.loads(text) == built:  # every enum value and literal survives JSON
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".catalogue-")
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)  # atomic: sweeps starting together never read half a file
+            write_atomic(path, text)  # sweeps starting together never read half a file
         except OSError:
             pass
     return built

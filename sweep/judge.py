@@ -23,12 +23,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .files import write_atomic
 from .scorers import Scorer, call_scorer, check_scores, columns_of, text_of
 
 PREFIX = "eval_judge/"  # per-evaluation metrics of a trial
@@ -231,9 +231,7 @@ class Judge:
             base = self._cached_base(path)
             if base is None:
                 base = self._judge_base(model)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(dataclasses.asdict(base)))
-                os.replace(tmp, path)
+                write_atomic(path, json.dumps(dataclasses.asdict(base)))
             self._log_base(base)  # under the lock: the parent run gets them once
         return base
 

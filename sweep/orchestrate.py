@@ -18,6 +18,7 @@ import ray
 from ray import tune
 
 from . import cluster, model, preflight, startup, tracking
+from .files import write_atomic
 from .outcome import SweepOutcome, finish
 from .points import point_id, point_of_config
 from .progress import LiveView
@@ -211,9 +212,7 @@ class _Unfinished(tune.Callback):
             for t in trials
             if t.status == "TERMINATED" and t.trial_id in self.ended and "train_runtime" not in (t.last_result or {})
         ]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"unfinished": unfinished, "stopped": stopped}, default=str))
-        os.replace(tmp, self.path)  # whole or absent, a full disk included
+        write_atomic(self.path, json.dumps({"unfinished": unfinished, "stopped": stopped}, default=str))
 
     @staticmethod
     def read(path: Path) -> tuple[list, list]:

@@ -497,3 +497,15 @@ def test_warm_workers_are_as_many_as_trials_can_run_at_once_and_no_more(monkeypa
     assert cluster.trials_at_once(parse_spec({**four, "axes": {"beta": [0.1]}})) == 1
     assert cluster.trials_at_once(parse_spec({**four, "resources": {"cpu": 4}})) == 2
     assert cluster.trials_at_once(parse_spec({**four, "max_concurrent_trials": 3})) == 3
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
+    from sweep.files import write_atomic
+
+    path = tmp_path / "ended.json"
+    write_atomic(path, "old")
+    with pytest.raises(UnicodeEncodeError):  # fails mid-write, as a full disk would
+        write_atomic(path, "new \ud800")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["ended.json"]
+    write_atomic(path, "new")
+    assert path.read_text() == "new"
