@@ -63,10 +63,20 @@ def skip_bitsandbytes() -> None:
     sys.modules.setdefault("bitsandbytes", None)
 
 
-def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
+# Tokenizer classes that are `tokenizer.json` and nothing else: loaded without AutoTokenizer,
+# which reads the model's config and so imports torch (~4 s of CPU in a driver that needs none).
+PLAIN_TOKENIZERS = {"TokenizersBackend", "PreTrainedTokenizerFast"}
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+
+def load_tokenizer(path: str):
+    import json
+
+    config = Path(path) / "tokenizer_config.json"
+    if config.is_file() and json.loads(config.read_text()).get("tokenizer_class") in PLAIN_TOKENIZERS:
+        from transformers import PreTrainedTokenizerFast as Tokenizer
+    else:
+        from transformers import AutoTokenizer as Tokenizer  # importing it imports torch
+    tokenizer = Tokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

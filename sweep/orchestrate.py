@@ -88,9 +88,7 @@ def run_sweep(
     # A local Ray comes up (and prestarts its workers) while the data is checked and the
     # store opens. On a cluster, trials may have CUDA where the driver has none: `auto` may
     # quantize there.
-    import torch
-
-    quantized = model.quantizes(spec, cuda=bool(cluster.address_of(address)) or torch.cuda.is_available())
+    quantized = model.quantizes(spec, cuda=bool(cluster.address_of(address)) or _cuda_here())
     cluster.start(address, verbose, quantized=quantized, warm_workers=cluster.trials_at_once(spec))
     model_path = preflight.prepare(spec, points, log)
     if cluster.address_of(address):
@@ -363,6 +361,16 @@ def _scheduler(spec: SweepSpec):
 
         return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period, min_samples_required=2)
     return None
+
+
+def _cuda_here() -> bool:
+    """Whether torch finds a GPU in this process; torch is imported (~2 s of CPU) only where a
+    device node says it might."""
+    if not cluster.may_have_cuda():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _check_store_reachable(uri: str) -> None:

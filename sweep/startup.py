@@ -25,6 +25,9 @@ QUIET_ENV = {  # set (where unset) by the CLI and for `sweep.run`: library chatt
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "🏃 View run ..." per run end
     "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no box tables on the console
+    # Tune's own CSV/JSON/TensorBoard files per trial: MLflow is the record, and Tune's
+    # TensorBoard logger imports torch (~2 s of CPU) into a driver that trains nothing.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 _PAUSED = False
 

@@ -157,3 +157,35 @@ def test_some_prompts_over_max_length_are_counted_in_one_warning_not_refused(tmp
         "warning: of 20 train pairs, 5 have prompts of max_length=64 tokens or more and will be dropped, "
         "3 more will be truncated"
     ]
+
+
+def test_the_driver_reads_a_plain_tokenizer_without_importing_torch(tiny_model_path):
+    """A tokenizer that is `tokenizer.json` alone (the builtin's, many hub models') loads as
+    AutoTokenizer would load it, without AutoTokenizer's import of torch: the driver checks
+    lengths and chat templates before every sweep and trains nothing itself."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from .conftest import REPO
+
+    probe = (
+        "import json, sys\nfrom sweep.model import load_tokenizer\n"
+        f"t = load_tokenizer({str(tiny_model_path)!r})\n"
+        "m = [{'role': 'user', 'content': 'What is 2+2?'}]\n"
+        "print(json.dumps(['torch' in sys.modules, type(t).__name__, t.pad_token,"
+        " t.apply_chat_template(m, tokenize=False, add_generation_prompt=True), t('a b c')['input_ids']]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    imported_torch, cls, pad, templated, ids = json.loads(out.stdout.splitlines()[-1])
+    auto = AutoTokenizer.from_pretrained(tiny_model_path)
+    m = [{"role": "user", "content": "What is 2+2?"}]
+    assert not imported_torch
+    assert [cls, pad, templated, ids] == [
+        type(auto).__name__,
+        auto.pad_token,
+        auto.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
+        auto("a b c")["input_ids"],
+    ]
