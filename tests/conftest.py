@@ -20,8 +20,9 @@ SPEC_SECRETS = ("hf_SPECtokenNEVERstored0123456789", "sk-nestedAPIkeyNEVERstored
 
 @pytest.fixture(scope="session", autouse=True)
 def sweep_env(tmp_path_factory):
-    """A private model cache for the whole session (shared by its xdist workers), offline."""
-    cache = _session_root(tmp_path_factory) / "sweep-cache"
+    """A private model cache for the whole session (shared by its xdist workers), offline.
+    SWEEP_TEST_CACHE names one to keep between sessions instead (a developer's loop)."""
+    cache = Path(os.environ.get("SWEEP_TEST_CACHE") or _session_root(tmp_path_factory) / "sweep-cache")
     cache.mkdir(exist_ok=True)
     os.environ["SWEEP_CACHE"] = str(cache)
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -99,13 +100,37 @@ def write_spec(path: Path, spec: dict) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, timeout: int = 600, python_flags=()) -> subprocess.CompletedProcess:
     """`python -m sweep ...` in a fresh process, as a user runs it."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # each test names its store
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
-        [sys.executable, "-m", "sweep", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, *python_flags, "-m", "sweep", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
+
+
+def cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m sweep ...` as `sweep.cli.main` in this process, for the commands that only read
+    the store (report, export, compare, list): the same exit code and output, without a fresh
+    interpreter's ~3 s of CPU importing MLflow and pandas."""
+    import contextlib
+    import io
+
+    from sweep.cli import main
+
+    out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["sweep", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +153,9 @@ def grid_sweep(sweeps_dir, tiny_model_path):
 @pytest.fixture(scope="session")
 def failing_sweep(sweeps_dir, tiny_model_path):
     """A sweep where one point fails at run time: LoRA on a module the model does not have."""
-    spec = small_spec("partly_bad", axes={"target_modules": ["all-linear", ["no_such_module"]]})
+    spec = small_spec(
+        "partly_bad", axes={"target_modules": ["all-linear", ["no_such_module"]]}, max_concurrent_trials=1
+    )
     return run_cli("run", str(write_spec(sweeps_dir / "partly_bad.yaml", spec)), cwd=sweeps_dir)
 
 
@@ -210,6 +237,10 @@ XDIST_GROUPS = {
 }
 
 
+# tryfirst: pytest-xdist's worker reads the xdist_group marks in its own modifyitems hook,
+# which otherwise runs before this one (a conftest loaded at start-up is called after it),
+# and the shared sweeps would run once per worker.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
@@ -219,3 +250,14 @@ def pytest_collection_modifyitems(config, items):
             if shared & fixtures:
                 item.add_marker(pytest.mark.xdist_group(group))
                 break
+
+
+def pytest_collection_finish(session):
+    """Under `--dist loadgroup`, pytest-xdist tags each grouped test's id with its group in every
+    worker; a test left untagged runs wherever, and each worker runs the shared sweeps itself:
+    twice the time, silently. Refuse to start instead."""
+    if not getattr(session.config.option, "loadgroup", False):  # set in xdist's workers only
+        return
+    untagged = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if untagged:
+        raise pytest.UsageError(f"pytest-xdist did not tag {untagged[0]} with its xdist group (pytest version?)")

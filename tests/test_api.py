@@ -121,7 +121,10 @@ def test_init_refuses_an_unknown_layout_naming_its_columns(tmp_path, capsys, mon
 # ---- integration: real Ray, MLflow and TRL ------------------------------------------------------
 
 
-def test_init_writes_a_spec_for_each_layout_that_plans_and_runs(tmp_path, tiny_model_path, capsys, monkeypatch):
+def test_init_writes_a_spec_for_each_layout_that_plans_loads_and_runs(tmp_path, tiny_model_path, capsys, monkeypatch):
+    from sweep.data import load_preference_data
+    from sweep.spec import load_spec
+
     monkeypatch.chdir(tmp_path)
     for name, (rows, layout) in LAYOUTS.items():
         (tmp_path / name).write_text("\n".join(json.dumps(r) for r in rows))
@@ -131,14 +134,22 @@ def test_init_writes_a_spec_for_each_layout_that_plans_and_runs(tmp_path, tiny_m
         assert spec_file.name == name.replace(".jsonl", ".yaml") and err.startswith(layout), err
         assert spec_file.read_text().startswith(f"# python -m sweep run {spec_file.name}\n")
         assert main(["plan", spec_file.name]) == 0 and "6 trials" in capsys.readouterr().out
-    # The four specs, shrunk by overrides, run one after another in one fresh interpreter, as
-    # from a notebook: the first on a local Ray that `run` brings up and down, the others on a
-    # Ray the notebook started itself, which `run` uses and leaves running.
+        # its column mapping turns every row into a chat-formatted pair, the one shape trials train on
+        pairs = load_preference_data(load_spec(spec_file.name).dataset)
+        assert len(pairs["train"]) + len(pairs["eval"]) == len(rows)
+        assert (
+            pairs["train"][0]["prompt"][-1]["role"] == "user" and pairs["train"][0]["chosen"][0]["role"] == "assistant"
+        )
+    # Two of the specs (the transcripts and orca's, the layouts with the most to convert), shrunk
+    # by overrides, run one after the other in one fresh interpreter, as from a notebook: the
+    # first on a local Ray that `run` brings up and down, the second on a Ray the notebook
+    # started itself, which `run` uses and leaves running.
+    run = ["hh.jsonl", "orca.jsonl"]
     smoke = ["axes.loss_type=[ipo]", "axes.beta=[0.1]", "train.max_steps=2", "train.eval_steps=2", "save=none"]
     script = textwrap.dedent(f"""
         import json, ray, sweep
         codes = {{}}
-        for i, name in enumerate({sorted(LAYOUTS)!r}):
+        for i, name in enumerate({run!r}):
             if i == 1:
                 assert not ray.is_initialized()  # the first run's own Ray is down
                 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -157,7 +168,7 @@ def test_init_writes_a_spec_for_each_layout_that_plans_and_runs(tmp_path, tiny_m
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     codes = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert codes == {**{name: [0, ["FINISHED"]] for name in LAYOUTS}, "ray left running": True}
+    assert codes == {**{name: [0, ["FINISHED"]] for name in run}, "ray left running": True}
     c, parents, children = mlflow_store(tmp_path, "orca")
     (spec_artifact,) = [a.path for a in c.list_artifacts(parents[0].info.run_id, "spec")]
     recorded = c.download_artifacts(parents[0].info.run_id, spec_artifact, str(tmp_path / "got"))

@@ -13,7 +13,7 @@ import pytest
 from sweep import judge, scorers
 from sweep.spec import SpecError, parse_spec
 
-from .conftest import mlflow_store, run_cli, small_spec, write_spec
+from .conftest import cli_in_process, mlflow_store, run_cli, small_spec, write_spec
 
 RECORDING_SCORER = '''
 import json, os
@@ -256,6 +256,7 @@ def test_a_sweep_judges_with_a_callable_beside_its_spec_and_a_local_reward_model
     (spec_dir / "my_scorers.py").write_text(textwrap.dedent(RECORDING_SCORER))
     spec = small_spec(
         "judged_sweep",
+        max_concurrent_trials=1,
         train={"max_steps": 6, "eval_steps": 6},
         judge={
             "prompts": 10,
@@ -320,7 +321,7 @@ def test_halving_ranks_trials_by_what_they_say(tmp_path, tiny_model_path):
     stopped = set(first) - went_on
     assert len(went_on) == 2 and min(first[b][0] for b in went_on) >= max(first[b][0] for b in stopped)
     assert 10.0 in stopped and max(first, key=lambda b: first[b][1]) == 10.0  # the proxy would have kept it
-    report = run_cli("report", "halving_judged", "--format", "json", cwd=tmp_path)
+    report = cli_in_process("report", "halving_judged", "--format", "json", cwd=tmp_path)
     ranked = json.loads(report.stdout)
     assert ranked["ranked_by"] == "eval_judge/score" and ranked["trials"][0]["beta"] in went_on
 

@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from .conftest import mlflow_store, run_cli
+from .conftest import cli_in_process, mlflow_store
 
 
 @pytest.fixture(scope="session")
 def exported(grid_sweep, failing_sweep, sweeps_dir):
     assert grid_sweep.returncode == 0, grid_sweep.stderr[-2000:]
     out = sweeps_dir / "grid_export.csv"
-    proc = run_cli("export", "grid", "--out", str(out), cwd=sweeps_dir)
+    proc = cli_in_process("export", "grid", "--out", str(out), cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
     return pd.read_csv(out)
 
@@ -55,7 +55,7 @@ def test_export_matches_search_runs_and_metric_history(exported, sweeps_dir):
 
 def test_export_history_is_long_form_per_step(grid_sweep, sweeps_dir):
     out = sweeps_dir / "grid_history.csv"
-    assert run_cli("export", "grid", "--out", str(out), "--history", cwd=sweeps_dir).returncode == 0
+    assert cli_in_process("export", "grid", "--out", str(out), "--history", cwd=sweeps_dir).returncode == 0
     hist = pd.read_csv(out)
     assert {"trial", "run_id", "loss_type", "beta", "metric", "step", "value"} <= set(hist.columns)
     c, _, children = mlflow_store(sweeps_dir, "grid")
@@ -67,7 +67,7 @@ def test_export_history_is_long_form_per_step(grid_sweep, sweeps_dir):
 
 
 def test_report_json_agrees_with_export(exported, sweeps_dir):
-    proc = run_cli("report", "grid", "--format", "json", cwd=sweeps_dir)
+    proc = cli_in_process("report", "grid", "--format", "json", cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout)
     assert rep["ranked_by"] == "eval_rewards/accuracies"
@@ -82,7 +82,7 @@ def test_report_json_agrees_with_export(exported, sweeps_dir):
 
 
 def test_report_table_and_markdown(grid_sweep, sweeps_dir):
-    proc = run_cli("report", "grid", "--metric", "eval_rewards/margins", "--format", "markdown", cwd=sweeps_dir)
+    proc = cli_in_process("report", "grid", "--metric", "eval_rewards/margins", "--format", "markdown", cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
     assert "ranked by eval_rewards/margins" in proc.stdout
     assert "## best trial per loss type" in proc.stdout and "## eval_rewards/margins: loss_type x beta" in proc.stdout
@@ -91,7 +91,7 @@ def test_report_table_and_markdown(grid_sweep, sweeps_dir):
 
 
 def test_failed_trials_are_marked_not_dropped(failing_sweep, sweeps_dir):
-    proc = run_cli("report", "partly_bad", cwd=sweeps_dir)
+    proc = cli_in_process("report", "partly_bad", cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "1 trial(s) did not finish" in proc.stdout
@@ -101,7 +101,7 @@ def test_failed_trials_are_marked_not_dropped(failing_sweep, sweeps_dir):
 
 def test_plots_are_real_figures(grid_sweep, sweeps_dir):
     out = sweeps_dir / "plots"
-    proc = run_cli("report", "grid", "--plots", str(out), cwd=sweeps_dir)
+    proc = cli_in_process("report", "grid", "--plots", str(out), cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == ["eval_rewards_accuracies_vs_beta.png", "parallel_coordinates.png", "training_curves.png"]
@@ -114,22 +114,22 @@ def test_plots_are_real_figures(grid_sweep, sweeps_dir):
 
 
 def test_report_says_which_axis_mattered(grid_sweep, sweeps_dir):
-    proc = run_cli("report", "grid", "--format", "json", cwd=sweeps_dir)
+    proc = cli_in_process("report", "grid", "--format", "json", cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)["importance"]
     assert sorted(a["axis"] for a in found["axes"]) == ["beta", "loss_type"]
     assert sum(a["importance"] for a in found["axes"]) == pytest.approx(1.0)
     assert "fANOVA (Optuna) over 4 finished trials" in found["note"]
-    text = run_cli("report", "grid", cwd=sweeps_dir).stdout
+    text = cli_in_process("report", "grid", cwd=sweeps_dir).stdout
     assert "what mattered:" in text and re.search(r"^  (beta|loss_type) +\d+\.\d%", text, re.MULTILINE)
 
 
 def test_compare_and_list(grid_sweep, failing_sweep, sweeps_dir):
-    proc = run_cli("compare", "grid", "partly_bad", "--format", "json", cwd=sweeps_dir)
+    proc = cli_in_process("compare", "grid", "partly_bad", "--format", "json", cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert [(r["sweep"], r["rank"]) for r in rows][:4] == [("grid", 1), ("grid", 2), ("grid", 3), ("partly_bad", 1)]
-    proc = run_cli("list", cwd=sweeps_dir)
+    proc = cli_in_process("list", cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
     by_name = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:]}
     assert by_name["grid"][1:4] == ["FINISHED", "4", "4"]
@@ -137,7 +137,7 @@ def test_compare_and_list(grid_sweep, failing_sweep, sweeps_dir):
 
 
 def test_unknown_sweep_is_a_clear_error(grid_sweep, sweeps_dir):
-    proc = run_cli("report", "nope", cwd=sweeps_dir)
+    proc = cli_in_process("report", "nope", cwd=sweeps_dir)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: no sweep named 'nope'") and "grid" in proc.stderr
 

@@ -4,15 +4,12 @@ recomputed from saved adapters, the best model merged out, and generations side 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
+from .conftest import cli_in_process, mlflow_store, run_cli, small_spec, write_spec
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +26,7 @@ def seeded(tmp_path_factory, tiny_model_path):
         save="all",
         train={"max_steps": 8, "eval_steps": 4},
         metric="eval_rewards/margins",
+        max_concurrent_trials=1,
     )
     proc = run_cli("run", str(write_spec(cwd / "seeded.yaml", spec)), cwd=cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -37,7 +35,7 @@ def seeded(tmp_path_factory, tiny_model_path):
 
 @pytest.fixture(scope="session")
 def seeded_report(seeded):
-    proc = run_cli("report", "seeded", "--format", "json", cwd=seeded[0])
+    proc = cli_in_process("report", "seeded", "--format", "json", cwd=seeded[0])
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -63,37 +61,24 @@ def test_seeds_repeat_every_point_and_the_report_gives_intervals_and_a_verdict(s
     assert "over seeds: mean, std, 95% confidence interval" in proc.stdout and verdict in proc.stdout
 
 
-def test_the_same_spec_gives_the_same_table_in_two_fresh_processes(tiny_model_path, tmp_path):
-    """Two `sweep run`s of one spec, side by side in their own folders (own Ray, own caches):
-    bit-identical metrics on CPU; the seed still matters (LoRA's initial weights, data order)."""
+def test_a_point_rerun_in_a_fresh_process_gives_the_same_metrics(seeded, tmp_path):
+    """One point of the seeded sweep, run again by `sweep run` in a folder of its own (its own
+    Ray, its own caches, alone instead of beside five other trials): bit-identical metrics on
+    CPU. The seed still matters (LoRA's initial weights, data order)."""
     import pandas as pd
 
-    spec = small_spec("twice", axes={"beta": [0.3]}, seeds=[7, 8], train={"max_steps": 4, "eval_steps": 2})
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    runs = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        cmd = [sys.executable, "-m", "sweep", "run", str(write_spec(tmp_path / name / "s.yaml", spec))]
-        runs.append(
-            subprocess.Popen(
-                cmd,
-                cwd=tmp_path / name,
-                env={**env, "PYTHONPATH": str(REPO)},
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        )
-    for proc in runs:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out[-2000:] + err[-2000:]
-    a, b = (pd.read_csv(tmp_path / name / "results" / "twice" / "summary.csv") for name in ("a", "b"))
+    cwd, _ = seeded
+    spec = cwd / "seeded.yaml"
+    proc = run_cli("run", str(spec), "--set", "axes.beta=[0.5]", "--set", "seeds=[1]", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    sweep, again = (pd.read_csv(d / "results" / "seeded" / "summary.csv") for d in (cwd, tmp_path))
     timing = ("runtime", "_per_second", "time/", "run_id", "_start", "_end")
-    metrics = [c for c in a.columns if not any(t in c for t in timing)]
-    assert {"loss", "eval_loss", "eval_rewards/margins", "seed"} <= set(metrics)
-    pd.testing.assert_frame_equal(a[metrics], b[metrics], check_exact=True)
-    by_seed = a.set_index("seed")
-    assert by_seed.loc[7, "eval_rewards/margins"] != by_seed.loc[8, "eval_rewards/margins"]
+    metrics = [c for c in again.columns if not any(t in c for t in timing)]
+    assert {"loss", "eval_loss", "eval_rewards/margins", "seed"} <= set(metrics) and len(again) == 1
+    same_point = sweep[(sweep["beta"] == 0.5) & (sweep["seed"] == 1)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(same_point[metrics], again[metrics], check_exact=True)
+    by_seed = sweep[sweep["beta"] == 0.5].set_index("seed")
+    assert by_seed.loc[0, "eval_rewards/margins"] != by_seed.loc[1, "eval_rewards/margins"]
 
 
 def test_evaluate_recomputes_logged_metrics_and_names_a_trial_whose_adapter_changed(seeded, seeded_report):
@@ -164,7 +149,7 @@ def test_generations_are_logged_and_shown_beside_the_base_model(seeded, seeded_r
     c, _, children = mlflow_store(cwd, "seeded")
     table = json.loads(open(c.download_artifacts(children[0].info.run_id, "samples.json", str(cwd))).read())
     assert table["columns"] == ["prompt", "base", "answer"] and len(table["data"]) == 3
-    proc = run_cli("report", "seeded", "--samples", "--top", "2", cwd=cwd)
+    proc = cli_in_process("report", "seeded", "--samples", "--top", "2", cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.split("samples: the base model and the top trials")[1]
     top = [t["trial"] for t in seeded_report["trials"][:2]]

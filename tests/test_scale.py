@@ -24,7 +24,7 @@ from PIL import Image
 
 from sweep.server import free_port
 
-from .conftest import REPO, SweepServer, mlflow_store, run_cli, small_spec, write_spec
+from .conftest import REPO, SweepServer, cli_in_process, mlflow_store, run_cli, small_spec, write_spec
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -188,7 +188,7 @@ def two_node_cluster():
 
 
 def test_sweep_runs_on_a_separately_started_ray_head(tmp_path, tiny_model_path, ray_head):
-    spec = small_spec("on_head", axes={"beta": [0.1, 0.5]})
+    spec = small_spec("on_head", axes={"beta": [0.1, 0.5]}, max_concurrent_trials=1)
     proc = run_cli("run", str(write_spec(tmp_path / "s.yaml", spec)), "--address", ray_head, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, parents, children = mlflow_store(tmp_path, "on_head")
@@ -317,7 +317,7 @@ def test_report_html_is_one_page_a_browser_renders_offline(grid_sweep, sweeps_di
     from playwright.sync_api import sync_playwright
 
     page_file = tmp_path / "mailed" / "grid.html"
-    proc = run_cli("report", "grid", "--html", str(page_file), cwd=sweeps_dir)
+    proc = cli_in_process("report", "grid", "--html", str(page_file), cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
     text = page_file.read_text()
     assert "http://" not in text and "https://" not in text and "<script" not in text  # nothing to fetch

@@ -81,6 +81,7 @@ def _tiny(name, **overrides):
         name,
         dataset={"max_train_rows": 64, "max_eval_rows": 16},
         train={"max_steps": 4, "eval_steps": 2, "logging_steps": 2},
+        max_concurrent_trials=1,
         **overrides,
     )
 
@@ -100,8 +101,11 @@ def test_random_search_with_grid_and_zipped_axes(tmp_path, tiny_model_path):
         search={"method": "random", "num_samples": 2},
     )
     del spec["train"]["learning_rate"], spec["train"]["max_steps"]
-    proc = run_cli("run", str(write_spec(tmp_path / "r.yaml", spec)), cwd=tmp_path)
+    # (-X importtime: the driver trains nothing and never imports torch, ~2 s of CPU per sweep)
+    proc = run_cli("run", str(write_spec(tmp_path / "r.yaml", spec)), cwd=tmp_path, python_flags=("-X", "importtime"))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "ray.tune" in imported and "torch" not in imported
     _, parents, children = mlflow_store(tmp_path, "random_search")
     assert parents[0].data.params["num_trials"] == "2" and len(children) == 2  # 2 samples x 1 grid point
     assert [r.data.params["sweep.loss_type"] for r in children] == ["ipo", "ipo"]

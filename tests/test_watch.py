@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
+from .conftest import REPO, cli_in_process, mlflow_store, small_spec, write_spec
 
 STATUS_LINE = re.compile(
     r"^\[(\d+s|\d+m\d\ds)\] (\d+)/4 finished, (\d+) running, (\d+) pending, (\d+) failed, (\d+) stopped early"
@@ -34,10 +34,10 @@ def test_plain_progress_lines_without_escape_codes(grid_sweep):
 
 def test_failed_trial_is_announced_and_its_log_kept(failing_sweep, sweeps_dir):
     assert re.search(r"^\[\d/2\] FAILED target_modules=no_such_module: .*no_such_module", failing_sweep.stdout, re.M)
-    proc = run_cli("logs", "partly_bad", "target_modules=no_such_module", cwd=sweeps_dir)
+    proc = cli_in_process("logs", "partly_bad", "target_modules=no_such_module", cwd=sweeps_dir)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" in proc.stdout and "no_such_module" in proc.stdout
-    proc = run_cli("status", "partly_bad", cwd=sweeps_dir)
+    proc = cli_in_process("status", "partly_bad", cwd=sweeps_dir)
     assert "1/2 finished, 0 running, 0 pending, 1 failed, 0 killed" in proc.stdout
     assert "failed: target_modules=no_such_module:" in proc.stdout
 
@@ -61,13 +61,18 @@ def test_status_and_logs_during_and_after_a_running_sweep(tmp_path, tiny_model_p
             time.sleep(0.5)
             if not (tmp_path / "results" / "watched" / "ray").exists():  # store initialised, parent run exists
                 continue
-            st = run_cli("status", "watched", cwd=tmp_path)
+            # (the store says first whether the trial trains yet: then `status` must show it)
+            if not any(
+                r.info.status == "RUNNING" and "loss" in r.data.metrics for r in mlflow_store(tmp_path, "watched")[2]
+            ):
+                continue
+            st = cli_in_process("status", "watched", cwd=tmp_path)
             m = re.search(r"^\s*(beta=0\.\d)\s+(\d+)/300\b", st.stdout, re.M)
             if st.returncode == 0 and m and int(m.group(2)) > 0:
                 assert "sweep watched: RUNNING" in st.stdout
                 assert "0/1 finished, 1 running, 0 pending" in st.stdout
                 seen_running = m.group(1)
-                log = run_cli("logs", "watched", seen_running, cwd=tmp_path)
+                log = cli_in_process("logs", "watched", seen_running, cwd=tmp_path)
                 if log.returncode == 0 and "'loss':" in log.stdout:
                     seen_log = log.stdout
         assert seen_running, "never saw a running trial with progress"
@@ -76,10 +81,10 @@ def test_status_and_logs_during_and_after_a_running_sweep(tmp_path, tiny_model_p
     finally:
         if sweep.poll() is None:
             sweep.kill()
-    st = run_cli("status", "watched", cwd=tmp_path)
+    st = cli_in_process("status", "watched", cwd=tmp_path)
     assert "sweep watched: FINISHED" in st.stdout and "1/1 finished, 0 running, 0 pending" in st.stdout
     assert "best eval_rewards/accuracies=" in st.stdout
-    after = run_cli("logs", "watched", seen_running, cwd=tmp_path).stdout
+    after = cli_in_process("logs", "watched", seen_running, cwd=tmp_path).stdout
     assert after.startswith(seen_log[:200]) and "train_runtime" in after  # the uploaded artifact is complete
     c, _, children = mlflow_store(tmp_path, "watched")
     assert all("trial.log" in [a.path for a in c.list_artifacts(r.info.run_id)] for r in children)
