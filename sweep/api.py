@@ -80,7 +80,8 @@ def run(
                 raise SpecError(where, problem)
             if not cluster.address_of(address):
                 # A local Ray comes up, and its workers import the stack, while this process
-                # imports Ray Tune, checks the data and opens the store.
+                # imports Ray Tune and the rest of what it needs (not while it loads the data:
+                # orchestrate.run_sweep).
                 cluster.start(
                     None, verbose, quantized=cluster.may_have_cuda(), warm_workers=cluster.trials_at_once(resolved)
                 )

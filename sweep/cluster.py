@@ -1,8 +1,8 @@
 """Ray for a sweep: a local instance, or an existing cluster (`--address` / $RAY_ADDRESS).
 
 `start` connects in a background thread: a local Ray takes ~3 s to come up, mostly waiting
-on its processes, and the driver validates the spec, checks the data and opens its MLflow
-store meanwhile. `ready` waits for it.
+on its processes, and the driver imports what it needs meanwhile (it waits before loading
+the data, whose threads must not race Ray's forks: orchestrate.run_sweep). `ready` waits for it.
 
 A local Ray prestarts one worker per CPU, and as many as trials may run at once import what
 a trial needs as they start (sweep/warm.py), on the cores the driver leaves idle;

@@ -85,11 +85,15 @@ def run_sweep(
     points = spec.points()
     n_trials = spec.num_trials()
     log(f"sweep {spec.name}: {n_trials} trials ({spec.search.method}), model {spec.model}, dataset {spec.dataset.path}")
-    # A local Ray comes up (and prestarts its workers) while the data is checked and the
-    # store opens. On a cluster, trials may have CUDA where the driver has none: `auto` may
-    # quantize there.
+    # On a cluster, trials may have CUDA where the driver has none: `auto` may quantize there.
     quantized = model.quantizes(spec, cuda=bool(cluster.address_of(address)) or _cuda_here())
     cluster.start(address, verbose, quantized=quantized, warm_workers=cluster.trials_at_once(spec))
+    if not cluster.address_of(address):
+        # A local Ray forks its processes from a thread of this one (started by `api.run` as
+        # the driver imported its modules). Loading the data runs pyarrow's threads, which
+        # create Python thread states; a fork at that moment leaves CPython 3.11's child
+        # waiting forever on the lock they held (`PyOS_AfterFork_Child`): Ray first.
+        cluster.ready(address, verbose)
     model_path = preflight.prepare(spec, points, log)
     if cluster.address_of(address):
         cluster.ready(address, verbose)
