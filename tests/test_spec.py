@@ -353,10 +353,20 @@ def test_bad_data_exits_2_and_writes_nothing(
         spec[key] = {**spec[key], **value}
     path = write_spec(tmp_path / "spec.yaml", spec)
     monkeypatch.chdir(tmp_path)
+    # The data loads once the local Ray is up, never while its processes fork (orchestrate.py)
+    import ray
+
+    from sweep import data
+
+    ray_up_at_load, load = [], data.load_preference_data
+    monkeypatch.setattr(
+        data, "load_preference_data", lambda *a, **k: ray_up_at_load.append(ray.is_initialized()) or load(*a, **k)
+    )
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {field}:") and words in err, err
     assert not (tmp_path / "results").exists()  # no MLflow store, no results
+    assert ray_up_at_load == [True]
 
 
 def test_sampled_and_zipped_axes_plan(tmp_path, capsys):
