@@ -116,7 +116,7 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600, python_flags=()) -> subpr
 
 def cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`python -m sweep ...` as `sweep.cli.main` in this process, for the commands that only read
-    the store (report, export, compare, list): the same exit code and output, without a fresh
+    the store (report, export, compare, list, status, logs): the same exit code and output, without a fresh
     interpreter's ~3 s of CPU importing MLflow and pandas."""
     import contextlib
     import io
