@@ -110,7 +110,6 @@ def run_sweep(
         log_to_file=not verbose,
         import_paths=spec.import_paths(),
     )
-    cluster.ready(address, verbose)
     ended = results_dir / "ray" / f"{parent_run_id}.ended.json"  # _Unfinished's record of the fit
     ended.unlink(missing_ok=True)
     tuner = _tuner(spec, ctx, results_dir / "ray", verbose, progress_interval, retry_failed, _Unfinished(ended))

@@ -114,6 +114,11 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600, python_flags=()) -> subpr
     )
 
 
+def imported_modules(stderr: str) -> set[str]:
+    """The modules a process run with `python -X importtime` imported, from its stderr."""
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
 def cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`python -m sweep ...` as `sweep.cli.main` in this process, for the commands that only read
     the store (report, export, compare, list, status, logs): the same exit code and output, without a fresh

@@ -17,7 +17,7 @@ from sweep import prepare, warm_model
 from sweep.spec import parse_spec
 from sweep.trial import TrialContext, run_trial
 
-from .conftest import REPO, mlflow_store, run_cli, small_spec, write_spec
+from .conftest import REPO, imported_modules, mlflow_store, run_cli, small_spec, write_spec
 
 COMPARED = (
     "loss",
@@ -345,9 +345,7 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
             timeout=300,
         )
         assert out.returncode == 0 and "8 trials" in out.stdout, out.stderr[-2000:]
-        imported = {
-            line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")
-        }
+        imported = imported_modules(out.stderr)
         # (a blocked import is still listed, as one module with nothing under it)
         assert ("peft" in imported) is not cached and not any(name.startswith("bitsandbytes.") for name in imported)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from .conftest import mlflow_store
+from .conftest import imported_modules, mlflow_store
 
 
 def test_sweep_tracks_every_step_in_mlflow(grid_sweep, sweeps_dir):
@@ -104,7 +104,7 @@ def test_random_search_with_grid_and_zipped_axes(tmp_path, tiny_model_path):
     # (-X importtime: the driver trains nothing and never imports torch, ~2 s of CPU per sweep)
     proc = run_cli("run", str(write_spec(tmp_path / "r.yaml", spec)), cwd=tmp_path, python_flags=("-X", "importtime"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    imported = imported_modules(proc.stderr)
     assert "ray.tune" in imported and "torch" not in imported
     _, parents, children = mlflow_store(tmp_path, "random_search")
     assert parents[0].data.params["num_trials"] == "2" and len(children) == 2  # 2 samples x 1 grid point
