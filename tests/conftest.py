@@ -166,7 +166,8 @@ def failing_sweep(sweeps_dir, tiny_model_path):
 
 class SweepServer:
     """`python -m sweep server` on `store` (default: sqlite in `results_dir`), on one port
-    for its whole life: `stop()` and `start()` again is an outage the trials must survive."""
+    for its whole life: `stop()` (or `crash()`) and `start()` again is an outage the trials
+    must survive."""
 
     def __init__(self, results_dir: Path, store: str | None = None):
         from sweep.server import free_port
@@ -191,7 +192,9 @@ class SweepServer:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         log = self.results_dir / "server.log"  # a file, not a pipe nobody reads once it is up
         with open(log, "a") as err:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True
+            )
         line = self.proc.stdout.readline().strip()
         assert line == f"MLFLOW_TRACKING_URI={self.uri}", line + log.read_text()[-2000:]
         return self
@@ -199,6 +202,12 @@ class SweepServer:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
         assert self.proc.wait(timeout=30) == 0
+
+    def crash(self) -> None:
+        """Down at once, as a killed machine: a graceful stop serves its open connections for
+        a while (seconds, under load), long enough for short trials to end their runs."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
 
 
 def mlflow_store(cwd: Path, name: str):

@@ -255,9 +255,10 @@ def postgres_uri():
 
 
 @pytest.mark.integration
-def test_a_sweep_through_a_postgres_backed_server_stopped_15_s_loses_nothing(tmp_path, tiny_model_path, postgres_uri):
+def test_a_sweep_through_a_postgres_backed_server_down_15_s_loses_nothing(tmp_path, tiny_model_path, postgres_uri):
     """4 trials at once, every step logged, into `sweep server` on PostgreSQL; the server
-    is stopped for 15 s while trials are logging, then started again on the same port.
+    is killed while trials are logging (requests in flight cut off) and started again on the
+    same port 15 s later.
     `save: best` keeps exactly one adapter, the best trial's, on disk and in MLflow."""
     server = SweepServer(tmp_path / "server", postgres_uri).start()
     name = f"pg_{uuid.uuid4().hex[:8]}"  # the database outlives the test
@@ -267,7 +268,9 @@ def test_a_sweep_through_a_postgres_backed_server_stopped_15_s_loses_nothing(tmp
         resources={"cpu": 0.5},
         save="best",
         tracking={"uri": server.uri},
-        train={"max_steps": 12, "logging_steps": 1, "eval_steps": 6},
+        # ~0.05 CPU-s a step: long enough that the last trial to start still trains when the
+        # server goes down (at 12 steps all four could end before the poll saw them logging)
+        train={"max_steps": 60, "logging_steps": 1, "eval_steps": 30},
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -278,9 +281,9 @@ def test_a_sweep_through_a_postgres_backed_server_stopped_15_s_loses_nothing(tmp
         deadline = time.time() + 300
         # all four logging before the outage: a trial still starting would open its run after it
         while len(_logging_trials(c, name)) < 4 and time.time() < deadline and sweep.poll() is None:
-            time.sleep(0.5)
+            time.sleep(0.2)
         assert len(_logging_trials(c, name)) == 4, "the four trials never all logged"
-        server.stop()
+        server.crash()
         outage = (time.time(), time.time() + 15)
         time.sleep(15)
         server.start()
@@ -294,8 +297,8 @@ def test_a_sweep_through_a_postgres_backed_server_stopped_15_s_loses_nothing(tmp
         assert max(sum(s < e2 and s2 < e for s2, e2 in spans) for s, e in spans) >= 4  # 4 at a time (itself included)
         for run in children:
             for key in ("loss", "rewards/margins", "logps/chosen", "grad_norm"):
-                assert sorted(m.step for m in c.get_metric_history(run.info.run_id, key)) == list(range(1, 13)), key
-            assert [m.step for m in c.get_metric_history(run.info.run_id, "eval_rewards/accuracies")] == [6, 12]
+                assert sorted(m.step for m in c.get_metric_history(run.info.run_id, key)) == list(range(1, 61)), key
+            assert [m.step for m in c.get_metric_history(run.info.run_id, "eval_rewards/accuracies")] == [30, 60]
             assert tracking.TAG_METRICS_DROPPED not in run.data.tags
         best = pd.read_csv(tmp_path / "results" / name / "summary.csv").iloc[0]
         adapters = [p.parent.name for p in (tmp_path / "results" / name / "trials").glob("*/adapter")]
