@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from . import reports, store, tracking
-from .checks import unreachable_models
+from .checks import unusable_inputs
 from .spec import SpecError, SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file
 from .startup import QUIET_ENV, restored_env
 from .store import Sweep
@@ -76,7 +76,7 @@ def run(
         cluster.set_auth_mode(address)
         try:
             resolved = load(spec, overrides)
-            for where, problem in unreachable_models(resolved)[:1]:
+            for where, problem in unusable_inputs(resolved)[:1]:  # one line, before Ray starts
                 raise SpecError(where, problem)
             if not cluster.address_of(address):
                 # A local Ray comes up, and its workers import the stack, while this process

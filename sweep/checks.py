@@ -154,10 +154,24 @@ def validate_model(model: str) -> None:
         )
 
 
+def unusable_inputs(spec: SweepSpec) -> list[tuple[str, str]]:
+    """(field, problem) for each input this machine cannot use now: a hub id it cannot load
+    (`unreachable_models`) or a data path that names no usable file (`data.check_source`).
+    `run` refuses them before Ray starts; `plan`, which validates specs meant for another
+    machine (a GPU box with a hub), warns."""
+    from .data import check_source
+
+    problems = unreachable_models(spec)
+    try:
+        check_source(spec.dataset)
+    except SpecError as e:
+        problems.append((e.field, str(e).removeprefix(f"{e.field}: ")))
+    return problems
+
+
 def unreachable_models(spec: SweepSpec) -> list[tuple[str, str]]:
     """(field, problem) for each hub id the spec loads (the model, reward-model scorers) that this
-    machine cannot load now: HF_HUB_OFFLINE is set and it is not in the local cache. `run`
-    refuses them before Ray starts; `plan`, which validates hub specs offline, warns."""
+    machine cannot load now: HF_HUB_OFFLINE is set and it is not in the local cache."""
     import os
 
     if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):

@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .checks import unreachable_models
+from .checks import unusable_inputs
 from .points import point_id
 from .spec import SpecError, load_spec
 from .tracking import StoreUnreachable
@@ -28,7 +28,7 @@ def cmd_plan(args) -> int:
     from .axes import describe_axis
 
     spec = load_spec(args.spec, args.set)
-    for where, problem in unreachable_models(spec):  # plan validates hub specs offline: a warning, not an error
+    for where, problem in unusable_inputs(spec):  # plan validates specs for elsewhere: a warning, not an error
         print(f"warning: {where}: {problem}", file=sys.stderr)
     print(f"sweep {spec.name}: model {spec.model}, dataset {spec.dataset.path}, ranked by {spec.metric} ({spec.mode})")
     if spec.train:
@@ -70,7 +70,7 @@ def cmd_init(args) -> int:
     if out.exists() and not args.force:
         raise SpecError("--out", f"{out} exists; pass --force to overwrite it, or choose another --out")
     out.write_text(made.text, encoding="utf-8")
-    for where, problem in unreachable_models(made.spec):
+    for where, problem in unusable_inputs(made.spec):
         print(f"warning: {where}: {problem}", file=sys.stderr)
     print(f"{made.layout} layout; {made.spec.num_trials()} trials; next: python -m sweep plan {out}", file=sys.stderr)
     print(out)

@@ -152,28 +152,45 @@ def _transcript_messages(value) -> list[dict]:
     ]
 
 
+def check_source(ds: DatasetSpec) -> Path | None:
+    """The local file `ds.path` names, checked without reading it (None: builtin, a saved
+    directory or a hub id). A missing file, an unsupported type or an empty file is a
+    SpecError: `run` checks this before Ray starts."""
+    if ds.path.startswith("builtin:"):
+        return None
+    path = Path(ds.path).expanduser()
+    if path.is_file():
+        if path.suffix.lower() not in FILE_FORMATS:
+            raise SpecError("dataset.path", f"unsupported file type {path.suffix!r}; use {', '.join(FILE_FORMATS)}")
+        if path.stat().st_size == 0:
+            raise SpecError("dataset.path", f"{path} is empty")
+        return path
+    if path.is_dir():
+        return None
+    if path.is_absolute() or ds.path.startswith((".", "~")) or path.suffix.lower() in FILE_FORMATS:
+        raise SpecError("dataset.path", f"file not found: {ds.path}")
+    return None  # a hub id
+
+
 def _load_source(ds: DatasetSpec):
     import datasets
 
+    file = check_source(ds)
     if ds.path.startswith("builtin:"):
         from .builtin import BUILTIN_DATASETS
 
         folder = BUILTIN_DATASETS[ds.path.removeprefix("builtin:")]
         files = {p.stem: str(p) for p in sorted(folder.glob("*.jsonl"))}
         return datasets.load_dataset("json", data_files=files)
-    path = Path(ds.path).expanduser()
-    if path.is_file():
-        fmt = FILE_FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            raise SpecError("dataset.path", f"unsupported file type {path.suffix!r}; use {', '.join(FILE_FORMATS)}")
-        if path.stat().st_size == 0:
-            raise SpecError("dataset.path", f"{path} is empty")
+    if file is not None:
+        fmt = FILE_FORMATS[file.suffix.lower()]
         if fmt in ("json", "csv"):
-            _check_utf8(path)
+            _check_utf8(file)
         try:
-            return datasets.load_dataset(fmt, data_files={"train": str(path)})
+            return datasets.load_dataset(fmt, data_files={"train": str(file)})
         except Exception as e:  # a malformed or non-UTF-8 file
-            raise SpecError("dataset.path", f"cannot read {path}: {_first_line(e)}") from None
+            raise SpecError("dataset.path", f"cannot read {file}: {_first_line(e)}") from None
+    path = Path(ds.path).expanduser()
     if path.is_dir():
         try:
             loaded = datasets.load_from_disk(str(path))
@@ -182,8 +199,6 @@ def _load_source(ds: DatasetSpec):
                 "dataset.path", f"{path} is not a directory saved with datasets.save_to_disk: {_first_line(e)}"
             ) from None
         return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
-    if path.is_absolute() or ds.path.startswith((".", "~")) or path.suffix.lower() in FILE_FORMATS:
-        raise SpecError("dataset.path", f"file not found: {ds.path}")
     try:  # a hub id
         return datasets.load_dataset(ds.path)
     except Exception as e:

@@ -309,8 +309,11 @@ def _rows(n, **extra):
 
 
 BAD_DATA = [
-    # (case, file name, file bytes or None for missing, extra spec changes, field named, words)
+    # (case, file name, file bytes or None for missing, extra spec changes, field named, words);
+    # the first three are found from the path alone, before Ray starts
     ("missing file", "gone.jsonl", None, {}, "dataset.path", "file not found"),
+    ("empty file", "empty.jsonl", b"", {}, "dataset.path", "is empty"),
+    ("unsupported type", "data.txt", b"hello", {}, "dataset.path", "unsupported file type"),
     (
         "missing columns",
         "cols.jsonl",
@@ -319,7 +322,6 @@ BAD_DATA = [
         "dataset.columns",
         "lacks column(s) chosen",
     ),
-    ("empty file", "empty.jsonl", b"", {}, "dataset.path", "is empty"),
     (
         "non-UTF-8",
         "latin1.jsonl",
@@ -328,7 +330,6 @@ BAD_DATA = [
         "dataset.path",
         "not UTF-8",
     ),
-    ("unsupported type", "data.txt", b"hello", {}, "dataset.path", "unsupported file type"),
     (
         "prompts longer than max_length",
         "long.jsonl",
@@ -338,6 +339,7 @@ BAD_DATA = [
         "too short",
     ),
 ]
+FOUND_FROM_THE_PATH = ("missing file", "empty file", "unsupported type")
 
 
 @pytest.mark.parametrize("case,fname,content,change,field,words", BAD_DATA, ids=[c[0] for c in BAD_DATA])
@@ -353,20 +355,27 @@ def test_bad_data_exits_2_and_writes_nothing(
         spec[key] = {**spec[key], **value}
     path = write_spec(tmp_path / "spec.yaml", spec)
     monkeypatch.chdir(tmp_path)
-    # The data loads once the local Ray is up, never while its processes fork (orchestrate.py)
+    # A bad path fails before Ray starts; data that must be read loads once the local Ray is
+    # up, never while its processes fork (orchestrate.py)
     import ray
 
-    from sweep import data
+    from sweep import cluster, data
 
-    ray_up_at_load, load = [], data.load_preference_data
+    ray_up_at_load, load, started, start = [], data.load_preference_data, [], cluster.start
     monkeypatch.setattr(
         data, "load_preference_data", lambda *a, **k: ray_up_at_load.append(ray.is_initialized()) or load(*a, **k)
     )
+    monkeypatch.setattr(cluster, "start", lambda *a, **k: started.append(1) or start(*a, **k))
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {field}:") and words in err, err
     assert not (tmp_path / "results").exists()  # no MLflow store, no results
-    assert ray_up_at_load == [True]
+    if case in FOUND_FROM_THE_PATH:
+        assert started == [] and ray_up_at_load == []
+        assert main(["plan", str(path)]) == 0  # the data may be where the sweep runs: a warning there
+        assert f"warning: {field}: " in capsys.readouterr().err
+    else:
+        assert started and ray_up_at_load == [True]
 
 
 def test_sampled_and_zipped_axes_plan(tmp_path, capsys):
