@@ -17,7 +17,7 @@ from sweep.cli import main
 from sweep.overrides import apply_overrides
 from sweep.spec import SpecError
 
-from .conftest import REPO, mlflow_store, run_cli
+from .conftest import REPO, cli_in_process, mlflow_store
 
 # ---- fast: pure functions and in-process commands -----------------------------------------------
 
@@ -203,12 +203,12 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
     assert "FINISHED 0 8" in proc.stdout and "proxy vs judge over 8 finished trials" in proc.stdout
     nb = pd.read_pickle(tmp_path / "nb.pkl")
 
-    export = run_cli("export", "beta_grid", "--out", str(tmp_path / "t.csv"), cwd=tmp_path)
+    export = cli_in_process("export", "beta_grid", "--out", str(tmp_path / "t.csv"), cwd=tmp_path)
     assert export.returncode == 0, export.stderr
     csv = pd.read_csv(tmp_path / "t.csv")
     trials = nb["trials"]
     assert len(trials) == 8 and trials.to_csv(index=False) == (tmp_path / "t.csv").read_text()  # the same table
-    history = run_cli("export", "beta_grid", "--history", "--out", str(tmp_path / "h.csv"), cwd=tmp_path)
+    history = cli_in_process("export", "beta_grid", "--history", "--out", str(tmp_path / "h.csv"), cwd=tmp_path)
     assert history.returncode == 0
     h = pd.read_csv(tmp_path / "h.csv")
     h = h[h["metric"].isin(["eval_judge/score", "rewards/margins"])].reset_index(drop=True)
