@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sweep.data import load_preference_data, split_transcripts
+from sweep.data import check_source, load_preference_data, split_transcripts
 from sweep.spec import DatasetSpec, SpecError
 
 
@@ -17,6 +17,26 @@ def _jsonl(path, rows):
 
 def _prompt_text(tokenizer, row):
     return tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+
+
+def test_a_data_path_is_checked_without_reading_it(tmp_path):
+    """What `run` refuses before Ray starts: a missing file, an empty one, an unsupported type;
+    a hub id, a saved directory and the builtin set are left to the loader."""
+    (tmp_path / "ok.jsonl").write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("hello")
+    assert check_source(DatasetSpec(path=str(tmp_path / "ok.jsonl"))) == tmp_path / "ok.jsonl"
+    for path in ("Intel/orca_dpo_pairs", str(tmp_path), "builtin:prefs"):
+        assert check_source(DatasetSpec(path=path)) is None
+    for path, words in (
+        (tmp_path / "gone.jsonl", "file not found"),
+        ("./data/prefs.parquet", "file not found"),
+        (tmp_path / "empty.csv", "is empty"),
+        (tmp_path / "notes.txt", "unsupported file type '.txt'; use .jsonl, .json, .parquet, .csv"),
+    ):
+        with pytest.raises(SpecError, match="^dataset.path: ") as e:
+            check_source(DatasetSpec(path=str(path)))
+        assert words in str(e.value)
 
 
 def test_orca_style_with_system_prompts_uses_the_chat_template(tmp_path, tiny_model_path):
