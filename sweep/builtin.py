@@ -132,6 +132,9 @@ def _build_tiny(out: Path, log) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
+    from .startup import keep_freed_memory
+
+    keep_freed_memory()  # 700 steps of CPU training
     torch.manual_seed(RECIPE["seed"])
     sft_rows = _sft_rows()
     tokenizer = _build_tokenizer([r["prompt"] + r["completion"] for r in sft_rows])

@@ -1,5 +1,6 @@
-"""How a sweep's processes start: library chatter kept off the console (`QUIET_ENV`), and
-Python's cyclic garbage collector paused while the stack is imported.
+"""How a sweep's processes start: library chatter kept off the console (`QUIET_ENV`),
+Python's cyclic garbage collector paused while the stack is imported, and (training on CPU)
+freed memory kept for the next step (`keep_freed_memory`).
 
 Importing the stack (torch, transformers, TRL, PEFT, datasets, MLflow, Ray Tune) creates
 ~700,000 objects, and CPython 3.11 collects its young generations every 700 new objects and
@@ -47,6 +48,27 @@ def resume() -> None:
         gc.freeze()
         gc.enable()
         _PAUSED = False
+
+
+# glibc's malloc hands big freed blocks, and free memory at the top of its heap, back to the
+# kernel at once: training on CPU frees and reallocates its activations every step, and the
+# kernel zero-fills the same amount of fresh pages each time.
+KEEP_FREED_BYTES = 256 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+
+def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:
+    """Keep up to `limit` bytes of freed memory in this process for reuse, and serve blocks
+    below it from the heap (glibc's `mallopt`; elsewhere a no-op), at the price of up to
+    `limit` more resident memory. For training on CPU (docs/benchmarks.md). Returns whether
+    it applied."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import prepare, tracking, trial_run, warm_model
+from . import prepare, startup, tracking, trial_run, warm_model
 from .axes import resolved_section
 from .compat.hf_internals import shared_reference_usable
 from .metric_sender import MetricSender
@@ -100,6 +100,7 @@ def run_trial(
         # One thread per CPU the trial holds: trials side by side with more threads than
         # cores oversubscribe them (~20x slower on 2 cores). Ray sets OMP_NUM_THREADS likewise.
         torch.set_num_threads(max(1, int(spec.resources.cpu)))
+        startup.keep_freed_memory()  # each step's activations reuse the last one's memory
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     if spec.sampled:  # sampled points could not all be checked up front

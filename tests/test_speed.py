@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,29 @@ def _probe(code: str, cwd, *args: str) -> subprocess.CompletedProcess:
 def _computed_rows(cache, split: str = "train", column: str = "ref_chosen_logps") -> set[int]:
     """Rows of the cached `split` that have a reference value (not NaN)."""
     return {i for i, v in enumerate(prepare.load_reference(cache)[split][column]) if not math.isnan(v)}
+
+
+def test_cpu_training_keeps_freed_memory_for_the_next_step(tmp_path):
+    """glibc hands a freed 64 MB block back to the kernel at once (the next step's pages are
+    zero-filled again); after `keep_freed_memory`, which CPU trials call, it stays for reuse."""
+    probe = (
+        "import sys\n"
+        "from sweep.startup import keep_freed_memory\n"
+        "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096\n"
+        "applied = keep_freed_memory() if sys.argv[1] == 'keep' else None\n"
+        "block = bytearray(64 << 20)\n"
+        "held = rss()\n"
+        "del block\n"
+        "print(applied, (held - rss()) >> 20)\n"
+    )
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's malloc only")
+    given_back = {}
+    for mode in ("default", "keep"):
+        out = _probe(probe, tmp_path, mode)
+        assert out.returncode == 0, out.stderr
+        applied, given_back[mode] = out.stdout.split()
+    assert applied == "True" and int(given_back["default"]) >= 60 and int(given_back["keep"]) <= 4, given_back
 
 
 def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path, tmp_path):

@@ -31,11 +31,15 @@ CORE_METRICS = [
 ]
 
 
-def test_trial_runs_without_ray_or_mlflow(tiny_model_path, tmp_path):
+def test_trial_runs_without_ray_or_mlflow(tiny_model_path, tmp_path, monkeypatch):
+    from sweep import startup
+
     train = {"max_steps": 20, "eval_steps": 10, "include_num_input_tokens_seen": "non_padding"}
     spec = parse_spec(small_spec("standalone", results_dir=str(tmp_path), train=train))
-    reports = []
+    reports, kept = [], []
+    monkeypatch.setattr(startup, "keep_freed_memory", lambda keep=startup.keep_freed_memory: kept.append(keep()))
     metrics = run_trial(TrialContext(spec=spec, model_path=str(tiny_model_path)), {"beta": 0.5}, report=reports.append)
+    assert kept == [True]  # training on CPU: each step reuses the last one's freed memory
     for key in CORE_METRICS:
         assert key in metrics, key
     assert metrics["global_step"] == 20
