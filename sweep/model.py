@@ -64,7 +64,7 @@ def skip_bitsandbytes() -> None:
 
 
 # Tokenizer classes that are `tokenizer.json` and nothing else: loaded without AutoTokenizer,
-# which reads the model's config and so imports torch (~4 s of CPU in a driver that needs none).
+# which reads the model's config and so imports torch, into a driver that trains nothing.
 PLAIN_TOKENIZERS = {"TokenizersBackend", "PreTrainedTokenizerFast"}
 
 

@@ -367,8 +367,8 @@ def _scheduler(spec: SweepSpec):
 
 
 def _cuda_here() -> bool:
-    """Whether torch finds a GPU in this process; torch is imported (~2 s of CPU) only where a
-    device node says it might."""
+    """Whether torch finds a GPU in this process; torch, which the driver needs for nothing else,
+    is imported only where a device node says it might."""
     if not cluster.may_have_cuda():
         return False
     import torch
