@@ -35,6 +35,9 @@ def axis_importance(df: pd.DataFrame, axes: list[str], metric: str, mode: str = 
         return Importance(empty, f"no swept axis took two values over the finished trials with {metric}")
     if len(done) < MIN_TRIALS:
         return Importance(empty, f"too few finished trials ({len(done)}) with {metric} to say which axis mattered")
+    if done[metric].astype(float).nunique() == 1:  # fANOVA has no variance to share out (it raises)
+        value = float(done[metric].iloc[0])
+        return Importance(empty, f"every finished trial has {metric} = {value:.4g}: no axis made a difference")
     distributions = {a: _distribution(done[a]) for a in varied}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")

@@ -57,6 +57,9 @@ class StepStats(TrainerCallback):
 
         self.cuda = torch.cuda.is_available() and not args.use_cpu
         if self.cuda:
+            # What a warm worker's earlier trial left in torch's cache is not this trial's: freed
+            # first, the reserved peak counts this trial's base model, adapter and activations only.
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         self.first: tuple[float, int] | None = None  # (time, tokens seen) at the first step's end
         self.last_step_end, self.eval_s, self.measured = 0.0, 0.0, {}

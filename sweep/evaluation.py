@@ -13,6 +13,7 @@ no new adapter, no training) rather than a second copy of its tokenisation and m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -60,10 +61,17 @@ class PairedEval:
             dataloader_num_workers=0,
             save_strategy="no",
         )
-        # DPOTrainer insists on a train dataset; one row is tokenised and never used.
-        self.trainer = DPOTrainer(
-            model=model, args=args, train_dataset=pairs.select(range(1)), eval_dataset=pairs, processing_class=tokenizer
-        )
+        # DPOTrainer insists on a train dataset; one row is tokenised and never used. Built on a
+        # 4-bit model, it casts the trainable (LoRA) weights to bf16 for QLoRA training: on a live
+        # trial's model that would leave its optimizer's fp32 state behind (the next step fails).
+        with _frozen(model):
+            self.trainer = DPOTrainer(
+                model=model,
+                args=args,
+                train_dataset=pairs.select(range(1)),
+                eval_dataset=pairs,
+                processing_class=tokenizer,
+            )
         self.trainer.remove_callback(PrinterCallback)  # it prints every eval's log dict
         from .compat.hf_internals import drop_trl_ref_adapter
 
@@ -80,6 +88,20 @@ class PairedEval:
             "logps/rejected",
         )
         return {f"{prefix}_{k}": float(metrics[f"{prefix}_{k}"]) for k in keep if f"{prefix}_{k}" in metrics}
+
+
+@contextlib.contextmanager
+def _frozen(model):
+    """`model` with no trainable parameter for the duration: a trainer built on it for
+    evaluation then leaves the trial's own weights (and their dtypes) as they are."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def paired_metrics(model, tokenizer, pairs, **kwargs: Any) -> dict[str, float]:
@@ -165,11 +187,32 @@ def load_trial(uri: str, run, quantized: bool = True) -> TrialModel:
     cuda = torch.cuda.is_available()
     path = resolve_model_path(config["model"], log=lambda *_: None)
     bnb = BitsAndBytesConfig.from_dict(config["quantization"]) if quantized and config.get("quantization") else None
-    base = load_base_model(path, bnb, cuda, bf16=cuda)
+    # Rebuilt as trained, in the trial's precision (bf16 on a GPU, or where a CPU trial asked for
+    # it); for merging, unquantised, in 16-bit on a GPU.
+    bf16 = bool(config["train"].get("bf16")) if quantized else cuda
+    base = _as_trained(load_base_model(path, bnb, cuda, bf16=bf16), config["trainer"], bf16)
     if bnb is not None and not cuda:
         disable_bnb_cpu_repack(base)
     model = PeftModel.from_pretrained(base, adapter)
     return TrialModel(run, config, model, load_tokenizer(path), cuda)
+
+
+def _as_trained(base, trainer: str, bf16: bool):
+    """The base model in the dtypes the trial's trainer gave it. CPO's and ORPO's trainers
+    prepare a 4-bit base for k-bit training (PEFT's `prepare_model_for_kbit_training`: every
+    other weight in fp32; under bf16, TRL's `peft_module_casting_to_bf16` then puts the embeddings
+    and output layer back in bf16); DPO's and KTO's train it as loaded. Recomputed on another
+    layout, margins differ in their fourth digit and a near-tied pair can flip."""
+    if not trainer.endswith(("CPOTrainer", "ORPOTrainer")) or not getattr(base, "is_loaded_in_4bit", False):
+        return base
+    from peft import prepare_model_for_kbit_training
+
+    from .compat.hf_internals import peft_casting_to_bf16
+
+    base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    if bf16:
+        peft_casting_to_bf16(base)
+    return base
 
 
 def verify(uri: str, run, log=print) -> dict[str, float]:
@@ -190,7 +233,7 @@ def verify(uri: str, run, log=print) -> dict[str, float]:
         max_length=train.get("max_length"),
         batch_size=train["per_device_eval_batch_size"],
         cpu=not trial.cuda,
-        bf16=trial.cuda,
+        bf16=bool(train.get("bf16")),
     )
     result = {k: metrics[k] for k in VERIFIED}
     step = int(run.data.metrics.get("global_step", 0))

@@ -173,7 +173,7 @@ class Judge:
         )
         scores = {}
         for i, s in enumerate(self.scorers):
-            raw = call_scorer(s, self.prompts, answers, self.columns, self.import_paths)
+            raw = call_scorer(s, self.prompts, answers, self.columns, self.import_paths, device=str(model.device))
             scores[s.name] = check_scores(f"judge.scorers[{i}]", s, raw, len(answers))
         return Judged(answers, lengths, scores, totals(self.scorers, scores, len(answers)))
 

@@ -17,13 +17,14 @@ def resolve_model_path(model: str, log=print) -> str:
     return str(local.resolve()) if local.is_dir() else model  # trials run in folders of their own
 
 
-def quantization_config(settings: dict[str, Any], cuda: bool):
+def quantization_config(settings: dict[str, Any], cuda: bool, compute_dtype: str = "float32"):
     """BitsAndBytesConfig for the spec's quantization settings, or None for full precision.
 
     `auto` means QLoRA (4-bit nf4) where CUDA is available and plain LoRA elsewhere: 4-bit on
-    CPU works but is slower than full precision for small models and has the bug below.
+    CPU works but is slower than full precision for small models and has the bug below. The
+    4-bit layers compute in the training precision (`compute_dtype`: bfloat16 under `bf16`,
+    float16 under `fp16`) unless the spec names `bnb_4bit_compute_dtype`.
     """
-    import torch
     from transformers import BitsAndBytesConfig
 
     mode = settings.get("mode", "auto")
@@ -36,9 +37,43 @@ def quantization_config(settings: dict[str, Any], cuda: bool):
         "load_in_4bit": True,
         "bnb_4bit_quant_type": "nf4",
         "bnb_4bit_use_double_quant": True,
-        "bnb_4bit_compute_dtype": torch.bfloat16 if cuda else torch.float32,
+        "bnb_4bit_compute_dtype": compute_dtype,
     }
     return BitsAndBytesConfig(**{**defaults, **fields})
+
+
+def precision(train: dict[str, Any], cuda: bool) -> dict[str, Any]:
+    """The `bf16`/`fp16` a trial trains in, from the spec's `train` section and the device.
+
+    On CPU: full precision unless the spec asks for bf16 (the GPU configuration, runnable here:
+    CPU autocast supports it); fp16 autocast is not offered on CPU. On CUDA: the configs' own
+    default (bf16) where the GPU computes bf16 natively, fp16 where it only emulates bf16
+    (pre-Ampere: T4, V100), where emulation would make every step several times slower.
+    """
+    if not cuda:
+        return {"bf16": bool(train.get("bf16", False)), "fp16": False}
+    if "bf16" in train or "fp16" in train:
+        return {}
+    import torch
+
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    return {"bf16": True, "fp16": False} if native else {"bf16": False, "fp16": True}
+
+
+def uses_cuda(gpu: float | None) -> bool:
+    """Whether a trial holding `gpu` of a GPU (`resources.gpu`; None: one where there is one)
+    trains on CUDA. A trial given none is kept off every GPU: Ray 2.60 no longer empties
+    CUDA_VISIBLE_DEVICES for it (ray#54868), so it would otherwise use GPU 0 uncounted; emptied
+    here before anything starts CUDA in this process, nothing in the trial sees one."""
+    import os
+
+    import torch
+
+    if gpu == 0:
+        if not torch.cuda.is_initialized():
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return False
+    return torch.cuda.is_available()
 
 
 def quantizes(spec, cuda: bool) -> bool:
@@ -83,14 +118,26 @@ def load_tokenizer(path: str):
 
 
 def load_base_model(path: str, bnb_config, cuda: bool, bf16: bool):
-    import torch
     from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, **base_model_kwargs(bnb_config, cuda, bf16))
+
+
+def base_model_kwargs(bnb_config, cuda: bool, bf16: bool) -> dict[str, Any]:
+    """`from_pretrained` arguments of a trial's base model: its dtype, quantization and device.
+    On CUDA it is loaded straight onto the trial's GPU (Ray makes it device 0), quantized or not:
+    a base loaded on the host and moved by the trainer no longer matches what a warm worker
+    fingerprinted, and would be loaded again for every trial."""
+    import torch
 
     kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if bf16 else torch.float32}
     if bnb_config is not None:
         kwargs["quantization_config"] = bnb_config
-        kwargs["device_map"] = {"": 0} if cuda else "cpu"
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if cuda:
+        kwargs["device_map"] = {"": 0}
+    elif bnb_config is not None:
+        kwargs["device_map"] = "cpu"
+    return kwargs
 
 
 def disable_bnb_cpu_repack(model) -> int:

@@ -301,6 +301,7 @@ def _tuner(
     gpu = spec.resources.gpu
     if gpu is None:  # one GPU per trial where the cluster has GPUs
         gpu = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    ctx = dataclasses.replace(ctx, gpu=gpu)  # a trial given no GPU stays off them (model.uses_cuda)
     trainable = tune.with_resources(tune.with_parameters(_tune_trial, ctx=ctx), {"cpu": spec.resources.cpu, "gpu": gpu})
     # Ray's experiment folder is named after the parent run: one sweep, one folder.
     experiment_path = storage / ctx.parent_run_id

@@ -242,12 +242,19 @@ def columns_of(rows) -> dict[str, list]:
 
 
 def call_scorer(
-    scorer: Scorer, prompts: list, completions: list[str], columns: dict[str, list], import_paths: list[str]
+    scorer: Scorer,
+    prompts: list,
+    completions: list[str],
+    columns: dict[str, list],
+    import_paths: list[str],
+    device: str | None = None,
 ) -> Any:
+    """`scorer`'s raw scores of `completions`; a reward model runs on `device` (the judged
+    model's; None: a GPU where torch sees one)."""
     conversational = bool(prompts) and isinstance(prompts[0], list)
     given = [[{"role": "assistant", "content": c}] for c in completions] if conversational else list(completions)
     if scorer.kind == "reward_model":
-        return reward_model_scores(scorer.source, prompts, completions)
+        return reward_model_scores(scorer.source, prompts, completions, device=device)
     fn = BUILTIN_SCORERS[scorer.source] if scorer.kind == "builtin" else load_function(scorer.source, import_paths)
     kwargs = {"prompts": prompts, "completions": given, **columns}
     params = keyword_names(fn)
@@ -268,15 +275,17 @@ def keyword_names(fn) -> set[str] | None:
 
 # ---- reward models, kept warm per worker ------------------------------------------------------
 
-_REWARD_MODELS: dict[str, tuple[Any, Any]] = {}
+_REWARD_MODELS: dict[tuple[str, str], tuple[Any, Any]] = {}
 
 
-def reward_model_scores(source: str, prompts: list, completions: list[str], batch_size: int = 16) -> list[float]:
+def reward_model_scores(
+    source: str, prompts: list, completions: list[str], batch_size: int = 16, device: str | None = None
+) -> list[float]:
     """The reward model's score (its single logit) of each prompt + completion, formatted with
     its own chat template where it has one."""
     import torch
 
-    model, tokenizer = _reward_model(source)
+    model, tokenizer = _reward_model(source, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     texts = []
     for prompt, completion in zip(prompts, completions, strict=True):
         if isinstance(prompt, list) and tokenizer.chat_template:
@@ -294,12 +303,15 @@ def reward_model_scores(source: str, prompts: list, completions: list[str], batc
     return scores
 
 
-def _reward_model(source: str):
-    if source not in _REWARD_MODELS:
+def _reward_model(source: str, device: str):
+    """The reward model on `device`: bf16 on a GPU, fp32 on CPU; kept for the worker's later
+    trials. Its memory counts in the trial's `gpu/peak_*` (it loads at the first evaluation)."""
+    key = (source, device)
+    if key not in _REWARD_MODELS:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        cuda = torch.cuda.is_available()
+        cuda = device.startswith("cuda")
         model = AutoModelForSequenceClassification.from_pretrained(
             source, dtype=torch.bfloat16 if cuda else torch.float32
         )
@@ -307,5 +319,5 @@ def _reward_model(source: str):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
-        _REWARD_MODELS[source] = (model.to("cuda" if cuda else "cpu").eval(), tokenizer)
-    return _REWARD_MODELS[source]
+        _REWARD_MODELS[key] = (model.to(device).eval(), tokenizer)
+    return _REWARD_MODELS[key]

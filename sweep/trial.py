@@ -29,6 +29,7 @@ from . import prepare, startup, tracking, trial_run, warm_model
 from .axes import resolved_section
 from .compat.hf_internals import shared_reference_usable
 from .metric_sender import MetricSender
+from .model import uses_cuda
 from .points import point_id
 from .spec import SweepSpec
 from .tracking import redact
@@ -66,6 +67,7 @@ class TrialContext:
     cache_dir: str | None = None  # shared reference log-probs; absolute (Ray runs trials in their own cwd)
     log_to_file: bool = False  # send the trial's stdout/stderr to <trials_dir>/<trial_id>/trial.log
     import_paths: list[str] | None = None  # where `module:function` scorers are imported from (spec.import_paths())
+    gpu: float | None = None  # the share of a GPU each trial holds, as Ray was asked; None: spec.resources.gpu
 
 
 @dataclasses.dataclass
@@ -95,7 +97,7 @@ def run_trial(
 
     started = time.time()
     spec = ctx.spec
-    cuda = torch.cuda.is_available()
+    cuda = uses_cuda(spec.resources.gpu if ctx.gpu is None else ctx.gpu)
     if not cuda:
         # One thread per CPU the trial holds: trials side by side with more threads than
         # cores oversubscribe them (~20x slower on 2 cores). Ray sets OMP_NUM_THREADS likewise.
@@ -194,12 +196,13 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
     from peft import LoraConfig
 
     from .families import config_kwargs, family_of
-    from .model import quantization_config
+    from .model import precision, quantization_config
 
     train = {**TRAIN_DEFAULTS, **resolved_section(spec, "train", point)}
+    train.update(precision(train, cuda))
     if not cuda:
         train.setdefault("activation_checkpointing", False)  # recompute costs more than it saves on CPU
-        train.update(use_cpu=True, bf16=False, fp16=False)
+        train["use_cpu"] = True
     # sweep owns output and tracking: its own MLflow logger, no Trainer integrations.
     train.update(output_dir=str(out_dir), report_to=[], run_name=point_id(point))
     if spec.scheduler.pauses:  # a checkpoint at every eval, for the scheduler to pause the trial at
@@ -213,7 +216,8 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
     args = family.config_class()(**config_kwargs(family, train))
     lora = LoraConfig(**{**LORA_DEFAULTS, **resolved_section(spec, "lora", point)})
     q = {"mode": spec.quantization.get("mode", "auto"), **resolved_section(spec, "quantization", point)}
-    return family, args, lora, quantization_config(q, cuda)
+    compute_dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
+    return family, args, lora, quantization_config(q, cuda, compute_dtype)
 
 
 def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, float]:
@@ -285,7 +289,8 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
         if last_eval != trainer.state.global_step:  # always finish on a held-out measurement
             trainer.evaluate()
         if spec.samples.prompts and run_id is not None:
-            _log_samples(ctx, run_id, trainer.model, tokenizer, data["eval"])
+            with trainer.accelerator.autocast():  # the training step's precision (see Evaluations.log)
+                _log_samples(ctx, run_id, trainer.model, tokenizer, data["eval"])
         if spec.save != "none":  # the adapter alone (a few MB on real models), not Trainer checkpoints
             adapter = str(Path(args.output_dir) / tracking.ADAPTER)
             trainer.model.save_pretrained(adapter)
@@ -351,7 +356,10 @@ def _with_evaluations(trainer_class, family, paired, judge, at_end_only: bool):
                 if paired is not None:
                     self._log_paired(logs)
                 if judge is not None and (not at_end_only or self.state.global_step >= self.state.max_steps):
-                    logs.update(judge(self.model, self.state.global_step))
+                    # `log` runs outside the training step's autocast: in bf16 training a 4-bit base
+                    # mixes dtypes (CPO/ORPO keep norms fp32 and the output layer bf16).
+                    with self.accelerator.autocast():
+                        logs.update(judge(self.model, self.state.global_step))
             super().log(logs, start_time)
 
         def _log_paired(self, logs):

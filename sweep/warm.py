@@ -10,6 +10,7 @@ $SWEEP_WARM_DIR, claimed with O_EXCL, so no two workers take the same one.
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
 
@@ -22,6 +23,18 @@ MODULES = (
     "mlflow.tracking",
     "mlflow.store.tracking.sqlalchemy_store",
 )
+
+
+def modules() -> tuple[str, ...]:
+    """What this worker preloads. On a node with several GPUs, where trials may load a quantized
+    model, it leaves out TRL: TRL imports PEFT, PEFT imports bitsandbytes, and bitsandbytes asks
+    CUDA for every device's capability as it loads. That starts CUDA, which reads
+    CUDA_VISIBLE_DEVICES once, before Ray sets it to the GPU the trial is given: every trial
+    of a preloaded worker would then see all GPUs and train on GPU 0."""
+    several_gpus = len(glob.glob("/dev/nvidia[0-9]*")) > 1
+    if several_gpus and os.environ.get("SWEEP_SKIP_BITSANDBYTES") != "1":
+        return tuple(m for m in MODULES if not m.startswith("trl."))
+    return MODULES
 
 
 def _claim_slot() -> bool:
@@ -42,7 +55,7 @@ if _claim_slot():
 
     startup.pause()  # ~30% of the import is the garbage collector rescanning it (startup.py)
     try:
-        for _name in MODULES:
+        for _name in modules():
             importlib.import_module(_name)
     finally:
         startup.resume()

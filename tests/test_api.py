@@ -70,6 +70,9 @@ def test_importance_finds_the_axis_that_moved_the_metric():
     assert "over 12 finished trials" in found.note  # the failed trial is left out
     few = axis_importance(pd.DataFrame(rows[:12:4]), ["beta"], "score", "max")  # three betas, one trial each
     assert few.table.empty and "too few finished trials (3)" in few.note
+    # Every trial tied (an untrained judge, a saturated metric): said so, where fANOVA would raise.
+    tied = axis_importance(pd.DataFrame([{**r, "score": 0.25} for r in rows]), ["beta", "seed"], "score", "max")
+    assert tied.table.empty and "every finished trial has score = 0.25" in tied.note
 
 
 LAYOUTS = {  # file name -> (rows, the layout `init` must report)

@@ -9,7 +9,8 @@ each for speed or for a scheduler Ray Tune does not offer:
   fresh workers and a local shutdown takes 1 s longer.
 - `halving`: Ray Tune's HyperBand bracket (`_Bracket`, `_process_bracket`, ...). Without it
   `scheduler: halving` is refused as a spec error (asha and median remain).
-- `hf_internals`: `Dataset._fingerprint`, `PretrainedConfig._commit_hash`,
+- `hf_internals`: `Dataset._fingerprint`, `PretrainedConfig._commit_hash`, TRL's experimental
+  `peft_module_casting_to_bf16` (to rebuild a CPO/ORPO trial's model for `evaluate`),
   `DPOTrainer._prepare_dataset`, TRL's "ref" adapter. Without them every trial computes its
   own reference log-probs (`share_reference` off).
 
