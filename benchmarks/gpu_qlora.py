@@ -41,31 +41,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from gpu_check import SHAPES, build_model  # noqa: E402  (this folder is on sys.path when the script runs)
 
-SHAPES = {  # transformers Qwen2Config fields
-    "qwen2-0.5b": dict(
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        max_position_embeddings=32768,
-        rope_theta=1000000.0,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-    ),
-    "tiny": dict(
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=512,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-    ),
-}
+QWEN2_VOCAB = 151936
+
 POINTS = {"beta": [0.1, 0.3, 0.5, 0.7]}  # the swept axis: four trials
 LORA = {"r": 16, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "all-linear"}
 QUANTIZATION = {
@@ -99,26 +78,6 @@ def train_settings(steps: int, batch: int, cuda: bool) -> dict:
         "include_num_input_tokens_seen": "non_padding",
         **(gpu if cuda else cpu),
     }
-
-
-def build_model(shape: str, out: Path) -> Path:
-    """A random-init model of `shape` with the embedded default's tokenizer, saved in bf16."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from sweep.builtin import _build_tokenizer, _corpus
-
-    if (out / "config.json").exists():
-        return out
-    tokenizer = _build_tokenizer(_corpus())
-    torch.manual_seed(0)
-    ids = dict(
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
-    )
-    model = Qwen2ForCausalLM(Qwen2Config(**SHAPES[shape], **ids)).to(torch.bfloat16)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def build_data(model: Path, out: Path, train_rows: int, eval_rows: int, prompt_tokens: int, answer_tokens: int) -> Path:
@@ -307,7 +266,7 @@ def main() -> None:
     a = p.parse_args()
     cuda = torch.cuda.is_available()
     a.work.mkdir(parents=True, exist_ok=True)
-    model = build_model(a.shape, a.work / f"model-{a.shape}")
+    model = build_model(a.shape, a.work / f"model-{a.shape}", vocab_size=QWEN2_VOCAB if a.shape != "tiny" else None)
     data = build_data(
         model,
         a.work / f"data-{a.prompt_tokens}-{a.answer_tokens}",
