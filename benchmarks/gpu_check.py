@@ -122,14 +122,10 @@ def _special_ids(tokenizer) -> dict:
     }
 
 
-def build_data(model: Path, out: Path, rows: int, prompt_tokens: int, answer_tokens: int) -> Path:
-    """Synthetic conversational pairs of random text in one .jsonl file (a layout `sweep` reads
-    like any user's; a tenth is held out), so every batch is full-length."""
+def synthetic_pairs(model: Path, rows: int, prompt_tokens: int, answer_tokens: int) -> list[dict]:
+    """Conversational pairs of random text from the model's vocabulary: every batch full-length."""
     from transformers import AutoTokenizer
 
-    file = out / "pairs.jsonl"
-    if file.exists():
-        return file
     tokenizer = AutoTokenizer.from_pretrained(model)
     rng = random.Random(0)
     first = len(tokenizer.all_special_ids)
@@ -137,15 +133,23 @@ def build_data(model: Path, out: Path, rows: int, prompt_tokens: int, answer_tok
     def text(n: int) -> str:
         return tokenizer.decode([rng.randrange(first, len(tokenizer)) for _ in range(n)])
 
-    def row() -> dict:
-        return {
+    return [
+        {
             "prompt": [{"role": "user", "content": text(prompt_tokens)}],
             "chosen": [{"role": "assistant", "content": text(answer_tokens)}],
             "rejected": [{"role": "assistant", "content": text(answer_tokens)}],
         }
+        for _ in range(rows)
+    ]
 
-    out.mkdir(parents=True, exist_ok=True)
-    file.write_text("".join(json.dumps(row()) + "\n" for _ in range(rows)))
+
+def build_data(model: Path, out: Path, rows: int, prompt_tokens: int, answer_tokens: int) -> Path:
+    """`synthetic_pairs` in one .jsonl file (a layout `sweep` reads like any user's; a tenth is held out)."""
+    file = out / "pairs.jsonl"
+    if not file.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        pairs = synthetic_pairs(model, rows, prompt_tokens, answer_tokens)
+        file.write_text("".join(json.dumps(r) + "\n" for r in pairs))
     return file
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from gpu_check import SHAPES, build_model  # noqa: E402  (this folder is on sys.path when the script runs)
+from gpu_check import SHAPES, build_model, synthetic_pairs  # noqa: E402  (this folder is on sys.path when the script runs)
 
 QWEN2_VOCAB = 151936
 
@@ -81,31 +80,17 @@ def train_settings(steps: int, batch: int, cuda: bool) -> dict:
 
 
 def build_data(model: Path, out: Path, train_rows: int, eval_rows: int, prompt_tokens: int, answer_tokens: int) -> Path:
-    """Synthetic conversational pairs of random text: train.jsonl/test.jsonl (for the plain
-    script) and the same rows saved with `datasets` (for the sweep's `dataset.path`)."""
+    """Synthetic pairs (gpu_check.synthetic_pairs): train.jsonl/test.jsonl (for the plain script)
+    and the same rows saved with `datasets` (for the sweep's `dataset.path`)."""
     import datasets
-    from transformers import AutoTokenizer
 
     if (out / "dataset_dict.json").exists():
         return out
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    rng = random.Random(0)
-    first = len(tokenizer.all_special_ids)
-
-    def text(n: int) -> str:
-        return tokenizer.decode([rng.randrange(first, len(tokenizer)) for _ in range(n)])
-
-    def row() -> dict:
-        return {
-            "prompt": [{"role": "user", "content": text(prompt_tokens)}],
-            "chosen": [{"role": "assistant", "content": text(answer_tokens)}],
-            "rejected": [{"role": "assistant", "content": text(answer_tokens)}],
-        }
-
-    splits = {"train": [row() for _ in range(train_rows)], "test": [row() for _ in range(eval_rows)]}
+    rows = synthetic_pairs(model, train_rows + eval_rows, prompt_tokens, answer_tokens)
+    splits = {"train": rows[:train_rows], "test": rows[train_rows:]}
     out.mkdir(parents=True, exist_ok=True)
-    for name, rows in splits.items():
-        (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name, split in splits.items():
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in split))
     datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()}).save_to_disk(str(out))
     return out
 

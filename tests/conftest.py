@@ -241,6 +241,12 @@ INTEGRATION_FIXTURES = {
 }
 
 
+# Every test has a time limit (pytest-timeout): one that hangs fails with its stack instead of
+# holding CI for its 90 minutes. The integration tier's covers the session sweeps that the first
+# test using them runs in its set-up; a test may set its own with @pytest.mark.timeout(S).
+TIME_LIMITS_S = {"fast": 120, "integration": 900}
+
+
 # Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject.toml's default) the tests
 # that share a sweep run on one worker, so each shared sweep is run once.
 XDIST_GROUPS = {
@@ -260,6 +266,9 @@ def pytest_collection_modifyitems(config, items):
         fixtures = set(getattr(item, "fixturenames", ()))
         if INTEGRATION_FIXTURES & fixtures:
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("timeout") is None:
+            tier = "integration" if item.get_closest_marker("integration") else "fast"
+            item.add_marker(pytest.mark.timeout(TIME_LIMITS_S[tier]))
         for group, shared in XDIST_GROUPS.items():
             if shared & fixtures:
                 item.add_marker(pytest.mark.xdist_group(group))

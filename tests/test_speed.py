@@ -215,7 +215,7 @@ def test_warm_worker_reuses_the_base_model_and_reloads_it_when_its_weights_chang
     from transformers import AutoModelForCausalLM
 
     first = _trial(tmp_path, tiny_model_path, {"beta": 0.1})
-    ((cached, fingerprint),) = warm_model._BASE.values()
+    ((cached, fingerprint, _),) = warm_model._BASE.values()
     fresh = warm_model.weights_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_model_path))
     assert fingerprint == fresh and warm_model.weights_fingerprint(cached) == fresh  # trained on, unchanged
     assert not any("lora" in name for name, _ in cached.named_parameters())  # the adapter is off
@@ -228,7 +228,7 @@ def test_warm_worker_reuses_the_base_model_and_reloads_it_when_its_weights_chang
     with torch.no_grad():
         next(cached.parameters()).add_(0.01)
     again = _trial(tmp_path, tiny_model_path, {"beta": 0.1})
-    ((reloaded, _),) = warm_model._BASE.values()
+    ((reloaded, _, _),) = warm_model._BASE.values()
     assert reloaded is not cached and warm_model.weights_fingerprint(reloaded) == fresh
     keys = ("loss", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")
     assert {k: again[k] for k in keys} == {k: first[k] for k in keys}
