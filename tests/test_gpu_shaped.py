@@ -343,3 +343,27 @@ def test_the_gpu_benchmarks_start(tmp_path):
             [sys.executable, str(REPO / "benchmarks" / script), "--help"], capture_output=True, text=True, timeout=120
         )
         assert out.returncode == 0 and "usage:" in out.stdout, out.stderr
+
+
+def test_a_judges_reward_model_runs_on_the_judged_models_device(cuda_reported, tiny_model_path, tmp_path):
+    """Where torch sees a GPU but the trial trains on the CPU (`resources.gpu: 0`), its reward
+    model stays on the CPU with it (it went to the GPU, uncounted, whatever the trial held)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    from sweep import scorers
+
+    path = tmp_path / "rm"
+    config = AutoConfig.from_pretrained(tiny_model_path)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(path)
+    scorer = scorers.parse_scorer("judge.scorers[0]", {"reward_model": str(path)})
+    try:
+        scores = scorers.call_scorer(scorer, ["Which is larger, 3 or 4?"], ["4"], {}, [], device="cpu")
+        assert len(scores) == 1 and isinstance(scores[0], float)
+        assert [key[1] for key in scorers._REWARD_MODELS if key[0] == str(path)] == ["cpu"]
+    finally:
+        for key in [k for k in scorers._REWARD_MODELS if k[0] == str(path)]:
+            del scorers._REWARD_MODELS[key]
