@@ -10,8 +10,8 @@ what the weights are) and synthetic preference pairs, then runs, as a user would
 
 1. `sweep run`: one trial per loss family (sigmoid, ipo, kto, simpo, cpo, orpo), two trials
    per GPU (`resources.gpu: 0.5`), so later trials reuse a warm worker's base model across
-   families; evaluations during training, the judge (the reward model and a function scorer)
-   at each, sample answers, every adapter saved;
+   families; evaluations during training, the judge at each (the reward model, a function
+   and the builtin verifiable scorer), sample answers, every adapter saved;
 2. `sweep evaluate`: every trial's held-out metrics recomputed from its saved adapter;
 3. `sweep promote`: the best adapter merged into its base and saved.
 
@@ -138,6 +138,7 @@ def synthetic_pairs(model: Path, rows: int, prompt_tokens: int, answer_tokens: i
             "prompt": [{"role": "user", "content": text(prompt_tokens)}],
             "chosen": [{"role": "assistant", "content": text(answer_tokens)}],
             "rejected": [{"role": "assistant", "content": text(answer_tokens)}],
+            "answer": text(2),  # for builtin:verifiable
         }
         for _ in range(rows)
     ]
@@ -180,7 +181,11 @@ def sweep_spec(name: str, model: Path, data: Path, reward_model: Path, smoke: bo
         "judge": {
             "prompts": 8,
             "max_new_tokens": 16,
-            "scorers": [{"reward_model": str(reward_model)}, {"function": "check_scorers:brevity", "weight": 0.1}],
+            "scorers": [
+                {"reward_model": str(reward_model)},
+                {"function": "check_scorers:brevity", "weight": 0.1},
+                "builtin:verifiable",
+            ],
         },
         "samples": {"prompts": 2, "max_new_tokens": 16},
         "save": "all",
@@ -226,6 +231,7 @@ def trial_rows(folder: Path, name: str) -> list[dict]:
                 "reference_reused": "time/reference_loaded_s" in m,
                 "judge_s": m.get("time/judge_s"),
                 "judge_score": m.get("eval_judge/score"),
+                "judged_by": sorted(k.removeprefix("eval_judge/") for k in m if k.startswith("eval_judge/"))[:10],
                 "eval_rewards/accuracies": m.get("eval_rewards/accuracies"),
                 "verified_eval_rewards/accuracies": m.get("verified_eval_rewards/accuracies"),
                 "samples_logged": any(a.path == "samples.json" for a in client.list_artifacts(r.info.run_id)),

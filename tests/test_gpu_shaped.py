@@ -256,7 +256,7 @@ def test_shared_caches_tell_a_4bit_base_from_a_16bit_one(tiny_model_path):
 def test_every_family_in_the_gpu_configuration_judged_evaluated_and_promoted(tiny_model_path, tmp_path):
     """`benchmarks/gpu_check.py --smoke`: a sweep of the six losses (four trainers) in 4-bit nf4
     with bf16 compute and training, two trials at a time in warm workers they share across
-    families, evaluations with the judge (a reward model and a function scorer), samples and
+    families, evaluations with the judge (a reward model, a function and the builtin scorer), samples and
     every adapter saved; then `sweep evaluate` and `sweep promote`. Before the fixes, the SimPO,
     CPO and ORPO trials failed at their first evaluation (`expected m1 and m2 to have the same dtype`
     generating answers outside autocast, then `expected scalar type BFloat16 but found Float`)."""
@@ -283,6 +283,7 @@ def test_every_family_in_the_gpu_configuration_judged_evaluated_and_promoted(tin
     for loss_type, t in trials.items():
         assert t["status"] == "FINISHED", (loss_type, t["error"])
         assert t["judge_score"] is not None and t["judge_s"] > 0, loss_type
+        assert {"reward-model", "brevity", "verifiable", "win_rate"} <= set(t["judged_by"]), t["judged_by"]
         assert t["samples_logged"] and t["adapter_saved"], loss_type
         # Recomputed from the saved adapter on a base rebuilt as the trainer had it: the same value.
         assert t["verified_eval_rewards/accuracies"] == pytest.approx(t["eval_rewards/accuracies"], abs=1e-9)
