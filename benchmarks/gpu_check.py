@@ -1,8 +1,10 @@
 """The GPU check in one command: what `quantization: auto` means on CUDA (4-bit nf4 QLoRA, bf16
 compute and training), through every loss family, with no internet and no model hub.
 
-    python benchmarks/gpu_check.py            # on one GPU: ~5 min; writes benchmarks/gpu_check.json
-    python benchmarks/gpu_check.py --smoke    # the same path on CPU with the GPU configuration (CI, ~2 min)
+    python benchmarks/gpu_check.py            # on one GPU: writes benchmarks/gpu_check.json
+    python benchmarks/gpu_check.py --smoke    # the same path on CPU with the GPU configuration (CI)
+
+Sized to fit ten minutes on one GPU (not yet timed on one); `--smoke` takes ~75 s on 2 cores.
 
 It builds random-weight models of real shapes locally (a Qwen2-0.5B-shape policy and a small
 one-label reward model, both with the embedded default's tokenizer: step time does not care

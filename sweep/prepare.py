@@ -75,11 +75,11 @@ def ref_cache_key(model, tokenizer, data, args, bnb, cuda: bool) -> str:
 
 
 def model_identity(model) -> list:
-    """Which base weights a model holds, in what dtype and quantization: its path (or hub id), the hub commit or
-    the local files' signature. Shared caches (reference log-probs, the base model's judged
-    answers) key on it."""
+    """Which base weights a model holds, in what dtype and quantization: its path (or hub id),
+    the hub commit or the local files' signature. Shared caches (reference log-probs, the base
+    model's judged answers) key on it."""
     weights = model_revision(model) or _files_signature(model.config.name_or_path)
-    quantization = getattr(model.config, "quantization_config", None)  # a 4-bit base answers otherwise
+    quantization = getattr(model.config, "quantization_config", None)  # a 4-bit base answers differently
     if quantization is not None and not isinstance(quantization, dict):
         quantization = quantization.to_dict()
     return [model.config.name_or_path, weights, str(model.dtype), quantization]

@@ -9,10 +9,11 @@ each for speed or for a scheduler Ray Tune does not offer:
   fresh workers and a local shutdown takes 1 s longer.
 - `halving`: Ray Tune's HyperBand bracket (`_Bracket`, `_process_bracket`, ...). Without it
   `scheduler: halving` is refused as a spec error (asha and median remain).
-- `hf_internals`: `Dataset._fingerprint`, `PretrainedConfig._commit_hash`, TRL's experimental
-  `peft_module_casting_to_bf16` (to rebuild a CPO/ORPO trial's model for `evaluate`),
+- `hf_internals`: `Dataset._fingerprint`, `PretrainedConfig._commit_hash`,
   `DPOTrainer._prepare_dataset`, TRL's "ref" adapter. Without them every trial computes its
-  own reference log-probs (`share_reference` off).
+  own reference log-probs (`share_reference` off). Also TRL's experimental
+  `peft_module_casting_to_bf16`, with which `evaluate` rebuilds a 4-bit CPO/ORPO trial's model
+  as its trainer had it.
 
 `WRITTEN_FOR` holds the versions each was written and tested against (the pinned stack);
 where the installed version differs, each speed-up turns itself off with one warning line and
