@@ -26,6 +26,7 @@ def cmd_plan(args) -> int:
     import pandas as pd
 
     from .axes import describe_axis
+    from .model import describe_training
 
     spec = load_spec(args.spec, args.set)
     for where, problem in unusable_inputs(spec):  # plan validates specs for elsewhere: a warning, not an error
@@ -33,6 +34,7 @@ def cmd_plan(args) -> int:
     print(f"sweep {spec.name}: model {spec.model}, dataset {spec.dataset.path}, ranked by {spec.metric} ({spec.mode})")
     if spec.train:
         print("fixed: " + ", ".join(f"{k}={v}" for k, v in spec.train.items()))
+    print(describe_training(spec))
     points = [p for p in spec.points() if p]
     if points:
         table = pd.DataFrame([{"#": i + 1, **p} for i, p in enumerate(points)])

@@ -42,22 +42,49 @@ def quantization_config(settings: dict[str, Any], cuda: bool, compute_dtype: str
     return BitsAndBytesConfig(**{**defaults, **fields})
 
 
-def precision(train: dict[str, Any], cuda: bool) -> dict[str, Any]:
+def precision(train: dict[str, Any], cuda: bool, native_bf16: bool | None = None) -> dict[str, Any]:
     """The `bf16`/`fp16` a trial trains in, from the spec's `train` section and the device.
 
     On CPU: full precision unless the spec asks for bf16 (the GPU configuration, runnable here:
     CPU autocast supports it); fp16 autocast is not offered on CPU. On CUDA: the configs' own
     default (bf16) where the GPU computes bf16 natively, fp16 where it only emulates bf16
     (pre-Ampere: T4, V100), where emulation would make every step several times slower.
+    `native_bf16`: whether it does (None: ask torch).
     """
     if not cuda:
         return {"bf16": bool(train.get("bf16", False)), "fp16": False}
     if "bf16" in train or "fp16" in train:
-        return {}
-    import torch
+        return {"bf16": bool(train.get("bf16", not train.get("fp16"))), "fp16": bool(train.get("fp16", False))}
+    if native_bf16 is None:
+        import torch
 
-    native = torch.cuda.is_bf16_supported(including_emulation=False)
-    return {"bf16": True, "fp16": False} if native else {"bf16": False, "fp16": True}
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    return {"bf16": True, "fp16": False} if native_bf16 else {"bf16": False, "fp16": True}
+
+
+def describe_training(spec) -> str:
+    """One line for `plan`: what a trial trains (quantization, precision) on a GPU and on a CPU,
+    by the rules of `quantization_config` and `precision`."""
+    from .checks import section_of
+
+    train = {k: v for k, v in spec.train.items() if k in ("bf16", "fp16")}
+    mode = spec.quantization.get("mode", "auto")
+
+    def on(cuda: bool, native_bf16: bool = True) -> str:
+        p = precision(train, cuda, native_bf16)
+        dtype = "bf16" if p["bf16"] else "fp16" if p["fp16"] else "fp32"
+        if mode == "none" or (mode == "auto" and not cuda):
+            return f"LoRA in {dtype}"
+        return f"{'8-bit' if mode == '8bit' else '4-bit nf4'} QLoRA in {dtype}"
+
+    gpu, emulated = on(True), on(True, native_bf16=False)
+    if emulated != gpu:
+        gpu += f" ({emulated.rsplit(' ', 1)[1]} where the GPU lacks native bf16)"
+    line = f"training: on a GPU {gpu}; on a CPU {on(False)}"
+    if spec.resources.gpu == 0:
+        line = f"training: {on(False)} on the CPU (resources.gpu: 0)"
+    swept = [n for n in spec.axis_names() if section_of(n) == "quantization" or n in ("bf16", "fp16")]
+    return line + (f"; per trial where {', '.join(swept)} is swept" if swept else "")
 
 
 def uses_cuda(gpu: float | None) -> bool:

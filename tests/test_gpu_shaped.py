@@ -368,3 +368,36 @@ def test_a_judges_reward_model_runs_on_the_judged_models_device(cuda_reported, t
     finally:
         for key in [k for k in scorers._REWARD_MODELS if k[0] == str(path)]:
             del scorers._REWARD_MODELS[key]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"quantization": "auto"},
+        {"quantization": "none", "train": {"bf16": True}},
+        {"train": {"fp16": True}},
+        gpu_check.GPU_CONFIGURATION,
+    ],
+    ids=["auto", "none-bf16", "fp16", "gpu-configuration"],
+)
+def test_plan_says_what_a_trial_trains_in_on_each_device_as_the_configs_build_it(cuda_reported, tmp_path, overrides):
+    """`plan`'s `training:` line, read back, matches what `build_configs` gives on a GPU with and
+    without native bf16 and on a CPU."""
+    from sweep.model import describe_training
+
+    def built(cuda: bool) -> str:
+        _, args, _, bnb = _configs(tmp_path, "sigmoid", cuda, **overrides)
+        dtype = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+        return f"4-bit nf4 QLoRA in {dtype}" if bnb is not None else f"LoRA in {dtype}"
+
+    line = describe_training(parse_spec(small_spec("cfg", axes={"loss_type": ["sigmoid"]}, **overrides)))
+    gpu, cpu = built(True), built(False)
+    cuda_reported.bf16 = False
+    emulated = built(True)
+    expected_gpu = gpu if emulated == gpu else f"{gpu} ({emulated.rsplit(' ', 1)[1]} where the GPU lacks native bf16)"
+    assert line == f"training: on a GPU {expected_gpu}; on a CPU {cpu}"
+    if overrides == {"quantization": "auto"}:
+        assert (
+            line
+            == "training: on a GPU 4-bit nf4 QLoRA in bf16 (fp16 where the GPU lacks native bf16); on a CPU LoRA in fp32"
+        )
