@@ -200,10 +200,16 @@ def sweep_spec(name: str, model: Path, data: Path, reward_model: Path, smoke: bo
     return spec
 
 
+def child_env() -> dict:
+    """The environment of a child process: this repository importable (ahead of, not instead
+    of, a PYTHONPATH that carries the stack), offline."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+
+
 def sweep_cli(*args: str, cwd: Path, timeout: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    env["HF_HUB_OFFLINE"] = "1"
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = child_env()
+    env.pop("MLFLOW_TRACKING_URI", None)  # the sweep's own store, in its folder
     return subprocess.run(
         [sys.executable, "-m", "sweep", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

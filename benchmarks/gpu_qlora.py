@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from gpu_check import SHAPES, build_model, synthetic_pairs  # noqa: E402  (this folder is on sys.path when the script runs)
+from gpu_check import SHAPES, build_model, child_env, synthetic_pairs  # noqa: E402  (this folder is on sys.path when the script runs)
 
 QWEN2_VOCAB = 151936
 
@@ -130,13 +129,6 @@ class GpuMemoryWatch:
         return {"gpu_peak_used_gib": round(self.peak_mib / 1024, 2), "gpu_mean_utilisation_pct": mean and round(mean)}
 
 
-def _env() -> dict:
-    """The environment of a child process: this repository importable (ahead of, not instead
-    of, a PYTHONPATH that carries the stack), offline."""
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
-
-
 def run_plain(work: Path, model: Path, data: Path, train: dict, quantization: dict | None) -> dict:
     from sweep.trial import LORA_DEFAULTS
 
@@ -147,7 +139,7 @@ def run_plain(work: Path, model: Path, data: Path, train: dict, quantization: di
         "quantization": quantization,
     }
     out = work / "plain.json"
-    env = _env()
+    env = child_env()
     t0 = time.time()
     with GpuMemoryWatch() as gpu:
         proc = subprocess.run(
@@ -193,7 +185,7 @@ def run_sweep(
         "save": "none",
     }
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    env = _env()
+    env = child_env()
     env.pop("MLFLOW_TRACKING_URI", None)
     t0 = time.time()
     with GpuMemoryWatch() as gpu:

@@ -51,10 +51,11 @@ def precision(train: dict[str, Any], cuda: bool, native_bf16: bool | None = None
     (pre-Ampere: T4, V100), where emulation would make every step several times slower.
     `native_bf16`: whether it does (None: ask torch).
     """
+    given = {k: train[k] for k in ("bf16", "fp16") if train.get(k) is not None}  # null: the default
     if not cuda:
-        return {"bf16": bool(train.get("bf16", False)), "fp16": False}
-    if "bf16" in train or "fp16" in train:
-        return {"bf16": bool(train.get("bf16", not train.get("fp16"))), "fp16": bool(train.get("fp16", False))}
+        return {"bf16": bool(given.get("bf16", False)), "fp16": False}
+    if given:
+        return {"bf16": bool(given.get("bf16", not given.get("fp16"))), "fp16": bool(given.get("fp16", False))}
     if native_bf16 is None:
         import torch
 

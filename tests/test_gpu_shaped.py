@@ -376,9 +376,10 @@ def test_a_judges_reward_model_runs_on_the_judged_models_device(cuda_reported, t
         {"quantization": "auto"},
         {"quantization": "none", "train": {"bf16": True}},
         {"train": {"fp16": True}},
+        {"train": {"bf16": None}},
         gpu_check.GPU_CONFIGURATION,
     ],
-    ids=["auto", "none-bf16", "fp16", "gpu-configuration"],
+    ids=["auto", "none-bf16", "fp16", "bf16-null", "gpu-configuration"],
 )
 def test_plan_says_what_a_trial_trains_in_on_each_device_as_the_configs_build_it(cuda_reported, tmp_path, overrides):
     """`plan`'s `training:` line, read back, matches what `build_configs` gives on a GPU with and
@@ -396,7 +397,7 @@ def test_plan_says_what_a_trial_trains_in_on_each_device_as_the_configs_build_it
     emulated = built(True)
     expected_gpu = gpu if emulated == gpu else f"{gpu} ({emulated.rsplit(' ', 1)[1]} where the GPU lacks native bf16)"
     assert line == f"training: on a GPU {expected_gpu}; on a CPU {cpu}"
-    if overrides == {"quantization": "auto"}:
+    if overrides in ({"quantization": "auto"}, {"train": {"bf16": None}}):  # null: the default, as if unset
         assert (
             line
             == "training: on a GPU 4-bit nf4 QLoRA in bf16 (fp16 where the GPU lacks native bf16); on a CPU LoRA in fp32"
