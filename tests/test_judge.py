@@ -332,6 +332,7 @@ def test_simpo_and_orpo_also_get_dpo_accuracy_against_the_base(tiny_model_path, 
     `evaluate` recomputes from the saved adapter."""
     from sweep import tracking
     from sweep.evaluation import VERIFIED, verify
+    from sweep.points import point_id
     from sweep.trial import TrialContext, run_trial
 
     spec = parse_spec(
@@ -347,8 +348,15 @@ def test_simpo_and_orpo_also_get_dpo_accuracy_against_the_base(tiny_model_path, 
     experiment = tracking.ensure_experiment(uri, "families", tmp_path / "artifacts")
     parent = tracking.start_parent_run(uri, experiment, spec)
     ctx = TrialContext(spec, str(tiny_model_path), uri, experiment, parent, str(tmp_path / "trials"))
-    for loss, family in (("simpo", "cpo"), ("orpo", "orpo")):
-        metrics = run_trial(ctx, {"loss_type": loss})
+    reports = []
+    for loss, family, trainer in (("simpo", "cpo", "CPOTrainer"), ("orpo", "orpo", "ORPOTrainer")):
+        metrics = run_trial(ctx, {"loss_type": loss}, report=reports.append)
+        saved = json.loads((tmp_path / "trials" / point_id({"loss_type": loss}) / tracking.TRIAL_CONFIG).read_text())
+        assert saved["trainer"].endswith(trainer), (loss, saved["trainer"])
+        # The same core names as DPO trials: every family lands in one table, ranked by one metric.
+        for key in ("loss", "rewards/chosen", "rewards/rejected", "eval_loss"):
+            assert key in metrics, (loss, key)
+        assert reports[-1]["global_step"] == 4 and "eval_rewards/accuracies" in reports[-1]
         assert f"eval_{family}/rewards/accuracies" in metrics and f"eval_{family}/rewards/margins" in metrics, loss
         assert 0 <= metrics["eval_rewards/accuracies"] <= 1
         # DPO's margin is beta x a log-ratio to the base: 4 small LoRA steps keep it far below the family's own

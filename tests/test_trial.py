@@ -108,7 +108,9 @@ def test_failure_reasons_name_oom_and_nonfinite():
     assert failure_reason(ValueError("bad")) == "ValueError: bad"
 
 
-@pytest.mark.parametrize("loss_type,trainer", [("kto", "KTOTrainer"), ("simpo", "CPOTrainer"), ("orpo", "ORPOTrainer")])
+# SimPO's and ORPO's trainers, metrics and reports: tests/test_judge.py::test_simpo_and_orpo_also_get_dpo_accuracy_against_the_base
+# (full precision) and tests/test_gpu_shaped.py (4-bit, bf16).
+@pytest.mark.parametrize("loss_type,trainer", [("kto", "KTOTrainer")])
 def test_other_loss_families_train_with_their_trainers_and_log_core_metrics(
     tiny_model_path, tmp_path, loss_type, trainer
 ):
