@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     s = sub.add_parser("check", help="there: the pinned versions import")
     s.set_defaults(func=check)
     a = p.parse_args(argv)
+    missing = [str(part) for part in getattr(a, "parts", []) if not part.is_dir()]
+    if missing:
+        p.error(f"no such part folder: {missing[0]} (pack makes them: .gpu/part-1, .gpu/part-2, ...)")
     a.func(a)
 
 

@@ -68,11 +68,10 @@ def describe_training(spec) -> str:
     by the rules of `quantization_config` and `precision`."""
     from .checks import section_of
 
-    train = {k: v for k, v in spec.train.items() if k in ("bf16", "fp16")}
     mode = spec.quantization.get("mode", "auto")
 
     def on(cuda: bool, native_bf16: bool = True) -> str:
-        p = precision(train, cuda, native_bf16)
+        p = precision(spec.train, cuda, native_bf16)
         dtype = "bf16" if p["bf16"] else "fp16" if p["fp16"] else "fp32"
         if mode == "none" or (mode == "auto" and not cuda):
             return f"LoRA in {dtype}"

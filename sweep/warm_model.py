@@ -13,9 +13,16 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
-_BASE: dict[str, Any] = {}  # key -> (model, fingerprint, {parameter name: dtype as loaded}); one per worker process
+
+class Kept(NamedTuple):
+    model: Any
+    fingerprint: str  # weights_fingerprint as loaded
+    dtypes: dict[str, Any]  # parameter name -> dtype as loaded
+
+
+_BASE: dict[str, Kept] = {}  # key -> the base model kept; one per worker process
 
 # Words an on-device digest reads at a time: its working memory stays ~100 MB on any tensor
 # (a 152k-row embedding as float64 would be ~1 GB on a fraction of a GPU).
@@ -30,16 +37,16 @@ def base_model(path: str, bnb, cuda: bool, bf16: bool, log=print):
 
     key = json.dumps([path, bnb.to_dict() if bnb is not None else None, cuda, bf16], sort_keys=True, default=str)
     if key in _BASE:
-        model, fingerprint, _ = _BASE[key]
-        if weights_fingerprint(model) == fingerprint:
+        kept = _BASE[key]
+        if weights_fingerprint(kept.model) == kept.fingerprint:
             log("base model: reused from this worker's previous trial")
-            return model
+            return kept.model
         log("base model: changed since it was loaded; loading it again")
     if _BASE:  # one base model per worker: the one replaced may be collected
         _BASE.clear()
         gc.unfreeze()
     model = load_base_model(path, bnb, cuda, bf16)
-    _BASE[key] = (model, weights_fingerprint(model), {n: p.dtype for n, p in model.named_parameters()})
+    _BASE[key] = Kept(model, weights_fingerprint(model), {n: p.dtype for n, p in model.named_parameters()})
     # What is alive now (the stack's modules, the base model) lives as long as the worker:
     # keep the collector from scanning it again at every gc.collect (accelerate runs one as
     # each trial's training starts).
@@ -57,11 +64,11 @@ def release_base_model(peft_model) -> None:
     if not hasattr(peft_model, "unload"):
         return
     base = peft_model.get_base_model()
-    entry = next((e for e in _BASE.values() if e[0] is base), None)
-    if entry is None:
+    kept = next((k for k in _BASE.values() if k.model is base), None)
+    if kept is None:
         return
     model = peft_model.unload().eval()
-    dtypes = entry[2]
+    dtypes = kept.dtypes
     for name, p in model.named_parameters():
         if name in dtypes and p.dtype != dtypes[name] and p.dtype.is_floating_point:
             p.data = p.data.to(dtypes[name])
