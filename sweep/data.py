@@ -226,16 +226,22 @@ def _first_line(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
+LENGTH_SAMPLE = 1000  # pairs per split the driver tokenises to check max_length; trials count the rows they read
+
+
 def check_lengths(data, tokenizer, max_length: int | None, log=print) -> None:
     """Warn (with counts) about pairs `max_length` will truncate or drop; refuse a split it empties.
 
     TRL drops pairs whose prompt alone fills `max_length` (keep_start truncation) and cuts the
     completions of the rest: without this check a too-small max_length trains on nothing, silently.
+    A split of more than LENGTH_SAMPLE pairs is checked on a seeded sample of that many (the
+    warning says so): its cost does not grow with the dataset.
     """
     if max_length is None:
         return
     for name, split in data.items():
-        rows = split.select(range(min(len(split), 20_000)))  # bounded cost on big datasets
+        sampled = len(split) > LENGTH_SAMPLE
+        rows = split.shuffle(seed=0).select(range(LENGTH_SAMPLE)) if sampled else split
         dropped = truncated = 0
         for row in rows:
             prompt, longest = _token_lengths(tokenizer, row)
@@ -244,11 +250,14 @@ def check_lengths(data, tokenizer, max_length: int | None, log=print) -> None:
         if dropped == len(rows):
             raise SpecError(
                 "train.max_length",
-                f"{max_length} tokens is too short: every {name} pair's prompt is at least that long; raise it",
+                f"{max_length} tokens is too short: every {name} pair's prompt"
+                + (f" of {len(rows)} sampled" if sampled else "")
+                + " is at least that long; raise it",
             )
         if dropped or truncated:
+            of = f"{len(rows)} sampled {name} pairs (of {len(split)})" if sampled else f"{len(rows)} {name} pairs"
             log(
-                f"warning: of {len(rows)} {name} pairs, {dropped} have prompts of max_length={max_length} tokens "
+                f"warning: of {of}, {dropped} have prompts of max_length={max_length} tokens "
                 f"or more and will be dropped, {truncated} more will be truncated"
             )
 

@@ -20,6 +20,7 @@ the same batch) and whether its loss estimates the KL term at all.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -27,7 +28,13 @@ import os
 import shutil
 from pathlib import Path
 
-from .compat.hf_internals import dataset_fingerprint, model_revision, trainer_taking_tokenised
+from .compat.hf_internals import (
+    dataset_fingerprint,
+    model_revision,
+    sampler_order,
+    tokenise_train_rows,
+    trainer_taking_tokenised,
+)
 
 DPO_REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 KTO_REF_COLUMNS = ("ref_logps", "ref_KL_logps")
@@ -147,71 +154,180 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def attach_reference_logps(trainer, cache_dir: Path, log=print) -> dict[str, float]:
-    """Make `trainer` (a `prepared_trainer`) read reference log-probs from its splits.
+# ---- the train rows a trial reads, tokenised once ----------------------------------------
 
-    Only train rows some trial reads get a value: this trial's rows come from its own
-    sampler (`rows_reached`); rows nobody has read yet hold NaN. If the cache (which the
-    trainer's splits may already be) lacks any of this trial's rows, they are computed in
-    parts that trials starting together share (`_compute_parts`), then written into the cache
-    under a file lock; no row is computed twice by trials that need the same rows. Returns
-    timings: `time/reference_loaded_s` or `time/reference_computed_s` (this trial wrote
-    the cache), and `time/reference_pass_s`, the part of the pass this trial computed."""
+ROW = "sweep_row"  # a tokenised train row's index in the formatted split: plans and caches name rows by it
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The train rows a trial reads: the first `needed` rows of `order` that tokenising keeps
+    (TRL drops a pair whose prompt alone fills max_length), read in that order."""
+
+    order: list[int]
+    needed: int
+    strategy: str  # the sampling strategy the trainer had: a plan reads its rows sequentially
+
+
+def plan_rows(n: int, args) -> Plan | None:
+    """Which of a train split's `n` rows a trial with `args` reads, in the order its Trainer's
+    seeded sampler would draw them; None where it reads every row (an epoch or more, no
+    `max_steps`, several processes, TRL's own reference pass, another sampling strategy)."""
+    if (
+        args.max_steps <= 0
+        or args.world_size > 1
+        or getattr(args, "precompute_ref_log_probs", False)
+        or args.train_sampling_strategy not in ("random", "sequential")
+    ):
+        return None
+    needed = args.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
+    if needed >= n:
+        return None
+    return Plan(sampler_order(n, args), needed, args.train_sampling_strategy)
+
+
+def with_rows(split, rows):
+    """`split`'s `rows`, each with its index (ROW): what a trainer tokenises at construction."""
+    rows = list(rows)
+    return split.select(rows).add_column(ROW, rows)
+
+
+def first_rows(split, plan: Plan | None, cache_dir: Path | None):
+    """The train split a trainer is built with: the rows its plan reads first (all without a
+    plan) that the reference cache at `cache_dir` does not hold yet, untokenised; or, where it
+    holds them all, one of its tokenised rows (a trainer must be given some)."""
+    cached = load_reference(cache_dir) if cache_dir is not None else None
+    held = set(cached["train"][ROW]) if cached is not None else set()
+    wanted = plan.order[: plan.needed] if plan is not None else range(len(split))
+    todo = [r for r in wanted if r not in held]
+    return with_rows(split, todo) if todo or cached is None else cached["train"].select([0])
+
+
+def read_rows(trainer, split, plan: Plan | None, cache_dir: Path | None, log=print) -> dict[str, float]:
+    """Give `trainer` (built with `first_rows`) the train rows it reads, tokenised, in the order
+    it reads them, and (with `cache_dir`) their and the eval split's reference log-probs.
+
+    With a plan, its train split lists the planned rows in order, then stand-ins up to the
+    split's length (epochs and the progress bar count as over the whole split), and its
+    sampler is sequential: it reads exactly the planned rows, in the order its own seeded
+    sampler would have drawn them. Rows tokenising drops are replaced by the next planned
+    ones. Rows the cache holds are not tokenised again; reference values missing for any
+    row this trial reads are computed in parts that trials starting together share
+    (`_compute_parts`) and added to the cache under a file lock. Returns timings:
+    `time/reference_loaded_s` or `time/reference_computed_s` (this trial wrote the cache),
+    and `time/reference_pass_s`, the part of the pass this trial computed."""
     import time
 
-    from filelock import FileLock
-
     t0 = time.time()
-    how, computing = "loaded", 0.0
-    rows = rows_reached(trainer)
-    columns = ref_columns(trainer)
-    splits = {"train": trainer.train_dataset, "eval": trainer.eval_dataset}
-    todo = {"train": _missing(splits["train"], columns[0], rows), "eval": _missing(splits["eval"], columns[0], None)}
-    if todo["train"] or todo["eval"]:
-        cache_dir.parent.mkdir(parents=True, exist_ok=True)
-        computed, computing = _compute_parts(trainer, splits, todo, cache_dir)
-        with FileLock(str(cache_dir) + ".lock"):
-            cached = load_reference(cache_dir, repair=True, log=log)
-            if cached is not None:
-                for name, split in splits.items():
-                    if len(cached[name]) != len(split):
-                        raise RuntimeError(
-                            f"reference cache {cache_dir} has {len(cached[name])} {name} rows, expected {len(split)}"
-                        )
-                splits = dict(cached)
-            new = {
-                name: {i: computed[name][i] for i in _missing(splits[name], columns[0], todo[name])} for name in splits
-            }
-            if new["train"] or new["eval"]:  # (a trial that started with this one may have written them already)
-                import datasets
+    columns = ref_columns(trainer) if cache_dir is not None else ()
+    cached = load_reference(cache_dir) if cache_dir is not None else None
+    pool = _concat([cached["train"]] if cached is not None else [], trainer.train_dataset, columns)
+    order = plan.order if plan is not None else range(len(split))
+    needed = plan.needed if plan is not None else len(split)
+    taken = min(needed, len(order))
+    while True:  # top up for rows tokenising dropped
+        index = {r: i for i, r in enumerate(pool[ROW])}
+        kept = [r for r in order[:taken] if r in index]
+        if len(kept) >= needed or taken >= len(order):
+            break
+        more = [r for r in order[taken : taken + 2 * (needed - len(kept))] if r not in index]
+        taken += 2 * (needed - len(kept))
+        if more:
+            pool = _concat([pool], tokenise_train_rows(trainer, with_rows(split, more)), columns)
+    if taken > len(kept):
+        log(
+            f"warning: {taken - len(kept)} of the first {taken} train rows this trial reads have a prompt of "
+            f"max_length={trainer.args.max_length} tokens or more and were skipped"
+        )
+    if plan is not None and len(kept) < needed:  # too few rows survive: all of them, in the trainer's own order
+        trainer.args.train_sampling_strategy = plan.strategy
+        plan = None
+    kept = kept[:needed]
 
-                tmp = cache_dir.with_name(cache_dir.name + ".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                datasets.DatasetDict(
-                    {name: _with_values(splits[name], columns, new[name]) for name in splits}
-                ).save_to_disk(str(tmp))
-                _write_manifest(tmp)
-                # Trials reading the old version keep their open (memory-mapped) files.
-                shutil.rmtree(cache_dir, ignore_errors=True)
-                os.replace(tmp, cache_dir)  # a reader holding the lock sees all of it or nothing
-                how = "computed"
-                log(f"reference log-probs: {len(new['train'])} train, {len(new['eval'])} eval rows written")
-            splits = dict(load_reference(cache_dir))  # memory-mapped from disk, as later trials get it
-        trainer.train_dataset, trainer.eval_dataset = splits["train"], splits["eval"]
-    trainer.precompute_ref_logps = True  # _compute_loss now reads the columns instead of a reference forward
+    how, computing = "loaded", 0.0
+    eval_split = trainer.eval_dataset
+    if cache_dir is not None:
+        values = list(pool[columns[0]])
+        train_todo = [index[r] for r in kept if math.isnan(values[index[r]])]
+        eval_todo = _missing(eval_split, columns[0])
+        if train_todo or eval_todo:
+            todo = {
+                "train": (pool, train_todo, list(pool.select(train_todo)[ROW])),
+                "eval": (eval_split, eval_todo, eval_todo),
+            }
+            cache_dir.parent.mkdir(parents=True, exist_ok=True)
+            computed, computing = _compute_parts(trainer, todo, cache_dir)
+            _write_reference(cache_dir, pool.select(train_todo), eval_split, columns, computed, log)
+            how = "computed"
+        cached = load_reference(cache_dir)  # memory-mapped from disk, as later trials get it
+        pool, eval_split = cached["train"], cached["eval"]
+        index = {r: i for i, r in enumerate(pool[ROW])}
+        trainer.precompute_ref_logps = True  # _compute_loss now reads the columns instead of a reference forward
+    positions = [index[r] for r in kept]
+    if plan is not None:  # stand-ins the sequential sampler never reaches
+        positions += positions[:1] * (len(split) - len(positions))
+    trainer.train_dataset, trainer.eval_dataset = pool.select(positions).remove_columns([ROW]), eval_split
+    reached = rows_reached(trainer)
+    if plan is not None and reached is not None and max(reached) >= len(kept):
+        raise RuntimeError(f"the trainer reads train row {max(reached)}, beyond the {len(kept)} planned")
+    if cache_dir is None:
+        return {}
     log(f"reference log-probs {how} in {time.time() - t0:.1f}s ({computing:.1f}s computing): {cache_dir}")
     return {f"time/reference_{how}_s": time.time() - t0, "time/reference_pass_s": computing}
 
 
-def _compute_parts(trainer, splits: dict, todo: dict[str, list[int]], cache_dir: Path):
-    """Reference values of the `todo` rows of each split, {split: {row: [value per column]}},
-    and the seconds this trial spent computing parts of them.
+def _concat(parts: list, more, columns: tuple[str, ...]):
+    """`parts` and `more` as one split, `more` given NaN reference `columns` where it lacks them."""
+    import datasets
+
+    if columns and columns[0] not in more.column_names:
+        more = more.flatten_indices()  # (a filtered or selected split) columns are added to the rows it has
+        for c in columns:
+            more = more.add_column(c, [math.nan] * len(more))
+    return datasets.concatenate_datasets([*parts, more]) if parts else more
+
+
+def _write_reference(cache_dir: Path, new_train, eval_split, columns, computed: dict, log) -> None:
+    """Add `new_train` (tokenised train rows) and the eval split, with the `computed` reference
+    values, to the cache at `cache_dir`, under its lock; what another trial added meanwhile is
+    kept, and a reader holding the lock sees all of the cache or nothing."""
+    import datasets
+    from filelock import FileLock
+
+    with FileLock(str(cache_dir) + ".lock"):
+        cached = load_reference(cache_dir, repair=True, log=log)
+        held = set(cached["train"][ROW]) if cached is not None else set()
+        rows = [i for i, r in enumerate(new_train[ROW]) if r not in held]
+        if cached is not None and not _missing(cached["eval"], columns[0]):
+            if not rows:
+                return  # another trial wrote all of it meanwhile
+            eval_split = cached["eval"]
+        else:
+            eval_split = _with_values(eval_split, columns, computed["eval"], by_position=True)
+        # (no empty part: datasets cannot add a column to an empty selection of a concatenation)
+        parts = [cached["train"]] if cached is not None else []
+        parts += [_with_values(new_train.select(rows), columns, computed["train"])] if rows else []
+        train = datasets.concatenate_datasets(parts)
+        tmp = cache_dir.with_name(cache_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        datasets.DatasetDict({"train": train, "eval": eval_split}).save_to_disk(str(tmp))
+        _write_manifest(tmp)
+        # Trials reading the old version keep their open (memory-mapped) files.
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        os.replace(tmp, cache_dir)
+        log(f"reference log-probs: {len(rows)} train, {len(computed['eval'])} eval rows written")
+
+
+def _compute_parts(trainer, todo: dict, cache_dir: Path):
+    """Reference values of the rows to do, {split: {row id: [value per column]}}, and the
+    seconds this trial spent computing parts of them; `todo`: {split: (dataset, positions of
+    its rows to do, their ids)}.
 
     The rows are cut into parts of two eval batches, each computed by whichever trial takes
-    its file lock first and kept as a small .npy under `<cache>/parts/`; a trial takes the parts
-    nobody holds, then waits for the others' and reads them. Trials that start together
-    (same rows to do: same seed and steps) so split the pass between them instead of all but
-    one waiting for it; with 8 trials on 8 GPUs the pass is ~8x shorter."""
+    its file lock first and kept as a small .npy under `<cache>/parts/`, named by its rows' ids;
+    a trial takes the parts nobody holds, then waits for the others' and reads them. Trials
+    that start together (same rows to do: same seed and steps) so split the pass between them
+    instead of all but one waiting for it; with 8 trials on 8 GPUs the pass is ~8x shorter."""
     import time
 
     import numpy as np
@@ -220,24 +336,29 @@ def _compute_parts(trainer, splits: dict, todo: dict[str, list[int]], cache_dir:
     folder = parts_folder(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     size = 2 * trainer.args.per_device_eval_batch_size
-    parts = [(name, rows[i : i + size]) for name, rows in todo.items() for i in range(0, len(rows), size)]
+    parts = [
+        (name, positions[i : i + size], ids[i : i + size])
+        for name, (_, positions, ids) in todo.items()
+        for i in range(0, len(positions), size)
+    ]
     values: dict[str, dict[int, list[float]]] = {name: {} for name in todo}
     waiting, computing = [], 0.0
     for blocking in (False, True):  # first the parts nobody holds, then the others'
-        for name, rows in waiting if blocking else parts:
-            lock_file, result = part_files(folder, name, rows)
+        for name, positions, ids in waiting if blocking else parts:
+            lock_file, result = part_files(folder, name, ids)
             try:
                 with FileLock(str(lock_file), timeout=-1 if blocking else 0):
-                    if _part(result, len(rows)) is None:  # not written (its trial died?) or damaged
+                    if _part(result, len(ids)) is None:  # not written (its trial died?) or damaged
                         t0 = time.time()
                         tmp = result.with_suffix(f".{os.getpid()}.npy")
-                        np.save(tmp, np.asarray(_ref_values(trainer, splits[name], rows), dtype=np.float64))
+                        rows = _ref_values(trainer, todo[name][0], positions)
+                        np.save(tmp, np.asarray(rows, dtype=np.float64))
                         os.replace(tmp, result)
                         computing += time.time() - t0
             except Timeout:
-                waiting.append((name, rows))
+                waiting.append((name, positions, ids))
                 continue
-            for i, row in zip(rows, _part(result, len(rows)), strict=True):
+            for i, row in zip(ids, _part(result, len(ids)), strict=True):
                 values[name][i] = row
     return values, computing
 
@@ -254,8 +375,9 @@ def _part(path: Path, n_rows: int) -> list | None:
 
 
 def rows_reached(trainer) -> list[int] | None:
-    """The train rows this trainer's run will read, from its own sampler (seeded as training
-    seeds it); None when it reads every row (an epoch or more, or no `max_steps`)."""
+    """The train rows (positions in its train split) this trainer's run will read, from its own
+    sampler (seeded as training seeds it); None when it reads every row (an epoch or more, or
+    no `max_steps`)."""
     import itertools
 
     args = trainer.args
@@ -268,13 +390,11 @@ def rows_reached(trainer) -> list[int] | None:
     return sorted({i for batch in itertools.islice(loader.batch_sampler, batches) for i in batch})
 
 
-def _missing(split, column: str, rows: list[int] | None) -> list[int]:
-    """Which of `rows` (None: all) have no reference log-probs in `split`'s `column` yet."""
-    rows = range(len(split)) if rows is None else rows
+def _missing(split, column: str) -> list[int]:
+    """Which rows of `split` have no reference log-probs in `column` yet."""
     if column not in split.column_names:
-        return list(rows)
-    values = list(split[column])
-    return [i for i in rows if math.isnan(values[i])]
+        return list(range(len(split)))
+    return [i for i, v in enumerate(split[column]) if math.isnan(v)]
 
 
 def parts_folder(cache_dir: Path) -> Path:
@@ -282,22 +402,22 @@ def parts_folder(cache_dir: Path) -> Path:
 
 
 def part_files(folder: Path, split: str, rows: list[int]) -> tuple[Path, Path]:
-    """(lock file, result file) of the part of a reference pass over `split`'s `rows`."""
+    """(lock file, result file) of the part of a reference pass over `split`'s `rows` (ids)."""
     key = hashlib.sha256(json.dumps([split, rows]).encode()).hexdigest()[:16]
     return folder / f"{split}-{key}.lock", folder / f"{split}-{key}.npy"
 
 
 def _ref_values(trainer, split, rows: list[int]) -> list[list[float]]:
-    """The reference values of `split`'s `rows`, one list per row (a value per reference
-    column), computed with TRL's own `compute_ref_log_probs` (the adapter disabled) over the
-    same collated rows training uses."""
+    """The reference values of `split`'s `rows` (positions), one list per row (a value per
+    reference column), computed with TRL's own `compute_ref_log_probs` (the adapter disabled)
+    over the same collated rows training uses."""
     import torch
     from torch.utils.data import DataLoader
 
     columns = ref_columns(trainer)
-    loader = DataLoader(
-        split.select(rows), batch_size=trainer.args.per_device_eval_batch_size, collate_fn=trainer.data_collator
-    )
+    chosen = split.select(rows)
+    chosen = chosen.remove_columns([c for c in (ROW, *columns) if c in chosen.column_names])
+    loader = DataLoader(chosen, batch_size=trainer.args.per_device_eval_batch_size, collate_fn=trainer.data_collator)
     new: dict[str, list[float]] = {c: [] for c in columns}
     trainer.model.eval()
     for batch in loader:
@@ -309,15 +429,15 @@ def _ref_values(trainer, split, rows: list[int]) -> list[list[float]]:
     return [list(row) for row in zip(*(new[c] for c in columns))]
 
 
-def _with_values(split, columns: tuple[str, ...], new: dict[int, list[float]]):
-    """`split` with the reference `columns` set at the rows of `new` (NaN where never computed)."""
-    have = columns[0] in split.column_names
-    values = {c: list(split[c]) if have else [math.nan] * len(split) for c in columns}
-    for i, row in new.items():
-        for c, v in zip(columns, row, strict=True):
+def _with_values(split, columns: tuple[str, ...], new: dict[int, list[float]], by_position: bool = False):
+    """`split` with the reference `columns` set from `new` ({row id (ROW), or position: values});
+    NaN where `new` has none."""
+    keys = range(len(split)) if by_position else list(split[ROW])
+    values = {c: [math.nan] * len(split) for c in columns}
+    for i, key in enumerate(keys):
+        for c, v in zip(columns, new.get(key, ()), strict=False):
             values[c][i] = v
-    if have:
-        split = split.remove_columns(list(columns))
+    split = split.remove_columns([c for c in columns if c in split.column_names]).flatten_indices()
     for c in columns:
         split = split.add_column(c, values[c])
     return split

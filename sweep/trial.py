@@ -27,7 +27,7 @@ from typing import Any
 
 from . import prepare, startup, tracking, trial_run, warm_model
 from .axes import resolved_section
-from .compat.hf_internals import shared_reference_usable
+from .compat.hf_internals import planned_rows_usable, shared_reference_usable
 from .metric_sender import MetricSender
 from .model import uses_cuda
 from .points import point_id
@@ -263,16 +263,21 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
     judge = _judge(ctx, tokenizer, run_id) if spec.judge.prompts else None
     if paired is not None or judge is not None:
         trainer_class = _with_evaluations(trainer_class, family, paired, judge, at_end_only=spec.judge.when == "end")
+    cache = None
     if shared_reference:  # one reference pass per sweep, not one per step of every trial
         key = prepare.ref_cache_key(model, tokenizer, {"train": train_data, "eval": eval_data}, args, bnb, cuda)
         cache = Path(ctx.cache_dir or spec.results_path("cache")) / f"ref-{key}"
         cached = prepare.load_reference(cache)  # tokenised, with the reference columns: no tokenising either
         if cached is not None:
-            train_data, eval_data = cached["train"], cached["eval"]
+            eval_data = cached["eval"]
+    # Only the train rows this trial reads are tokenised (and given reference log-probs).
+    plan = prepare.plan_rows(len(train_data), args) if planned_rows_usable(log=print) else None
+    if plan is not None:
+        args.train_sampling_strategy = "sequential"  # its train split lists the rows in the order they are read
     trainer = trainer_class(
         model=model,
         args=args,
-        train_dataset=train_data,
+        train_dataset=prepare.first_rows(train_data, plan, cache) if plan or cache else train_data,
         eval_dataset=eval_data,
         processing_class=tokenizer,
         peft_config=lora,
@@ -280,8 +285,8 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
     )
     if bnb is not None and not cuda:  # before any eval-mode forward (the reference pass below is one)
         disable_bnb_cpu_repack(trainer.model)
-    if shared_reference:
-        callbacks[0].timings.update(prepare.attach_reference_logps(trainer, cache))
+    if plan is not None or cache is not None:
+        callbacks[0].timings.update(prepare.read_rows(trainer, train_data, plan, cache))
 
     try:
         trainer.train(resume_from_checkpoint=attempt.resume_from)  # adapter, optimizer, schedule, RNG, data position

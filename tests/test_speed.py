@@ -3,16 +3,17 @@ warm workers reusing the loaded base model, and early stopping that ends runs cl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from datasets import DatasetDict
 
 from sweep import prepare, warm_model
 from sweep.spec import parse_spec
@@ -54,8 +55,11 @@ def _probe(code: str, cwd, *args: str) -> subprocess.CompletedProcess:
 
 
 def _computed_rows(cache, split: str = "train", column: str = "ref_chosen_logps") -> set[int]:
-    """Rows of the cached `split` that have a reference value (not NaN)."""
-    return {i for i, v in enumerate(prepare.load_reference(cache)[split][column]) if not math.isnan(v)}
+    """Rows of the cached `split` that have a reference value (not NaN): train rows by their
+    index in the train split, eval rows by position."""
+    cached = prepare.load_reference(cache)[split]
+    ids = cached[prepare.ROW] if prepare.ROW in cached.column_names else range(len(cached))
+    return {i for i, v in zip(ids, cached[column], strict=True) if not math.isnan(v)}
 
 
 def test_cpu_training_keeps_freed_memory_for_the_next_step(tmp_path):
@@ -120,14 +124,74 @@ def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path
     assert not any(k.startswith("time/reference") for k in simpo)
 
 
+def test_a_trial_tokenises_only_the_rows_it_reads_and_trains_as_over_the_whole_split(
+    tiny_model_path, tmp_path, monkeypatch
+):
+    """Only the train rows a trial reads are tokenised and given reference log-probs, read in
+    the order its sampler would draw them from the whole split: metrics, epochs and reference
+    values are those of a trial that tokenised every row. A trial reading more (more steps)
+    adds just the rows the cache lacks; another seed reads its own rows, trained as before."""
+
+    def cached(results) -> dict[int, list[float]]:
+        (cache,) = _caches(results)
+        split = prepare.load_reference(cache)["train"]
+        columns = zip(split[prepare.ROW], split["ref_chosen_logps"], split["ref_rejected_logps"], strict=True)
+        return {row: [c, r] for row, c, r in columns}
+
+    points = [{"beta": 0.3}, {"beta": 0.3, "seed": 3}]
+    with monkeypatch.context() as m:
+        m.setattr(prepare, "plan_rows", lambda n, args: None)  # every row, as TRL alone tokenises them
+        whole = [_trial(tmp_path / "whole", tiny_model_path, p) for p in points]
+    everything = cached(tmp_path / "whole")
+    assert len(everything) == 400
+    first = _trial(tmp_path / "planned", tiny_model_path, points[0])
+    read = cached(tmp_path / "planned")
+    assert len(read) == 64  # 8 steps x batch 8
+    for row, values in read.items():
+        assert values == pytest.approx(everything[row], abs=1e-6), row
+    for k in (*COMPARED, "epoch"):
+        assert first[k] == pytest.approx(whole[0][k], abs=1e-6), k
+
+    computed = []
+    ref_values = prepare._ref_values
+    monkeypatch.setattr(
+        prepare, "_ref_values", lambda t, split, rows: computed.append(len(rows)) or ref_values(t, split, rows)
+    )
+    longer = _trial(tmp_path / "planned", tiny_model_path, {**points[0], "max_steps": 16})
+    assert "time/reference_computed_s" in longer and longer["global_step"] == 16
+    assert set(read) < set(cached(tmp_path / "planned")) and len(cached(tmp_path / "planned")) == 128
+    assert sum(computed) == 64  # the 64 rows the first 8 steps had not read; the eval split was cached
+
+    reseeded = _trial(tmp_path / "planned", tiny_model_path, points[1])
+    for k in COMPARED:
+        assert reseeded[k] == pytest.approx(whole[1][k], abs=1e-6), k
+
+
+def test_planned_rows_that_tokenising_drops_are_replaced_by_the_next_ones(tiny_model_path, tmp_path, capsys):
+    """With max_length 18, TRL drops the ~30% of pairs whose prompt fills it: the trial tops
+    its planned rows up with the next ones in its order, says how many it skipped, and trains
+    every step on rows with reference log-probs."""
+    done = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "max_length": 18})
+    assert done["global_step"] == 8
+    (cache,) = _caches(tmp_path)
+    assert len(_computed_rows(cache)) == 64
+    skipped = re.search(
+        r"warning: (\d+) of the first (\d+) train rows this trial reads have a prompt", capsys.readouterr().out
+    )
+    assert skipped and int(skipped[2]) - int(skipped[1]) >= 64 and int(skipped[1]) > 0
+
+
 def test_trials_starting_together_split_the_reference_pass(tiny_model_path, tmp_path, monkeypatch):
     """The pass is cut into parts; a part another trial holds (one that started at the same
     time) is waited for and read, not computed again, and the values are the same."""
     computed = []
     ref_values = prepare._ref_values
-    monkeypatch.setattr(
-        prepare, "_ref_values", lambda t, split, rows: computed.append(list(rows)) or ref_values(t, split, rows)
-    )
+
+    def recorded(trainer, split, rows):  # the rows' ids, as parts are named
+        computed.append(list(split.select(rows)[prepare.ROW]) if prepare.ROW in split.column_names else list(rows))
+        return ref_values(trainer, split, rows)
+
+    monkeypatch.setattr(prepare, "_ref_values", recorded)
     point = {"beta": 0.3, "loss_type": "sigmoid", "per_device_eval_batch_size": 8}
     alone = _trial(tmp_path / "a", tiny_model_path, point)
     parts, computed[:] = list(computed), []
@@ -191,22 +255,14 @@ def test_kto_shares_its_reference_and_its_kl_term_changes_no_metric(tiny_model_p
     assert len(_caches(tmp_path)) == 3
 
 
-def test_a_row_without_reference_log_probs_fails_loudly(tiny_model_path, tmp_path, monkeypatch):
-    """Were `rows_reached` ever to miss a row training reads, the trial fails; it never trains on NaN."""
-    _trial(tmp_path, tiny_model_path, {"beta": 0.3})
-    (cache,) = _caches(tmp_path)
-    splits = prepare.load_reference(cache)
-    rows = sorted(_computed_rows(cache))
-    broken = splits["train"].map(
-        lambda row, i: {"ref_chosen_logps": float("nan") if i == rows[0] else row["ref_chosen_logps"]},
-        with_indices=True,
+def test_a_trainer_reading_beyond_its_planned_rows_fails_loudly(tiny_model_path, tmp_path, monkeypatch):
+    """Were a plan ever shorter than what the trainer's sampler reads, the trial fails before
+    its first step; it never trains on a stand-in row or a row without reference log-probs."""
+    plan_rows = prepare.plan_rows
+    monkeypatch.setattr(
+        prepare, "plan_rows", lambda n, args: dataclasses.replace(plan_rows(n, args), needed=args.max_steps * 4)
     )
-    DatasetDict({"train": broken, "eval": splits["eval"]}).save_to_disk(str(tmp_path / "broken"))
-    (tmp_path / "broken" / "done").write_text("")
-    shutil.rmtree(cache)
-    (tmp_path / "broken").rename(cache)
-    monkeypatch.setattr(prepare, "rows_reached", lambda trainer: [])  # the sampler "misses" the row
-    with pytest.raises(RuntimeError, match="without reference log-probs"):
+    with pytest.raises(RuntimeError, match="the trainer reads train row 63, beyond the 32 planned"):
         _trial(tmp_path, tiny_model_path, {"beta": 0.3})
 
 

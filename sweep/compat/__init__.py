@@ -11,7 +11,10 @@ each for speed or for a scheduler Ray Tune does not offer:
   `scheduler: halving` is refused as a spec error (asha and median remain).
 - `hf_internals`: `Dataset._fingerprint`, `PretrainedConfig._commit_hash`,
   `DPOTrainer._prepare_dataset`, TRL's "ref" adapter. Without them every trial computes its
-  own reference log-probs (`share_reference` off). Also TRL's experimental
+  own reference log-probs (`share_reference` off). The order in which the Trainer's seeded
+  sampler draws train rows (transformers' and accelerate's samplers) and TRL's
+  `_prepare_dataset` for more rows: without them a trial tokenises every train row, as TRL
+  does, not only the rows it reads. Also TRL's experimental
   `peft_module_casting_to_bf16`, with which `evaluate` rebuilds a 4-bit CPO/ORPO trial's model
   as its trainer had it.
 
@@ -26,7 +29,13 @@ from __future__ import annotations
 import importlib.metadata
 import sys
 
-WRITTEN_FOR = {"ray": "2.60.0", "trl": "1.16.0", "datasets": "5.2.0", "transformers": "5.23.0"}
+WRITTEN_FOR = {
+    "ray": "2.60.0",
+    "trl": "1.16.0",
+    "datasets": "5.2.0",
+    "transformers": "5.23.0",
+    "accelerate": "1.16.0",
+}
 _WARNED: set[str] = set()
 
 

@@ -1,5 +1,6 @@
-"""Internals of datasets, transformers and TRL that the shared reference log-probs use
-(datasets 5.2.0, transformers 5.23.0, TRL 1.16.0; see `sweep.compat`)."""
+"""Internals of datasets, transformers, accelerate and TRL that the shared reference log-probs
+and the planned train rows use (datasets 5.2.0, transformers 5.23.0, accelerate 1.16.0,
+TRL 1.16.0; see `sweep.compat`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ SHARED_REFERENCE = "the shared reference log-probs (share_reference)"
 
 def shared_reference_usable(log=None) -> bool:
     return usable(SHARED_REFERENCE, "trl", "datasets", "transformers", log=log)
+
+
+PLANNED_ROWS = "tokenising only the train rows a trial reads"
+
+
+def planned_rows_usable(log=None) -> bool:
+    return usable(PLANNED_ROWS, "trl", "datasets", "transformers", "accelerate", log=log)
 
 
 def dataset_fingerprint(dataset) -> str:
@@ -34,6 +42,29 @@ def trainer_taking_tokenised(base, tokenised_column: str):
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
     return TakesTokenised
+
+
+def sampler_order(n: int, args) -> list[int]:
+    """The order in which a Trainer with `args` draws the rows of an `n`-row train split in its
+    first epoch, without building one: transformers' `RandomSampler` becomes accelerate's
+    `SeedableRandomSampler`, seeded with `data_seed` or, unset, the global seed `Trainer`
+    sets from `seed`, which draws one `randperm` per epoch; `sequential` reads rows in order."""
+    import torch
+
+    if args.train_sampling_strategy == "sequential":
+        return list(range(n))
+    generator = torch.Generator()
+    generator.manual_seed(args.data_seed if args.data_seed is not None else args.seed)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def tokenise_train_rows(trainer, rows):
+    """`rows` (formatted, untokenised) tokenised as `trainer` tokenised its train split at
+    construction (TRL's DPO and KTO `_prepare_dataset`: rows whose prompt fills max_length
+    are dropped; CPO and ORPO truncate, never drop, and do not need this)."""
+    if not hasattr(trainer, "_prepare_dataset"):
+        raise RuntimeError(f"{type(trainer).__name__} cannot tokenise more train rows after construction")
+    return trainer._prepare_dataset(rows, trainer.processing_class, trainer.args, "train")
 
 
 def drop_trl_ref_adapter(model) -> None:
