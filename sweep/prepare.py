@@ -1,5 +1,11 @@
-"""Work a sweep does once, not once per trial: tokenised data with reference log-probs,
-shared by its trials through a checksummed cache (the warm base model is warm_model.py).
+"""Work a sweep does once, not once per trial, and only as far as its trials read: tokenised
+train rows with reference log-probs, shared by its trials through a checksummed cache (the
+warm base model is warm_model.py).
+
+A trial reads `max_steps x batch x accumulation` train rows; `plan_rows` names them, in the
+order its Trainer's seeded sampler would draw them from the whole split, and the trial
+tokenises those alone (`first_rows`, `read_rows`): a 5-step smoke test of a 60k-pair dataset
+costs 5 steps, and trains exactly as over the whole split.
 
 Reference log-probs are the frozen base model's log-probs of each row: DPO's
 `ref_chosen_logps`/`ref_rejected_logps` per pair, KTO's `ref_logps` per completion and
@@ -56,6 +62,9 @@ def ref_columns(trainer) -> tuple[str, ...]:
 # ---- reference log-probs, computed once -------------------------------------------------
 
 
+CACHE_FORMAT = 2  # train rows held by their index (ROW), only those some trial read
+
+
 def ref_cache_key(model, tokenizer, data, args, bnb, cuda: bool) -> str:
     """Hash of everything the tokenised data and the reference log-probs depend on; `data`:
     the splits as the trainer gets them (KTO's unpaired and shuffled, so their fingerprints
@@ -66,6 +75,7 @@ def ref_cache_key(model, tokenizer, data, args, bnb, cuda: bool) -> str:
     import trl
 
     parts = {
+        "format": CACHE_FORMAT,
         "versions": [trl.__version__, transformers.__version__, torch.__version__, datasets.__version__],
         "model": model_identity(model),
         "quantization": bnb.to_dict() if bnb is not None else None,
@@ -192,11 +202,10 @@ def with_rows(split, rows):
     return split.select(rows).add_column(ROW, rows)
 
 
-def first_rows(split, plan: Plan | None, cache_dir: Path | None):
+def first_rows(split, plan: Plan | None, cached):
     """The train split a trainer is built with: the rows its plan reads first (all without a
-    plan) that the reference cache at `cache_dir` does not hold yet, untokenised; or, where it
-    holds them all, one of its tokenised rows (a trainer must be given some)."""
-    cached = load_reference(cache_dir) if cache_dir is not None else None
+    plan) that the reference cache (`cached`, loaded) does not hold yet, untokenised; or, where
+    it holds them all, one of its tokenised rows (a trainer must be given some)."""
     held = set(cached["train"][ROW]) if cached is not None else set()
     wanted = plan.order[: plan.needed] if plan is not None else range(len(split))
     todo = [r for r in wanted if r not in held]
@@ -231,7 +240,7 @@ def read_rows(trainer, split, plan: Plan | None, cache_dir: Path | None, log=pri
         if len(kept) >= needed or taken >= len(order):
             break
         more = [r for r in order[taken : taken + 2 * (needed - len(kept))] if r not in index]
-        taken += 2 * (needed - len(kept))
+        taken = min(len(order), taken + 2 * (needed - len(kept)))
         if more:
             pool = _concat([pool], tokenise_train_rows(trainer, with_rows(split, more)), columns)
     if taken > len(kept):
@@ -241,7 +250,7 @@ def read_rows(trainer, split, plan: Plan | None, cache_dir: Path | None, log=pri
         )
     if plan is not None and len(kept) < needed:  # too few rows survive: all of them, in the trainer's own order
         trainer.args.train_sampling_strategy = plan.strategy
-        plan = None
+        plan, kept = None, sorted(kept)
     kept = kept[:needed]
 
     how, computing = "loaded", 0.0
@@ -268,7 +277,7 @@ def read_rows(trainer, split, plan: Plan | None, cache_dir: Path | None, log=pri
         positions += positions[:1] * (len(split) - len(positions))
     trainer.train_dataset, trainer.eval_dataset = pool.select(positions).remove_columns([ROW]), eval_split
     reached = rows_reached(trainer)
-    if plan is not None and reached is not None and max(reached) >= len(kept):
+    if plan is not None and reached and max(reached) >= len(kept):
         raise RuntimeError(f"the trainer reads train row {max(reached)}, beyond the {len(kept)} planned")
     if cache_dir is None:
         return {}
@@ -456,7 +465,7 @@ def prepared_trainer(family: str):
     class Prepared(base):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.precompute_ref_logps and torch.isnan(inputs[column]).any():
-                raise RuntimeError("a batch has rows without reference log-probs (rows_reached missed them)")
+                raise RuntimeError("a batch has rows without reference log-probs (rows beyond those planned)")
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     Prepared.__name__ = f"Prepared{trainer_name}"

@@ -263,7 +263,7 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
     judge = _judge(ctx, tokenizer, run_id) if spec.judge.prompts else None
     if paired is not None or judge is not None:
         trainer_class = _with_evaluations(trainer_class, family, paired, judge, at_end_only=spec.judge.when == "end")
-    cache = None
+    cache = cached = None
     if shared_reference:  # one reference pass per sweep, not one per step of every trial
         key = prepare.ref_cache_key(model, tokenizer, {"train": train_data, "eval": eval_data}, args, bnb, cuda)
         cache = Path(ctx.cache_dir or spec.results_path("cache")) / f"ref-{key}"
@@ -277,7 +277,7 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
     trainer = trainer_class(
         model=model,
         args=args,
-        train_dataset=prepare.first_rows(train_data, plan, cache) if plan or cache else train_data,
+        train_dataset=prepare.first_rows(train_data, plan, cached) if plan or cache else train_data,
         eval_dataset=eval_data,
         processing_class=tokenizer,
         peft_config=lora,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -40,6 +41,19 @@ def test_overrides_set_nested_fields_and_replace_axes():
     ):
         with pytest.raises(SpecError, match=re.escape(words)):
             apply_overrides(raw, [bad])
+
+
+def test_the_readmes_sweep_commands_plan():
+    """Every `python -m sweep run|plan SPEC [--set ...]` line of the README names a spec that
+    `plan` validates with those overrides (exit 0)."""
+    lines = re.findall(
+        r"^python -m sweep (?:run|plan) (search_spaces/\S+)(.*)$", (REPO / "README.md").read_text(), re.M
+    )
+    assert len(lines) >= 2
+    for spec, rest in lines:
+        words = shlex.split(rest.split("#")[0])
+        sets = [w for i, w in enumerate(words) if i and words[i - 1] == "--set"]
+        assert main(["plan", str(REPO / spec), *(a for s in sets for a in ("--set", s))]) == 0, (spec, rest)
 
 
 def test_plan_with_overrides_is_checked_like_the_file(capsys):
