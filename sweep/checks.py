@@ -252,7 +252,8 @@ def validate_judge(spec: SweepSpec) -> None:
     try:
         scorers = [scoring.parse_scorer(f"judge.scorers[{i}]", raw) for i, raw in enumerate(j.scorers)]
         for i, scorer in enumerate(scorers):
-            scoring.check_scorer(f"judge.scorers[{i}]", scorer, spec.import_paths())
+            if scorer.kind != "function":  # a function is user code: imported where a run needs it
+                scoring.check_scorer(f"judge.scorers[{i}]", scorer, spec.import_paths())
     except scoring.ScorerError as e:
         raise SpecError(e.where, str(e)) from None
     names = [s.name for s in scorers]

@@ -29,6 +29,14 @@ def cmd_plan(args) -> int:
     from .model import describe_training
 
     spec = load_spec(args.spec, args.set)
+    functions = [sc for sc in spec.judge.scorers if sc.kind == "function"]
+    if args.import_scorers:  # user code runs only when asked: plan is offline validation
+        from .scorers import ScorerError, check_functions
+
+        try:
+            check_functions(spec.judge.scorers, spec.import_paths())
+        except ScorerError as e:
+            raise SpecError(e.where, str(e)) from None
     for where, problem in unusable_inputs(spec):  # plan validates specs for elsewhere: a warning, not an error
         print(f"warning: {where}: {problem}", file=sys.stderr)
     print(f"sweep {spec.name}: model {spec.model}, dataset {spec.dataset.path}, ranked by {spec.metric} ({spec.mode})")
@@ -53,6 +61,8 @@ def cmd_plan(args) -> int:
         scorers = ", ".join(f"{sc.name} ({sc.kind}: {sc.source}, weight {sc.weight:g})" for sc in j.scorers)
         when = "every evaluation" if j.when == "eval" else "the final evaluation"
         print(f"judge: {j.prompts} held-out prompts at {when}; scorers {scorers}")
+        if functions and not args.import_scorers:
+            print("judge: module:function scorers are imported when the sweep runs (--import-scorers: now)")
     print(f"{n} {'trial' if n == 1 else 'trials'}")
     s = spec.scheduler
     if s.type == "halving":
@@ -313,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="validate a spec offline and list its trials")
     p.add_argument("spec", help="sweep spec (YAML)")
+    p.add_argument(
+        "--import-scorers", action="store_true", help="import module:function scorers (their code runs) and check them"
+    )
     overrides(p)
     p.set_defaults(func=cmd_plan)
 

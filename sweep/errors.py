@@ -12,7 +12,7 @@ class SpecError(ValueError):
     """A problem with a spec, phrased for a user: `<field>: <what is wrong>; <what is allowed>`."""
 
     def __init__(self, field_path: str, message: str):
-        self.field = field_path
+        self.field, self.message = field_path, message
         super().__init__(f"{field_path}: {message}")
 
 

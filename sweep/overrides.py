@@ -10,8 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable
 
-import yaml
-
+from . import strict_yaml
 from .spec import SpecError
 
 
@@ -21,11 +20,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [part.strip() for part in key.split(".")]
     if not sep or not all(path):
         raise SpecError("--set", f"expects KEY=VALUE with a dotted KEY (e.g. train.max_steps=5), got {text!r}")
+    if not value.strip():
+        return path, ""
     try:
-        return path, yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+        return path, strict_yaml.load(value, "--set")
+    except SpecError as e:
         raise SpecError(
-            "--set", f"{key}: the value {value!r} is not valid YAML (quote strings, e.g. '[0.1, 0.5]')"
+            "--set", f"{key}: the value {value!r} is not valid YAML ({e.message}; quote strings, e.g. '[0.1, 0.5]')"
         ) from None
 
 

@@ -158,13 +158,22 @@ def check_scorer(where: str, scorer: Scorer, import_paths: list[str]) -> None:
             raise ScorerError(where, f"{scorer.source} has {labels} labels; a reward model has one (num_labels=1)")
 
 
+def check_functions(scorers: list[Scorer], import_paths: list[str]) -> None:
+    """Import each `module:function` scorer (its module's code runs) and check its keywords:
+    what `run` does before anything trains, and `plan --import-scorers` on request; validating
+    a spec never runs user code."""
+    for i, scorer in enumerate(scorers):
+        if scorer.kind == "function":
+            check_scorer(f"judge.scorers[{i}]", scorer, import_paths)
+
+
 def load_function(source: str, import_paths: list[str], where: str = "judge.scorers"):
     import importlib
 
     module_name, attr = source.split(":")
-    for path in import_paths:
+    for path in import_paths:  # after the installed packages: a file beside the spec never shadows one
         if path not in sys.path:
-            sys.path.insert(0, path)
+            sys.path.append(path)
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # ImportError, or the module's own error as it imports

@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from . import strict_yaml
 from .axes import check_fields_used, resolve_axes, seeds_axis, validate_point
 from .checks import (
     check_field,
@@ -279,16 +278,13 @@ def read_spec_file(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise SpecError("spec", f"file not found: {path}")
+    if path.stat().st_size > strict_yaml.MAX_BYTES:
+        raise SpecError("spec", f"{path} is larger than {strict_yaml.MAX_BYTES >> 20} MB; a spec is a page of YAML")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise SpecError("spec", f"{path} is not UTF-8 text") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError("spec", f"invalid YAML{where}: {problem}") from None
-    return raw
+    return strict_yaml.load(text)
 
 
 def needs_no_hub(raw: Any) -> bool:

@@ -4,6 +4,7 @@ ranking and halving by a generation metric, and bad scorers refused before anyth
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def reward_model(tmp_path_factory, tiny_model_path):
 def _bad_scorer_cases(tmp_path: Path, tiny_model_path: Path):
     (tmp_path / "scorers_ok.py").write_text("def no_completions(prompts, answer):\n    return [1.0] * len(prompts)\n")
     return [
-        ("missing module", ["no_such_module:score"], "judge.scorers[0]", "cannot import 'no_such_module'"),
+        ("missing module", ["no_such_module:grade"], "judge.scorers[0]", "cannot import 'no_such_module'"),
         ("missing function", ["scorers_ok:nothing_here"], "judge.scorers[0]", "has no function 'nothing_here'"),
         ("wrong signature", ["scorers_ok:no_completions"], "judge.scorers[0]", "must take prompts and completions"),
         (
@@ -118,11 +119,31 @@ def _bad_scorer_cases(tmp_path: Path, tiny_model_path: Path):
 
 
 def test_bad_scorers_are_spec_errors(tmp_path, tiny_model_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # a module:function is imported from beside the spec or the working directory
+    """Validating a spec checks every scorer but runs no user code; a `module:function` is
+    imported and checked where a run needs it (`check_functions`: `run`, `plan --import-scorers`),
+    from beside the spec or the working directory, after the installed packages."""
+    from sweep.scorers import ScorerError, check_functions
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
     for case, bad, field, message in _bad_scorer_cases(tmp_path, tiny_model_path):
-        with pytest.raises(SpecError) as e:
-            parse_spec(small_spec("bad", judge={"prompts": 8, "scorers": bad}), source=str(tmp_path / "bad.yaml"))
-        assert e.value.field == field and message in str(e.value), case
+        try:
+            spec = parse_spec(
+                small_spec("bad", judge={"prompts": 8, "scorers": bad}), source=str(tmp_path / "bad.yaml")
+            )
+            with pytest.raises(ScorerError) as e:
+                check_functions(spec.judge.scorers, spec.import_paths())
+            assert e.value.where == field and message in str(e.value), case
+        except SpecError as e:
+            assert e.field == field and message in str(e), case
+    (tmp_path / "scorers_loud.py").write_text(
+        "import pathlib\npathlib.Path('imported').touch()\ndef grade(prompts, completions, **kw):\n    return [1.0] * len(prompts)\n"
+    )
+    spec = parse_spec(small_spec("ok", judge={"prompts": 8, "scorers": ["scorers_loud:grade"]}), source="bad.yaml")
+    assert not (tmp_path / "imported").exists()  # validated, not imported
+    before = list(sys.path)
+    check_functions(spec.judge.scorers, spec.import_paths())
+    assert (tmp_path / "imported").exists() and sys.path[: len(before)] == before  # appended, never in front
     with pytest.raises(SpecError, match="is not produced by this sweep's judge"):
         parse_spec(
             small_spec("bad", judge={"prompts": 8, "scorers": ["builtin:verifiable"]}, metric="eval_judge/brevity")
@@ -149,8 +170,14 @@ def test_bad_scorer_ends_the_run_with_one_line_before_anything_is_written(tmp_pa
         "error: judge.scorers[0]: scorers_bad:words returned a non-numeric score 'many'; scores are floats or None"
     )
     assert not (tmp_path / "results").exists()
-    missing = small_spec("bad_scorer", judge={"prompts": 8, "scorers": ["scorers_bad:nope"]})
-    proc = run_cli("plan", str(write_spec(tmp_path / "bad_plan.yaml", missing)), cwd=tmp_path)
+    missing = str(
+        write_spec(
+            tmp_path / "bad_plan.yaml", small_spec("bad_scorer", judge={"prompts": 8, "scorers": ["scorers_bad:nope"]})
+        )
+    )
+    proc = run_cli("plan", missing, cwd=tmp_path)  # offline validation: no user code runs
+    assert proc.returncode == 0 and "imported when the sweep runs" in proc.stdout, proc.stderr
+    proc = run_cli("plan", missing, "--import-scorers", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "judge.scorers[0]: module 'scorers_bad' has no function 'nope'" in proc.stderr
 

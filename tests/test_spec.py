@@ -231,6 +231,33 @@ def test_malformed_yaml_and_missing_file(tmp_path, capsys):
     assert "not UTF-8" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "case, text, words",
+    [
+        ("a key twice", "name: x\nname: y\n", "at line 2, column 1: duplicate key 'name' (first at line 1)"),
+        ("a nested key twice", "name: x\ntrain:\n  seed: 1\n  seed: 2\n", "duplicate key 'seed' (first at line 3)"),
+        ("deep nesting", "name: x\naxes: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 32 levels"),
+        (
+            "an alias bomb",
+            "name: x\na: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+            + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(9)),
+            "more than 64 aliases",
+        ),
+        ("a huge file", "name: x\n#" + "x" * (2 << 20) + "\n", "larger than 1 MB"),
+    ],
+)
+def test_yaml_no_person_means_is_refused_in_one_line(tmp_path, capsys, case, text, words):
+    """What YAML allows but no person means — a key given twice (the last silently wins), a
+    billion laughs, nesting that makes PyYAML recurse, a file no spec is — exits 2 in one line."""
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    assert main(["plan", str(path)]) == 2, case
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: spec: ") and words in line, line
+    assert main(["plan", str(REPO / "search_spaces" / "beta_grid.yaml"), "--set", "axes.beta={a: 1, a: 2}"]) == 2
+    assert "duplicate key 'a'" in capsys.readouterr().err
+
+
 def test_yaml_is_loaded_safely(tmp_path, capsys):
     evil = tmp_path / "evil.yaml"
     evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
