@@ -150,6 +150,9 @@ def cmd_evaluate(args) -> int:
         by_id = {r.info.run_id: r for r in sweep.runs()}
         df = reports.trials_frame(sweep, best=False)
         runs = [by_id[rid] for rid in df.loc[df["status"] == "FINISHED", "run_id"]]
+    if not runs:
+        print(f"{sweep.name} has no finished trial to evaluate", file=sys.stderr)
+        return EXIT_OK
     rows, worst = [], 0.0
     for run in runs:
         result = verify(sweep.uri, run)
@@ -195,7 +198,12 @@ def cmd_compare(args) -> int:
 
     uri = _store(args)
     a, b = store.find_sweep(uri, args.name_a), store.find_sweep(uri, args.name_b)
-    print(reports.render(reports.compare(a, b, metric=args.metric, top=args.top), args.format))
+    table = reports.compare(a, b, metric=args.metric, top=args.top)
+    for sweep in dict.fromkeys((a.name, b.name)):
+        if sweep not in set(table["sweep"]):
+            print(f"{sweep} has no finished trial to compare", file=sys.stderr)
+    if not table.empty:
+        print(reports.render(table, args.format))
     return EXIT_OK
 
 

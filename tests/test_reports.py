@@ -169,3 +169,30 @@ def test_repeat_statistics_match_hand_computed_values():
     close = trials({0.5: [0.80, 0.82, 0.84], 0.1: [0.79, 0.84, 0.80]})
     verdict = separability(close, repeats_frame(close, ["beta", "seed"], "m", "max"), ["beta", "seed"], "m", "max")
     assert "NOT separable (paired t-test over 3 seeds p=0.622" in verdict
+
+
+def test_readers_of_a_sweep_whose_every_trial_failed_say_so_and_go_on(tmp_path, tiny_model_path):
+    """An honest record with nothing to rank: every reader exits 0, says in a line what it
+    cannot compute, and never prints a traceback or an empty table's repr."""
+    from .conftest import run_cli, small_spec, write_spec
+
+    spec = small_spec("all_bad", axes={"target_modules": [["no_such_module"], ["also_missing"]]})
+    run = run_cli("run", str(write_spec(tmp_path / "all_bad.yaml", spec)), cwd=tmp_path)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    said = {}
+    for args in (
+        ["report", "all_bad"],
+        ["report", "all_bad", "--html", str(tmp_path / "r.html")],
+        ["export", "all_bad", "--history", "--out", str(tmp_path / "h.csv")],
+        ["status", "all_bad"],
+        ["compare", "all_bad", "all_bad"],
+        ["evaluate", "all_bad"],
+    ):
+        proc = cli_in_process(*args, cwd=tmp_path)
+        assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, (args, proc.stderr)
+        assert "Index: []" not in proc.stdout and "Empty DataFrame" not in proc.stdout, args
+        said[args[0]] = proc.stdout + proc.stderr
+    assert "2 trial(s) did not finish" in said["report"]
+    assert "0/2 finished" in said["status"] and "no_such_module" in said["status"]
+    assert said["compare"].strip() == "all_bad has no finished trial to compare"
+    assert said["evaluate"].strip() == "all_bad has no finished trial to evaluate"
