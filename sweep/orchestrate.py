@@ -98,6 +98,7 @@ def run_sweep(
     if cluster.address_of(address):
         cluster.ready(address, verbose)
         _check_store_reachable(uri)  # before the store is touched
+    _check_resources_fit(spec)
     experiment_id, parent_run_id = _open_parent_run(spec, uri, fresh, log)
     ctx = TrialContext(
         spec=tracking.without_secrets(_local_paths_absolute(spec)),  # Tune pickles what trials get into its folder
@@ -298,9 +299,7 @@ def _tuner(
     unfinished: _Unfinished,
 ) -> tune.Tuner:
     """A new Tuner for the sweep, or the interrupted one restored from its folder."""
-    gpu = spec.resources.gpu
-    if gpu is None:  # one GPU per trial where the cluster has GPUs
-        gpu = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    gpu = _trial_gpu(spec)
     ctx = dataclasses.replace(ctx, gpu=gpu)  # a trial given no GPU stays off them (model.uses_cuda)
     trainable = tune.with_resources(tune.with_parameters(_tune_trial, ctx=ctx), {"cpu": spec.resources.cpu, "gpu": gpu})
     # Ray's experiment folder is named after the parent run: one sweep, one folder.
@@ -375,6 +374,29 @@ def _cuda_here() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _trial_gpu(spec: SweepSpec) -> float:
+    """GPUs per trial: the spec's, else one where the cluster has GPUs."""
+    if spec.resources.gpu is not None:
+        return spec.resources.gpu
+    return 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+
+
+def _check_resources_fit(spec: SweepSpec) -> None:
+    """A trial asking for more than any one node of the cluster has is refused: Ray would wait
+    for it forever."""
+    need = {"CPU": spec.resources.cpu, "GPU": _trial_gpu(spec)}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(all(node.get(k, 0) >= v for k, v in need.items() if v) for node in nodes):
+        return
+    most = {k: max((node.get(k, 0) for node in nodes), default=0) for k in need}
+    field = "resources.gpu" if need["GPU"] > most["GPU"] else "resources.cpu"
+    raise SpecError(
+        field,
+        f"a trial asks for {need['CPU']:g} CPU(s) and {need['GPU']:g} GPU(s), but no node of this Ray cluster "
+        f"has that many (the most on one node: {most['CPU']:g} CPUs, {most['GPU']:g} GPUs)",
+    )
 
 
 def _check_store_reachable(uri: str) -> None:

@@ -287,6 +287,16 @@ def read_spec_file(path: str | Path) -> Any:
     return strict_yaml.load(text)
 
 
+def check_finite(where: str, value: Any) -> None:
+    """No number anywhere in a spec is NaN or infinite (YAML's `.nan`, `.inf`): no field means
+    one, and each would be taken as a number (Ray waits forever for `cpu: .inf`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(where or "spec", f"must be a finite number, got {value}")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        check_finite(f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key), item)
+
+
 def needs_no_hub(raw: Any) -> bool:
     """Whether a spec's YAML (read, maybe not valid) trains a builtin model on a builtin dataset."""
     if not isinstance(raw, dict):
@@ -309,6 +319,7 @@ def parse_spec(raw: Any, source: str | None = None) -> SweepSpec:
     )
     if "name" not in raw:
         raise SpecError("name", "is required (letters, digits, '_', '-', '.')")
+    check_finite("", raw)
     spec = SweepSpec(
         name=check_name(raw["name"]),
         model=check_type("model", raw.get("model", "builtin:tiny"), str),

@@ -369,6 +369,40 @@ BAD_DATA = [
 FOUND_FROM_THE_PATH = ("missing file", "empty file", "unsupported type")
 
 
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"resources": {"cpu": float("inf")}}, "resources.cpu"),
+        ({"resources": {"cpu": 1, "gpu": float("nan")}}, "resources.gpu"),
+        ({"scheduler": {"type": "halving", "reduction_factor": float("nan")}}, "scheduler.reduction_factor"),
+        ({"axes": {"beta": [0.1, float("inf")]}}, "axes.beta[1]"),
+        ({"train": {"max_grad_norm": float("-inf")}}, "train.max_grad_norm"),
+        (
+            {"judge": {"prompts": 4, "scorers": ["builtin:verifiable"], "generation": {"temperature": float("nan")}}},
+            "judge.generation.temperature",
+        ),
+    ],
+)
+def test_no_number_in_a_spec_is_nan_or_infinite(tmp_path, capsys, change, field):
+    """Any field, ours or TRL's: YAML's .inf and .nan are one line and exit 2 (Ray would wait
+    forever for cpu: .inf; halving's rungs ended in a traceback on .nan)."""
+    path = write_spec(tmp_path / "odd.yaml", small_spec("odd", **change))
+    assert main(["plan", str(path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {field}: must be a finite number, got "), line
+
+
+def test_a_trial_no_node_can_hold_is_refused_not_waited_for(tmp_path, tiny_model_path):
+    """More CPUs per trial than any node of the (local) cluster has: one line and exit 2, not
+    a sweep waiting for resources forever."""
+    path = write_spec(tmp_path / "big.yaml", small_spec("big", axes={"beta": [0.1]}, resources={"cpu": 512}))
+    proc = run_cli("run", str(path), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: resources.cpu: a trial asks for 512 CPU(s) and 0 GPU(s), but no node"), line
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize("case,fname,content,change,field,words", BAD_DATA, ids=[c[0] for c in BAD_DATA])
 def test_bad_data_exits_2_and_writes_nothing(
     tmp_path, monkeypatch, capsys, tiny_model_path, case, fname, content, change, field, words
