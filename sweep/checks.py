@@ -210,9 +210,13 @@ def validate_dataset(ds: DatasetSpec) -> None:
         value = getattr(ds, name)
         if value is not None and value < 1:
             raise SpecError(f"dataset.{name}", f"must be a positive number of rows, got {value}")
-    for target in ds.columns:
+    for target, source in ds.columns.items():
         if target not in ("prompt", "chosen", "rejected", "system"):
             raise SpecError(f"dataset.columns.{target}", "can only map to prompt, chosen, rejected or system")
+        if not isinstance(source, str) or not source:
+            raise SpecError(
+                f"dataset.columns.{target}", f"names a column of the dataset, got {type(source).__name__} {source!r}"
+            )
     if ds.format not in DATASET_FORMATS:
         raise SpecError("dataset.format", unknown("format", ds.format, DATASET_FORMATS, None))
     if ds.format == "transcript" and "prompt" in ds.columns:

@@ -58,7 +58,9 @@ def load_preference_data(ds: DatasetSpec, log=None, keep_columns: bool = False):
         if limit is not None and len(split) > limit:
             split = split.shuffle(seed=ds.seed).select(range(limit))
         keep = [c for c in (*REQUIRED_COLUMNS, "system") if c in split.column_names]
-        split = (split if keep_columns else split.select_columns(keep)).map(_formatter(ds), remove_columns=keep)
+        split = (split if keep_columns else split.select_columns(keep)).map(
+            _formatter(ds, name), remove_columns=keep, with_indices=True
+        )
         before = len(split)
         split = split.filter(_complete)
         if len(split) == 0:
@@ -91,10 +93,20 @@ def _check_columns(ds: DatasetSpec, name: str, split, needed) -> None:
         )
 
 
-def _formatter(ds: DatasetSpec):
-    """The row -> {prompt, chosen, rejected} function for the spec's format and chat settings."""
+def _formatter(ds: DatasetSpec, split: str):
+    """The (row, index) -> {prompt, chosen, rejected} function for the spec's format and chat
+    settings; a value that is neither text nor a list of {role, content} messages is a
+    SpecError naming the row."""
 
-    def format_row(row):
+    def format_row(row, i):
+        for column in (*REQUIRED_COLUMNS, "system"):
+            if column in row and not _text_or_messages(row[column]):
+                source = ds.columns.get(column, column)
+                raise SpecError(
+                    f"dataset.columns.{column}" if column in ds.columns else "dataset",
+                    f"{split} row {i}: column {source!r} holds {type(row[column]).__name__} "
+                    f"{_clip(row[column])}; it must hold text or a list of {{role, content}} messages",
+                )
         if ds.format == "transcript":
             prompt, chosen, rejected = split_transcripts(row["chosen"], row["rejected"])
         else:
@@ -108,6 +120,23 @@ def _formatter(ds: DatasetSpec):
         return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
     return format_row
+
+
+def _text_or_messages(value) -> bool:
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, list) and all(
+        isinstance(m, dict)
+        and isinstance(m.get("role"), str)
+        and "content" in m
+        and isinstance(m["content"], (str, type(None)))
+        for m in value
+    )
+
+
+def _clip(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _as_messages(value, role: str) -> list[dict]:

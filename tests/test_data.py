@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -209,3 +210,35 @@ def test_the_driver_reads_a_plain_tokenizer_without_importing_torch(tiny_model_p
         auto.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
         auto("a b c")["input_ids"],
     ]
+
+
+@pytest.mark.parametrize(
+    "bad, column, holds",
+    [
+        ({"prompt": 5}, "prompt", "int 5"),
+        ({"chosen": {"text": "a"}}, "chosen", "dict {'text': 'a'}"),
+        ({"rejected": [1, 2]}, "rejected", "list [1, 2]"),
+        ({"prompt": [{"role": "user", "text": "hi"}]}, "prompt", "list [{'role': 'user', 'text': 'hi'}]"),
+    ],
+)
+def test_a_row_that_is_neither_text_nor_messages_names_its_row(tmp_path, bad, column, holds):
+    """Any column the layout reads holds text or {role, content} messages: another type, in any
+    row, is one SpecError naming the row and what it holds (it was a TypeError or KeyError)."""
+    rows = [{"prompt": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(12)]
+    rows = [{**row, **bad} if i >= 10 else row for i, row in enumerate(rows)]  # late rows: all rows are checked
+    spec = DatasetSpec(path=_jsonl(tmp_path / "odd.jsonl", rows), eval_fraction=0.1, seed=0)
+    with pytest.raises(SpecError) as e:
+        load_preference_data(spec)
+    assert e.value.field == "dataset"
+    assert re.fullmatch(
+        rf"(train|eval) row \d+: column '{column}' holds {re.escape(holds)}; it must hold text or a list of "
+        r"\{role, content\} messages",
+        e.value.message,
+    ), e.value.message
+
+
+def test_a_mapped_column_is_named_by_a_string():
+    from sweep.checks import validate_dataset
+
+    with pytest.raises(SpecError, match=r"dataset.columns.prompt: names a column of the dataset, got int 5"):
+        validate_dataset(DatasetSpec(columns={"prompt": 5}))
