@@ -147,13 +147,14 @@ def check_scorer(where: str, scorer: Scorer, import_paths: list[str]) -> None:
         if config is None:
             return  # a hub id not in the local cache: checked when a worker loads it
         archs = config.get("architectures") or []
-        if not any(a.endswith("ForSequenceClassification") for a in archs):
+        if not isinstance(archs, list) or not any(str(a).endswith("ForSequenceClassification") for a in archs):
             raise ScorerError(
                 where,
                 f"{scorer.source} is not a sequence-classification (reward) model: its architectures "
                 f"are {archs or 'not given'}; a reward model is an AutoModelForSequenceClassification with one label",
             )
-        labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
+        id2label = config.get("id2label")
+        labels = len(id2label) if isinstance(id2label, dict) and id2label else config.get("num_labels", 2)
         if labels != 1:
             raise ScorerError(where, f"{scorer.source} has {labels} labels; a reward model has one (num_labels=1)")
 
@@ -193,13 +194,24 @@ def _reward_model_config(where: str, source: str) -> dict | None:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ScorerError(where, f"{source} is a directory without config.json: not a model")
-        return json.loads((path / "config.json").read_text())
+        return _config_mapping(where, source, path / "config.json")
     if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise ScorerError(where, f"reward model {source!r}: no such directory, and not a hub id (org/name)")
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(source, "config.json")
-    return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None  # else: checks.unreachable_models
+    return _config_mapping(where, source, Path(cached)) if isinstance(cached, str) else None  # else: unreachable_models
+
+
+def _config_mapping(where: str, source: str, file: Path) -> dict:
+    """A model's config.json as a mapping, or a ScorerError saying why it is not one."""
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        raise ScorerError(where, f"{source}: its config.json is not readable JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise ScorerError(where, f"{source}: its config.json holds a {type(config).__name__}, not a model's config")
+    return config
 
 
 def probe(scorers: list[Scorer], rows, import_paths: list[str]) -> None:

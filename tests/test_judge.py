@@ -100,6 +100,13 @@ def reward_model(tmp_path_factory, tiny_model_path):
     return path
 
 
+def _model_dir(tmp_path: Path, name: str, config: str) -> Path:
+    """A folder that looks like a saved model, with `config` as its config.json."""
+    (tmp_path / name).mkdir(exist_ok=True)
+    (tmp_path / name / "config.json").write_text(config)
+    return tmp_path / name
+
+
 def _bad_scorer_cases(tmp_path: Path, tiny_model_path: Path):
     (tmp_path / "scorers_ok.py").write_text("def no_completions(prompts, answer):\n    return [1.0] * len(prompts)\n")
     return [
@@ -113,6 +120,19 @@ def _bad_scorer_cases(tmp_path: Path, tiny_model_path: Path):
             "is not a sequence-classification",
         ),
         ("no such path", ["./no/such/rm"], "judge.scorers[0]", "no such directory"),
+        (
+            "config.json not JSON",
+            [str(_model_dir(tmp_path, "not-json", "{oops"))],
+            "judge.scorers[0]",
+            "not readable JSON",
+        ),
+        ("config.json a list", [str(_model_dir(tmp_path, "a-list", "[1, 2]"))], "judge.scorers[0]", "holds a list"),
+        (
+            "architectures not a list",
+            [str(_model_dir(tmp_path, "odd-archs", '{"architectures": 5}'))],
+            "judge.scorers[0]",
+            "is not a sequence-classification",
+        ),
         ("unknown builtin", ["builtin:exactish"], "judge.scorers[0]", "valid: builtin:verifiable"),
         ("no scorer", [], "judge.scorers", "needs at least one scorer"),
     ]
