@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from . import secrets
 from .checks import unusable_inputs
 from .points import point_id
 from .spec import SpecError, load_spec
@@ -41,7 +42,7 @@ def cmd_plan(args) -> int:
         print(f"warning: {where}: {problem}", file=sys.stderr)
     print(f"sweep {spec.name}: model {spec.model}, dataset {spec.dataset.path}, ranked by {spec.metric} ({spec.mode})")
     if spec.train:
-        print("fixed: " + ", ".join(f"{k}={v}" for k, v in spec.train.items()))
+        print("fixed: " + ", ".join(f"{k}={v}" for k, v in secrets.mask(spec.train).items()))
     print(describe_training(spec))
     points = [p for p in spec.points() if p]
     if points:

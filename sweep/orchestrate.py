@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from . import cluster, model, preflight, startup, tracking
+from . import cluster, model, preflight, secrets, startup, tracking
 from .files import write_atomic
 from .outcome import SweepOutcome, finish
 from .points import point_id, point_of_config
@@ -99,6 +99,12 @@ def run_sweep(
         cluster.ready(address, verbose)
         _check_store_reachable(uri)  # before the store is touched
     _check_resources_fit(spec)
+    sections = {"train": spec.train, "lora": spec.lora, "quantization": spec.quantization}
+    for where in secrets.literal_credentials(sections):
+        log(
+            f"warning: {where}: a credential written in the spec is masked in every record and for the "
+            "trials; write ${env:NAME} (or ${file:PATH}) to have trials receive it"
+        )
     experiment_id, parent_run_id = _open_parent_run(spec, uri, fresh, log)
     ctx = TrialContext(
         spec=tracking.without_secrets(_local_paths_absolute(spec)),  # Tune pickles what trials get into its folder
@@ -169,7 +175,7 @@ def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log) -> tuple[str, 
         log(f"resuming sweep {spec.name} (parent run {parent_run_id}; {stale} interrupted trial run(s) marked KILLED)")
     else:
         parent_run_id = tracking.start_parent_run(uri, experiment_id, spec)
-    log(f"tracking: {uri} (experiment {experiment_id}, parent run {parent_run_id})")
+    log(f"tracking: {secrets.mask_text(uri)} (experiment {experiment_id}, parent run {parent_run_id})")
     return experiment_id, parent_run_id
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from . import secrets
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -35,7 +36,7 @@ def default_workers(store_uri: str) -> int:
 
 def shown(store_uri: str) -> str:
     """`store_uri` without its password, to print."""
-    return re.sub(r"^([a-z0-9+]+://[^:/@]+):[^@/]*@", r"\1:***@", store_uri)
+    return secrets.mask_text(store_uri)
 
 
 def start_mlflow_server(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
 
+from . import secrets
+
 # Parameter names that look like credentials never reach MLflow (or exports).
-SECRET_PATTERN = re.compile(r"token|secret|password|passwd|api[_-]?key|credential", re.IGNORECASE)
 SWEPT_PREFIX = "sweep."  # swept values are params `sweep.<field>`: never clash with other params
 
 TAG_SWEEP = "sweep.name"
@@ -59,38 +59,28 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def is_secret(name: str) -> bool:
-    return bool(SECRET_PATTERN.search(name))
-
-
-def redact(value: Any) -> Any:
-    """A copy of `value` with every secret-named key's value (at any depth) replaced."""
-    if isinstance(value, dict):
-        return {k: "<redacted>" if is_secret(str(k)) and v else redact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(redact(v) for v in value)
-    return value
-
-
 def without_secrets(spec):
-    """A copy of `spec` whose config sections hold no secret-named value. What trials receive
-    is pickled by Ray Tune into `results/<sweep>/ray/`; sweep loads the model itself (a token
-    for a gated model comes from HF_TOKEN), so nothing a trial does reads such a value."""
+    """A copy of `spec` for trials, whose config sections hold no literal credential (Ray Tune
+    pickles what trials receive into `results/<sweep>/ray/`): a `${env:NAME}` reference is kept,
+    and resolved in the trial; a token written out is masked (`run` warns of it)."""
     import dataclasses
 
     return dataclasses.replace(
-        spec, train=redact(spec.train), lora=redact(spec.lora), quantization=redact(spec.quantization)
+        spec,
+        train=secrets.mask(spec.train),
+        lora=secrets.mask(spec.lora),
+        quantization=secrets.mask(spec.quantization),
     )
 
 
 def flat_params(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Params as MLflow strings: secret-named keys dropped (nested ones redacted), values cut
-    to MLflow's 6000-character limit."""
+    """Params as MLflow strings: credential fields dropped (nested ones and URI passwords
+    masked), values cut to MLflow's 6000-character limit."""
     out = {}
     for key, value in values.items():
-        if is_secret(key) or value is None:
+        if secrets.is_credential(key) or value is None:
             continue
-        out[f"{prefix}{key}"] = str(redact(value))[:6000]
+        out[f"{prefix}{key}"] = str(secrets.mask(value))[:6000]
     return out
 
 
@@ -130,8 +120,8 @@ def start_parent_run(uri: str, experiment_id: str, spec) -> str:
 def log_spec(c, run_id: str, spec) -> None:
     """Attach the spec that ran to the parent run as `spec/<file>`: the file as written
     (comments included); where `--set` overrides changed it, it came as a mapping (Python
-    API), or it holds a secret-named value (`train.model_init_kwargs.token`, ...), the YAML
-    of what ran, secrets redacted."""
+    API), or it holds a secret (a literal `train.model_init_kwargs.token`, a URI's password), the YAML
+    of what ran, secrets masked."""
     import tempfile
 
     import yaml
@@ -146,17 +136,17 @@ def log_spec(c, run_id: str, spec) -> None:
         if spec.overrides:  # the keys only: a value may be a secret
             keys = ", ".join(dict.fromkeys(o.partition("=")[0].strip() for o in spec.overrides))
             header.append(f"# {name} with --set overrides of: {keys}")
-        elif redact(raw) == raw:
+        elif secrets.mask(raw) == raw:
             c.log_artifact(run_id, str(path), artifact_path="spec")
             return
     else:
         raw, name = spec.to_dict(), f"{spec.name}.yaml"
         header.append("# the spec as passed to sweep.run (every field, defaults included)")
-    if redact(raw) != raw:
-        header.append("# secret values redacted by sweep")
+    if secrets.mask(raw) != raw:
+        header.append("# secret values masked by sweep")
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / name
-        copy.write_text("\n".join(header) + "\n" + yaml.safe_dump(redact(raw), sort_keys=False))
+        copy.write_text("\n".join(header) + "\n" + yaml.safe_dump(secrets.mask(raw), sort_keys=False))
         c.log_artifact(run_id, str(copy), artifact_path="spec")
 
 
@@ -215,7 +205,7 @@ class StoreUnreachable(RuntimeError):
     @classmethod
     def of(cls, uri: str, what: str, error: BaseException | None = None) -> StoreUnreachable:
         kind = "tracking server unreachable at" if uri.startswith("http") else "tracking store failed:"
-        message = f"{kind} {uri}: {what}"
+        message = f"{kind} {secrets.mask_text(uri)}: {what}"
         if error is not None:
             text = str(error).strip()
             known = ("Connection refused", "timed out", "disk is full", "No space left")

@@ -25,14 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import prepare, startup, tracking, trial_run, warm_model
+from . import prepare, secrets, startup, tracking, trial_run, warm_model
 from .axes import resolved_section
 from .compat.hf_internals import planned_rows_usable, shared_reference_usable
 from .metric_sender import MetricSender
 from .model import uses_cuda
 from .points import point_id
 from .spec import SweepSpec
-from .tracking import redact
 
 FINAL = "sweep/final"  # set in a trial's last report: it has ended (a scheduler must not pause it)
 
@@ -124,7 +123,7 @@ def run_trial(
         "lora": lora.to_dict(),
         "quantization": bnb.to_dict() if bnb is not None else None,
     }
-    (out_dir / tracking.TRIAL_CONFIG).write_text(json.dumps(redact(resolved), indent=2, default=str))
+    (out_dir / tracking.TRIAL_CONFIG).write_text(json.dumps(secrets.mask(resolved), indent=2, default=str))
 
     run_id = None
     if ctx.tracking_uri:
@@ -198,7 +197,8 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
     from .families import config_kwargs, family_of
     from .model import precision, quantization_config
 
-    train = {**TRAIN_DEFAULTS, **resolved_section(spec, "train", point)}
+    # `${env:NAME}` / `${file:PATH}` references are resolved here, where the values are used.
+    train = {**TRAIN_DEFAULTS, **secrets.resolve(resolved_section(spec, "train", point))}
     train.update(precision(train, cuda))
     if not cuda:
         train.setdefault("activation_checkpointing", False)  # recompute costs more than it saves on CPU
@@ -214,8 +214,11 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
         )
     family = family_of(train.get("loss_type"))
     args = family.config_class()(**config_kwargs(family, train))
-    lora = LoraConfig(**{**LORA_DEFAULTS, **resolved_section(spec, "lora", point)})
-    q = {"mode": spec.quantization.get("mode", "auto"), **resolved_section(spec, "quantization", point)}
+    lora = LoraConfig(**{**LORA_DEFAULTS, **secrets.resolve(resolved_section(spec, "lora", point))})
+    q = {
+        "mode": spec.quantization.get("mode", "auto"),
+        **secrets.resolve(resolved_section(spec, "quantization", point)),
+    }
     compute_dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
     return family, args, lora, quantization_config(q, cuda, compute_dtype)
 

@@ -215,7 +215,7 @@ def test_nonfinite_trial_fails_fast_and_retries_are_counted_once(tmp_path, tiny_
 
 def test_secrets_never_reach_mlflow_logs_or_exports(grid_sweep, failing_sweep, sweeps_dir):
     """HF_TOKEN was set for every sweep of this session, and the grid sweep's spec holds tokens
-    in nested fields (`train.model_init_kwargs`): no file under the results (the sqlite store,
+    written out in nested credential fields (`train.model_init_kwargs`): no file under the results (the sqlite store,
     MLflow artifacts with the attached spec, Ray's folder, trial logs), no param or tag, no
     console output and no export contains them."""
     from .conftest import SECRET, SPEC_SECRETS
@@ -226,7 +226,7 @@ def test_secrets_never_reach_mlflow_logs_or_exports(grid_sweep, failing_sweep, s
     assert exported.returncode == 0
     c, parents, children = mlflow_store(sweeps_dir, "grid")
     spec_copy = Path(c.download_artifacts(parents[0].info.run_id, "spec/grid.yaml", str(sweeps_dir / "downloaded")))
-    assert "<redacted>" in spec_copy.read_text() and "revision: main" in spec_copy.read_text()  # the rest is kept
+    assert "<masked>" in spec_copy.read_text() and "revision: main" in spec_copy.read_text()  # the rest is kept
     records = [grid_sweep.stdout, grid_sweep.stderr, exported.stdout, exported.stderr]
     records += [json.dumps([run.data.params, run.data.tags]) for run in parents + children]
     written = [
@@ -235,13 +235,13 @@ def test_secrets_never_reach_mlflow_logs_or_exports(grid_sweep, failing_sweep, s
     for secret in (SECRET, *SPEC_SECRETS):
         assert not [r for r in records if secret in r], secret
         assert [p for p in written if secret.encode() in p.read_bytes()] == [], secret
-    from sweep.tracking import flat_params, redact
+    assert "warning: train.model_init_kwargs.token: a credential written in the spec is masked" in grid_sweep.stdout
+    from sweep.tracking import flat_params
 
     params = flat_params(
         {"hub_token": "x", "api_key": "y", "beta": 0.1, "model_init_kwargs": {"token": "z", "dtype": "bf16"}}
     )
-    assert params == {"beta": "0.1", "model_init_kwargs": "{'token': '<redacted>', 'dtype': 'bf16'}"}
-    assert redact({"a": [{"password": "p"}]}) == {"a": [{"password": "<redacted>"}]}
+    assert params == {"beta": "0.1", "model_init_kwargs": "{'token': '<masked>', 'dtype': 'bf16'}"}
 
 
 def _kill_when_training(log: Path, proc, after: int = 0) -> int:

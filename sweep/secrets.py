@@ -1,0 +1,108 @@
+"""Secrets, known by where they come from, never by a name that merely contains a word.
+
+A secret is a credential field's value (a key named exactly `token`, `hub_token`, `api_key`,
+`password`, ...: not `pad_token` or `max_new_tokens`), or the password inside a URI
+(`postgresql://user:PASSWORD@db`, `?password=`). Records — params, the attached spec,
+`trial_config.json`, console lines — mask them. A value may instead be a reference,
+`${env:NAME}` or `${file:PATH}`, resolved only where it is used (`resolve`): the reference is
+what is recorded and pickled, and the trial receives the value. Every other value reaches the
+trial and the record exactly as written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+CREDENTIAL_FIELDS = frozenset(
+    {
+        "token",
+        "hub_token",
+        "use_auth_token",
+        "access_token",
+        "auth_token",
+        "api_key",
+        "apikey",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "private_key",
+    }
+)
+MASK = "<masked>"
+REFERENCE = re.compile(r"^\$\{(env|file):(.+)\}$")
+_URI_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+(?=@)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd|token)=)[^&\s]+", re.IGNORECASE)
+
+
+def is_credential(key: Any) -> bool:
+    return str(key).lower() in CREDENTIAL_FIELDS
+
+
+def is_reference(value: Any) -> bool:
+    return isinstance(value, str) and REFERENCE.match(value) is not None
+
+
+_RESOLVED: set[str] = set()  # values this process resolved from references: masked wherever they appear
+
+
+def mask_text(text: str) -> str:
+    """`text` with any URI's password (user-info or query parameter), and any value this
+    process resolved from a reference, masked."""
+    text = _QUERY_PASSWORD.sub(rf"\g<head>{MASK}", _URI_PASSWORD.sub(rf"\g<head>{MASK}", text))
+    for value in _RESOLVED:
+        text = text.replace(value, MASK)
+    return text
+
+
+def mask(value: Any) -> Any:
+    """A copy of `value` for a record: literal credential fields masked at any depth, URI
+    passwords masked in every string; references and everything else as written."""
+    if isinstance(value, dict):
+        return {
+            k: MASK if is_credential(k) and v and not is_reference(v) and isinstance(v, str) else mask(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return type(value)(mask(v) for v in value)
+    if isinstance(value, str):
+        return mask_text(value)
+    return value
+
+
+def literal_credentials(value: Any, where: str = "") -> list[str]:
+    """The fields of `value` holding a credential written out rather than referenced."""
+    found = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        path = f"{where}.{k}" if where else str(k)
+        if isinstance(v, str) and v and is_credential(k) and not is_reference(v):
+            found.append(path)
+        else:
+            found += literal_credentials(v, path)
+    return found
+
+
+def resolve(value: Any) -> Any:
+    """`value` with every `${env:NAME}` / `${file:PATH}` replaced by what it names, where it is
+    used; a reference to nothing is a KeyError/OSError naming it (the trial fails with it)."""
+    if isinstance(value, dict):
+        return {k: resolve(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v) for v in value]
+    match = REFERENCE.match(value) if isinstance(value, str) else None
+    if match is None:
+        return value
+    kind, name = match.groups()
+    if kind == "env":
+        if name not in os.environ:
+            raise KeyError(f"${{env:{name}}}: the environment variable {name} is not set where the trial runs")
+        found = os.environ[name]
+    else:
+        found = Path(name).expanduser().read_text(encoding="utf-8").strip()
+    if len(found) >= 4:  # (shorter values would mask ordinary text)
+        _RESOLVED.add(found)
+    return found
