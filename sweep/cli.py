@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from . import secrets
 from .checks import unusable_inputs
 from .points import point_id
+from .server import PASSWORD, USERNAME
 from .spec import SpecError, load_spec
 from .tracking import StoreUnreachable
 
@@ -227,15 +229,16 @@ def cmd_logs(args) -> int:
 def cmd_ui(args) -> int:
     """The MLflow UI on the sweeps' store; prints the URL of the sweep's runs table."""
     from . import store
-    from .server import free_port, serve_until_interrupted, start_mlflow_server
+    from .server import credentials, free_port, serve_until_interrupted, start_mlflow_server
 
     uri = _store(args)
     experiment = store.find_sweep(uri, args.name).experiment_id if args.name else None
     if uri.startswith(("http://", "https://")):  # already a tracking server: its UI is right there
         print(_ui_url(uri.rstrip("/"), experiment))
         return EXIT_OK
+    auth = credentials(args.host, args.trust_network)  # (checked once the store is known to exist)
     port = args.port or free_port(args.host)
-    proc = start_mlflow_server(uri, args.host, port, Path(args.results_dir).resolve() / "mlartifacts")
+    proc = start_mlflow_server(uri, args.host, port, Path(args.results_dir).resolve() / "mlartifacts", auth=auth)
     print(f"MLflow UI on {uri}", file=sys.stderr)
     print(_ui_url(f"http://{args.host}:{port}", experiment), flush=True)
     print("Ctrl-C to stop", file=sys.stderr)
@@ -244,16 +247,18 @@ def cmd_ui(args) -> int:
 
 def cmd_server(args) -> int:
     """A tracking server for sweeps whose trials run in other processes or on other nodes."""
-    from .server import serve_until_interrupted, shown, start_mlflow_server
+    from .server import credentials, serve_until_interrupted, shown, start_mlflow_server
     from .tracking import resolve_tracking_uri
 
+    auth = credentials(args.host, args.trust_network)
     store = resolve_tracking_uri(args.backend_store_uri, args.results_dir)
     Path(args.results_dir).mkdir(parents=True, exist_ok=True)
     proc = start_mlflow_server(
-        store, args.host, args.port, Path(args.results_dir).resolve() / "mlartifacts", args.workers
+        store, args.host, args.port, Path(args.results_dir).resolve() / "mlartifacts", args.workers, auth=auth
     )
     print(f"tracking server on {shown(store)}", file=sys.stderr)
-    print(f"MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
+    reachable = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host  # what other nodes dial
+    print(f"MLFLOW_TRACKING_URI=http://{reachable}:{args.port}", flush=True)
     return serve_until_interrupted(proc)
 
 
@@ -329,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="spec file to write (default: <name>.yaml)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=cmd_init)
+
+    def trust_network(p):
+        p.add_argument(
+            "--trust-network",
+            action="store_true",
+            help=f"serve a non-loopback --host without authentication (else {USERNAME} and {PASSWORD} are required)",
+        )
 
     p = sub.add_parser("plan", help="validate a spec offline and list its trials")
     p.add_argument("spec", help="sweep spec (YAML)")
@@ -406,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="sweep whose runs table to open")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    trust_network(p)
     store_options(p, formats=False)
     p.set_defaults(func=cmd_ui)
 
@@ -414,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1; 0.0.0.0 for other nodes)"
     )
     p.add_argument("--port", type=int, default=5000)
+    trust_network(p)
     p.add_argument(
         "--backend-store-uri",
         help="where runs are stored: sqlite at <results-dir>/mlflow.db by default; a postgresql:// URI "

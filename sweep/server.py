@@ -39,17 +39,68 @@ def shown(store_uri: str) -> str:
     return secrets.mask_text(store_uri)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+USERNAME, PASSWORD = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"  # MLflow's own: clients send them
+
+
+def credentials(host: str, trust_network: bool) -> tuple[str, str] | None:
+    """The admin credentials a server on `host` requires, from the environment (trials and
+    readers send the same variables); None on loopback or on a network the user trusts. A
+    server others can reach without either is refused: anyone who reaches the port could
+    read, change and delete every run, and upload adapters that `evaluate` and `promote` load."""
+    from .errors import SpecError
+
+    if host in LOOPBACK:
+        return None
+    user, password = os.environ.get(USERNAME), os.environ.get(PASSWORD)
+    if user and password:
+        return user, password
+    if trust_network:
+        print(f"warning: serving on {host} without authentication (--trust-network)", file=sys.stderr)
+        return None
+    raise SpecError(
+        "--host",
+        f"a server on {host} can be reached by others and needs credentials: set {USERNAME} and {PASSWORD} "
+        "(trials and readers send the same), or pass --trust-network on a network you trust",
+    )
+
+
+def _auth_config(folder: Path, user: str) -> Path:
+    """MLflow's basic-auth configuration: nobody but the admin user may do anything; the
+    admin's password comes from the environment, never from a file or the command line."""
+    config = folder / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{folder / 'basic_auth.db'}\nadmin_username = {user}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return config
+
+
 def start_mlflow_server(
-    store_uri: str, host: str, port: int, artifacts_dir: Path, workers: int | None = None
+    store_uri: str,
+    host: str,
+    port: int,
+    artifacts_dir: Path,
+    workers: int | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> subprocess.Popen:
     """`mlflow server` on `store_uri`, proxying artifacts to `artifacts_dir` (so remote trials can
-    upload through it). Returns once it answers /health."""
+    upload through it), with MLflow's basic authentication where `auth` names the admin (its
+    users kept beside the artifacts). Returns once it answers /health."""
     env = {
         **os.environ,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # ~6 s start instead of ~14 s
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
         **POOL,
     }
+    app = []
+    if auth is not None:
+        artifacts_dir.parent.mkdir(parents=True, exist_ok=True)
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(_auth_config(artifacts_dir.parent, auth[0]))
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = auth[1]
+        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", os.urandom(24).hex())  # CSRF tokens, this server's
+        app = ["--app-name", "basic-auth"]
     cmd = [
         sys.executable,
         "-m",
@@ -66,6 +117,7 @@ def start_mlflow_server(
         str(artifacts_dir),
         "--workers",
         str(workers or default_workers(store_uri)),
+        *app,
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     tail = _drain(proc.stderr)

@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from sweep.metric_sender import MetricSender
 from sweep.spec import parse_spec
 from sweep.trial import TrialContext, run_trial
 
-from .conftest import REPO, SweepServer, small_spec, write_spec
+from .conftest import REPO, SweepServer, run_cli, small_spec, write_spec
 
 LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
 # What an overloaded MLflow store answers (SQLAlchemy's pool in front of sqlite): a 400 that
@@ -374,3 +375,63 @@ def test_a_server_down_longer_than_the_retries_fails_the_trials_with_one_clear_l
         assert "Traceback" not in out + err and "MlflowException" not in out + err, err[-3000:]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("command", ["server", "ui"])
+def test_a_server_others_can_reach_needs_credentials(command, tmp_path, monkeypatch, capsys):
+    """Off loopback, without MLflow's credential variables or --trust-network: one line, exit 2,
+    nothing started (anyone reaching the port could change every run)."""
+    from sweep.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = tmp_path / "results"
+    store.mkdir()
+    (store / "mlflow.db").touch()  # `ui` needs a store to show
+    assert main([command, "--host", "0.0.0.0", "--port", "1", "--results-dir", str(store)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --host: a server on 0.0.0.0 can be reached by others and needs credentials")
+
+
+def test_an_authenticated_server_refuses_strangers_and_takes_a_sweep(tmp_path, tiny_model_path, monkeypatch):
+    """`sweep server --host 0.0.0.0` with credentials runs MLflow's basic authentication: a
+    client without them is refused, a sweep whose trials send them (MLflow's own variables)
+    logs through it, and the password is in no file the server or the sweep wrote."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from sweep.server import free_port
+
+    password = "pw-" + uuid.uuid4().hex
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "sweeper")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    port = free_port("0.0.0.0")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "server", "--host", "0.0.0.0", "--port", str(port)]
+        + ["--results-dir", str(tmp_path / "server")],
+        env={**env, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert server.stdout.readline().strip() == f"MLFLOW_TRACKING_URI=http://{socket.gethostname()}:{port}"
+        uri = f"http://127.0.0.1:{port}"
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+        with pytest.raises(MlflowException, match="401|nauthori|ermission"):
+            MlflowClient(uri).search_experiments()
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        spec = small_spec("behind_auth", axes={"beta": [0.1]}, tracking={"uri": uri})
+        proc = run_cli("run", str(write_spec(tmp_path / "s.yaml", spec)), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        (exp,) = [e for e in MlflowClient(uri).search_experiments() if e.name == "behind_auth"]
+        runs = MlflowClient(uri).search_runs([exp.experiment_id])
+        assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]  # the parent and its trial
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert [p for p in written if password.encode() in p.read_bytes()] == []
