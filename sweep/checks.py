@@ -248,9 +248,13 @@ def validate_judge(spec: SweepSpec) -> None:
         raise SpecError("judge", f"needs prompts >= 0, max_new_tokens >= 1 and batch_size >= 1, got {j}")
     if j.when not in ("eval", "end"):
         raise SpecError("judge.when", unknown("value", j.when, ("eval", "end"), None))
-    for key in j.generation:
+    for key, value in j.generation.items():
         if key not in judge.GENERATION_FIELDS:
-            raise SpecError(f"judge.generation.{key}", unknown("setting", key, judge.GENERATION_FIELDS, None))
+            raise SpecError(f"judge.generation.{key}", unknown("setting", key, list(judge.GENERATION_FIELDS), None))
+        typ = judge.GENERATION_FIELDS[key]
+        ok = (typ is float and isinstance(value, (int, float))) or isinstance(value, typ)
+        if not ok or (typ is not bool and isinstance(value, bool)):
+            raise SpecError(f"judge.generation.{key}", f"expected {typ.__name__}, got {type(value).__name__} {value!r}")
     if j.prompts and not j.scorers:
         raise SpecError("judge.scorers", "needs at least one scorer, e.g. [builtin:verifiable]")
     try:

@@ -162,6 +162,18 @@ BAD_SPECS = [
         "system",
     ),
     ("wrong type", {"train": {"learning_rate": "fast"}}, "train.learning_rate", "expected float"),
+    (
+        "a word for a generation number",
+        {"judge": {"prompts": 4, "scorers": ["builtin:verifiable"], "generation": {"temperature": "hot"}}},
+        "judge.generation.temperature",
+        "expected float, got str 'hot'",
+    ),
+    (
+        "a number for a generation switch",
+        {"judge": {"prompts": 4, "scorers": ["builtin:verifiable"], "generation": {"do_sample": 1}}},
+        "judge.generation.do_sample",
+        "expected bool, got int 1",
+    ),
     ("beta <= 0", {"axes": {"beta": [0.1, 0.0]}}, "axes.beta[1]", "must be > 0"),
     ("lr <= 0", {"train": {"learning_rate": -1e-5}}, "train.learning_rate", "must be > 0"),
     ("max_steps 0", {"train": {"max_steps": 0}}, "train.max_steps", "must not be 0"),
