@@ -34,12 +34,9 @@ def cmd_plan(args) -> int:
     spec = load_spec(args.spec, args.set)
     functions = [sc for sc in spec.judge.scorers if sc.kind == "function"]
     if args.import_scorers:  # user code runs only when asked: plan is offline validation
-        from .scorers import ScorerError, check_functions
+        from .scorers import check_functions
 
-        try:
-            check_functions(spec.judge.scorers, spec.import_paths())
-        except ScorerError as e:
-            raise SpecError(e.where, str(e)) from None
+        check_functions(spec.judge.scorers, spec.import_paths())
     for where, problem in unusable_inputs(spec):  # plan validates specs for elsewhere: a warning, not an error
         print(f"warning: {where}: {problem}", file=sys.stderr)
     print(f"sweep {spec.name}: model {spec.model}, dataset {spec.dataset.path}, ranked by {spec.metric} ({spec.mode})")

@@ -41,8 +41,8 @@ def check_judge(spec: SweepSpec, held_out, log) -> None:
         log(
             f"warning: judge.prompts is {spec.judge.prompts} but the eval split has {len(rows)} rows; judging {len(rows)}"
         )
+    scorers.check_functions(spec.judge.scorers, spec.import_paths())
     try:
-        scorers.check_functions(spec.judge.scorers, spec.import_paths())
         scorers.probe(spec.judge.scorers, rows, spec.import_paths())
     except scorers.ScorerError as e:
         raise SpecError(e.where, str(e)) from None

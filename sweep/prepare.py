@@ -212,29 +212,69 @@ def first_rows(split, plan: Plan | None, cached):
     return with_rows(split, todo) if todo or cached is None else cached["train"].select([0])
 
 
-def read_rows(trainer, split, plan: Plan | None, cache_dir: Path | None, log=print) -> dict[str, float]:
+def read_rows(trainer, split, plan: Plan | None, cache_dir: Path | None, cached, log=print) -> dict[str, float]:
     """Give `trainer` (built with `first_rows`) the train rows it reads, tokenised, in the order
-    it reads them, and (with `cache_dir`) their and the eval split's reference log-probs.
+    it reads them, and (with `cache_dir`, whose content `cached` the trial loaded) their and
+    the eval split's reference log-probs.
 
     With a plan, its train split lists the planned rows in order, then stand-ins up to the
     split's length (epochs and the progress bar count as over the whole split), and its
     sampler is sequential: it reads exactly the planned rows, in the order its own seeded
-    sampler would have drawn them. Rows tokenising drops are replaced by the next planned
-    ones. Rows the cache holds are not tokenised again; reference values missing for any
-    row this trial reads are computed in parts that trials starting together share
-    (`_compute_parts`) and added to the cache under a file lock. Returns timings:
-    `time/reference_loaded_s` or `time/reference_computed_s` (this trial wrote the cache),
-    and `time/reference_pass_s`, the part of the pass this trial computed."""
+    sampler would have drawn them. Rows the cache holds are not tokenised again; reference
+    values missing for any row this trial reads are computed in parts that trials starting
+    together share (`_compute_parts`) and added to the cache under a file lock. Returns
+    timings: `time/reference_loaded_s` or `time/reference_computed_s` (this trial wrote the
+    cache), and `time/reference_pass_s`, the part of the pass this trial computed."""
     import time
 
     t0 = time.time()
     columns = ref_columns(trainer) if cache_dir is not None else ()
-    cached = load_reference(cache_dir) if cache_dir is not None else None
     pool = _concat([cached["train"]] if cached is not None else [], trainer.train_dataset, columns)
+    pool, kept = _rows_kept(trainer, split, plan, pool, columns, log)
+    if plan is not None and len(kept) < plan.needed:  # too few rows survive: all of them, in the trainer's own order
+        trainer.args.train_sampling_strategy = plan.strategy
+        plan, kept = None, sorted(kept)
+
+    how, computing = "loaded", 0.0
+    eval_split = trainer.eval_dataset
+    if cache_dir is not None:
+        index, values = {r: i for i, r in enumerate(pool[ROW])}, list(pool[columns[0]])
+        train_todo = [index[r] for r in kept if math.isnan(values[index[r]])]
+        eval_todo = _missing(eval_split, columns[0])
+        if train_todo or eval_todo:
+            todo = {
+                "train": (pool, train_todo, list(pool.select(train_todo)[ROW])),
+                "eval": (eval_split, eval_todo, eval_todo),
+            }
+            cache_dir.parent.mkdir(parents=True, exist_ok=True)
+            computed, computing = _compute_parts(trainer, todo, cache_dir)
+            _write_reference(cache_dir, pool.select(train_todo), eval_split, columns, computed, log)
+            cached = load_reference(cache_dir)  # memory-mapped from disk, as later trials get it
+            how = "computed"
+        pool, eval_split = cached["train"], cached["eval"]
+        trainer.precompute_ref_logps = True  # _compute_loss now reads the columns instead of a reference forward
+    index = {r: i for i, r in enumerate(pool[ROW])}
+    positions = [index[r] for r in kept]
+    if plan is not None:  # stand-ins the sequential sampler never reaches
+        positions += positions[:1] * (len(split) - len(positions))
+    trainer.train_dataset, trainer.eval_dataset = pool.select(positions).remove_columns([ROW]), eval_split
+    reached = rows_reached(trainer)
+    if plan is not None and reached and max(reached) >= len(kept):
+        raise RuntimeError(f"the trainer reads train row {max(reached)}, beyond the {len(kept)} planned")
+    if cache_dir is None:
+        return {}
+    log(f"reference log-probs {how} in {time.time() - t0:.1f}s ({computing:.1f}s computing): {cache_dir}")
+    return {f"time/reference_{how}_s": time.time() - t0, "time/reference_pass_s": computing}
+
+
+def _rows_kept(trainer, split, plan: Plan | None, pool, columns: tuple[str, ...], log):
+    """(`pool` topped up, the rows the trial reads in order): the planned rows (all without a
+    plan) that tokenising kept; rows TRL dropped are replaced by the next planned ones,
+    tokenised now, and counted in a warning."""
     order = plan.order if plan is not None else range(len(split))
     needed = plan.needed if plan is not None else len(split)
     taken = min(needed, len(order))
-    while True:  # top up for rows tokenising dropped
+    while True:
         index = {r: i for i, r in enumerate(pool[ROW])}
         kept = [r for r in order[:taken] if r in index]
         if len(kept) >= needed or taken >= len(order):
@@ -248,41 +288,7 @@ def read_rows(trainer, split, plan: Plan | None, cache_dir: Path | None, log=pri
             f"warning: {taken - len(kept)} of the first {taken} train rows this trial reads have a prompt of "
             f"max_length={trainer.args.max_length} tokens or more and were skipped"
         )
-    if plan is not None and len(kept) < needed:  # too few rows survive: all of them, in the trainer's own order
-        trainer.args.train_sampling_strategy = plan.strategy
-        plan, kept = None, sorted(kept)
-    kept = kept[:needed]
-
-    how, computing = "loaded", 0.0
-    eval_split = trainer.eval_dataset
-    if cache_dir is not None:
-        values = list(pool[columns[0]])
-        train_todo = [index[r] for r in kept if math.isnan(values[index[r]])]
-        eval_todo = _missing(eval_split, columns[0])
-        if train_todo or eval_todo:
-            todo = {
-                "train": (pool, train_todo, list(pool.select(train_todo)[ROW])),
-                "eval": (eval_split, eval_todo, eval_todo),
-            }
-            cache_dir.parent.mkdir(parents=True, exist_ok=True)
-            computed, computing = _compute_parts(trainer, todo, cache_dir)
-            _write_reference(cache_dir, pool.select(train_todo), eval_split, columns, computed, log)
-            how = "computed"
-        cached = load_reference(cache_dir)  # memory-mapped from disk, as later trials get it
-        pool, eval_split = cached["train"], cached["eval"]
-        index = {r: i for i, r in enumerate(pool[ROW])}
-        trainer.precompute_ref_logps = True  # _compute_loss now reads the columns instead of a reference forward
-    positions = [index[r] for r in kept]
-    if plan is not None:  # stand-ins the sequential sampler never reaches
-        positions += positions[:1] * (len(split) - len(positions))
-    trainer.train_dataset, trainer.eval_dataset = pool.select(positions).remove_columns([ROW]), eval_split
-    reached = rows_reached(trainer)
-    if plan is not None and reached and max(reached) >= len(kept):
-        raise RuntimeError(f"the trainer reads train row {max(reached)}, beyond the {len(kept)} planned")
-    if cache_dir is None:
-        return {}
-    log(f"reference log-probs {how} in {time.time() - t0:.1f}s ({computing:.1f}s computing): {cache_dir}")
-    return {f"time/reference_{how}_s": time.time() - t0, "time/reference_pass_s": computing}
+    return pool, kept[:needed]
 
 
 def _concat(parts: list, more, columns: tuple[str, ...]):
@@ -440,9 +446,10 @@ def _ref_values(trainer, split, rows: list[int]) -> list[list[float]]:
 
 def _with_values(split, columns: tuple[str, ...], new: dict[int, list[float]], by_position: bool = False):
     """`split` with the reference `columns` set from `new` ({row id (ROW), or position: values});
-    NaN where `new` has none."""
+    where `new` has none, the value the split had (NaN if none)."""
     keys = range(len(split)) if by_position else list(split[ROW])
-    values = {c: [math.nan] * len(split) for c in columns}
+    have = columns[0] in split.column_names
+    values = {c: list(split[c]) if have else [math.nan] * len(split) for c in columns}
     for i, key in enumerate(keys):
         for c, v in zip(columns, new.get(key, ()), strict=False):
             values[c][i] = v

@@ -162,10 +162,15 @@ def check_scorer(where: str, scorer: Scorer, import_paths: list[str]) -> None:
 def check_functions(scorers: list[Scorer], import_paths: list[str]) -> None:
     """Import each `module:function` scorer (its module's code runs) and check its keywords:
     what `run` does before anything trains, and `plan --import-scorers` on request; validating
-    a spec never runs user code."""
+    a spec never runs user code. A bad one is a SpecError naming it."""
+    from .errors import SpecError
+
     for i, scorer in enumerate(scorers):
         if scorer.kind == "function":
-            check_scorer(f"judge.scorers[{i}]", scorer, import_paths)
+            try:
+                check_scorer(f"judge.scorers[{i}]", scorer, import_paths)
+            except ScorerError as e:
+                raise SpecError(e.where, str(e)) from None
 
 
 def load_function(source: str, import_paths: list[str], where: str = "judge.scorers"):

@@ -46,6 +46,11 @@ def is_reference(value: Any) -> bool:
     return isinstance(value, str) and REFERENCE.match(value) is not None
 
 
+def _written_out(key: Any, value: Any) -> bool:
+    """Whether `key: value` is a credential given literally (not by reference)."""
+    return is_credential(key) and isinstance(value, str) and bool(value) and not is_reference(value)
+
+
 _RESOLVED: set[str] = set()  # values this process resolved from references: masked wherever they appear
 
 
@@ -62,10 +67,7 @@ def mask(value: Any) -> Any:
     """A copy of `value` for a record: literal credential fields masked at any depth, URI
     passwords masked in every string; references and everything else as written."""
     if isinstance(value, dict):
-        return {
-            k: MASK if is_credential(k) and v and not is_reference(v) and isinstance(v, str) else mask(v)
-            for k, v in value.items()
-        }
+        return {k: MASK if _written_out(k, v) else mask(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(mask(v) for v in value)
     if isinstance(value, str):
@@ -79,7 +81,7 @@ def literal_credentials(value: Any, where: str = "") -> list[str]:
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for k, v in items:
         path = f"{where}.{k}" if where else str(k)
-        if isinstance(v, str) and v and is_credential(k) and not is_reference(v):
+        if _written_out(k, v):
             found.append(path)
         else:
             found += literal_credentials(v, path)

@@ -280,7 +280,7 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
     trainer = trainer_class(
         model=model,
         args=args,
-        train_dataset=prepare.first_rows(train_data, plan, cached) if plan or cache else train_data,
+        train_dataset=train_data if plan is None and cache is None else prepare.first_rows(train_data, plan, cached),
         eval_dataset=eval_data,
         processing_class=tokenizer,
         peft_config=lora,
@@ -289,7 +289,7 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
     if bnb is not None and not cuda:  # before any eval-mode forward (the reference pass below is one)
         disable_bnb_cpu_repack(trainer.model)
     if plan is not None or cache is not None:
-        callbacks[0].timings.update(prepare.read_rows(trainer, train_data, plan, cache))
+        callbacks[0].timings.update(prepare.read_rows(trainer, train_data, plan, cache, cached))
 
     try:
         trainer.train(resume_from_checkpoint=attempt.resume_from)  # adapter, optimizer, schedule, RNG, data position
