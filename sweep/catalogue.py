@@ -22,6 +22,7 @@ import hashlib
 import importlib.metadata
 import inspect
 import json
+import math
 import sys
 import types
 import typing
@@ -147,9 +148,10 @@ def _matches(value: Any, opt: dict[str, Any]) -> tuple[bool, Any]:
             return True, value  # an int stays an int (logging_steps: 5, not 5.0)
         if isinstance(value, str):  # YAML 1.1 reads `5e-4` (no dot) as a string
             try:
-                return True, float(value)
+                number = float(value)
             except ValueError:
                 return False, None
+            return math.isfinite(number), number  # float("nan") parses; no field means it
         return False, None
     if kind == "str":
         return isinstance(value, str), value

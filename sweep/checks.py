@@ -3,21 +3,15 @@ options, the model, the dataset and the resources. Each raises `SpecError` namin
 
 from __future__ import annotations
 
-import re
-import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .catalogue import catalogue, coerce, options
+from .catalogue import catalogue, coerce
 from .errors import SpecError, unknown
 from .families import DPO_LOSS_TYPES, LOSS_TYPES, train_fields
-
-if TYPE_CHECKING:
-    from .spec import DatasetSpec, Resources, SweepSpec
+from .schema import DatasetSpec, SweepSpec
 
 QUANTIZATION_MODES = ("auto", "4bit", "8bit", "none")
-DATASET_FORMATS = ("pairs", "transcript")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 # ---- config field catalogues (from the installed libraries, so they never drift) ----
 
@@ -78,31 +72,12 @@ def check_keys(where: str, raw: dict, allowed: list[str]) -> None:
             raise SpecError(path, unknown("field", key, allowed, None))
 
 
-def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise SpecError("name", f"must be 1-100 letters, digits, '_', '-' or '.', got {name!r}")
-    return name
-
-
-def check_type(where: str, value: Any, typ: type) -> Any:
-    if not isinstance(value, typ):
-        raise SpecError(where, f"expected {typ.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
 def check_mapping(where: str, value: Any) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise SpecError(where, f"must be a mapping of field: value, got {type(value).__name__}")
     return dict(value)
-
-
-def sub_dataclass(where: str, raw: Any, cls: type) -> Any:
-    raw = check_mapping(where, raw)
-    hints = typing.get_type_hints(cls)
-    check_keys(where, raw, list(hints))
-    return cls(**{k: coerce(f"{where}.{k}", v, options(hints[k])) for k, v in raw.items()})
 
 
 def normalise_quantization(q: Any) -> dict[str, Any]:
@@ -204,21 +179,6 @@ def validate_dataset(ds: DatasetSpec) -> None:
             raise SpecError(
                 "dataset.path", unknown("builtin dataset", ds.path, [f"builtin:{d}" for d in BUILTIN_DATASETS], None)
             )
-    if not 0 < ds.eval_fraction < 1:
-        raise SpecError("dataset.eval_fraction", f"must be between 0 and 1, got {ds.eval_fraction}")
-    for name in ("max_train_rows", "max_eval_rows"):
-        value = getattr(ds, name)
-        if value is not None and value < 1:
-            raise SpecError(f"dataset.{name}", f"must be a positive number of rows, got {value}")
-    for target, source in ds.columns.items():
-        if target not in ("prompt", "chosen", "rejected", "system"):
-            raise SpecError(f"dataset.columns.{target}", "can only map to prompt, chosen, rejected or system")
-        if not isinstance(source, str) or not source:
-            raise SpecError(
-                f"dataset.columns.{target}", f"names a column of the dataset, got {type(source).__name__} {source!r}"
-            )
-    if ds.format not in DATASET_FORMATS:
-        raise SpecError("dataset.format", unknown("format", ds.format, DATASET_FORMATS, None))
     if ds.format == "transcript" and "prompt" in ds.columns:
         raise SpecError(
             "dataset.columns.prompt",
@@ -230,13 +190,6 @@ def validate_dataset(ds: DatasetSpec) -> None:
         )
 
 
-def validate_resources(r: Resources) -> None:
-    if not r.cpu > 0:
-        raise SpecError("resources.cpu", f"must be > 0, got {r.cpu}")
-    if r.gpu is not None and r.gpu < 0:
-        raise SpecError("resources.gpu", f"must be >= 0, got {r.gpu}")
-
-
 def validate_judge(spec: SweepSpec) -> None:
     """The judge's settings and scorers (a callable is imported, a reward model's config read),
     and a ranking metric it must produce."""
@@ -244,17 +197,6 @@ def validate_judge(spec: SweepSpec) -> None:
     from . import scorers as scoring
 
     j = spec.judge
-    if j.prompts < 0 or j.max_new_tokens < 1 or j.batch_size < 1:
-        raise SpecError("judge", f"needs prompts >= 0, max_new_tokens >= 1 and batch_size >= 1, got {j}")
-    if j.when not in ("eval", "end"):
-        raise SpecError("judge.when", unknown("value", j.when, ("eval", "end"), None))
-    for key, value in j.generation.items():
-        if key not in judge.GENERATION_FIELDS:
-            raise SpecError(f"judge.generation.{key}", unknown("setting", key, list(judge.GENERATION_FIELDS), None))
-        typ = judge.GENERATION_FIELDS[key]
-        ok = (typ is float and isinstance(value, (int, float))) or isinstance(value, typ)
-        if not ok or (typ is not bool and isinstance(value, bool)):
-            raise SpecError(f"judge.generation.{key}", f"expected {typ.__name__}, got {type(value).__name__} {value!r}")
     if j.prompts and not j.scorers:
         raise SpecError("judge.scorers", "needs at least one scorer, e.g. [builtin:verifiable]")
     try:

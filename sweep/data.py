@@ -19,7 +19,8 @@ import codecs
 import re
 from pathlib import Path
 
-from .spec import DatasetSpec, SpecError
+from .errors import SpecError
+from .schema import DatasetSpec
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}

@@ -219,7 +219,7 @@ def verify(uri: str, run, log=print) -> dict[str, float]:
     """Recompute a finished trial's held-out accuracy and margin from its adapter and the base
     model, log them to its run as `verified_*`, and return {metric: value, "logged_<metric>": ...}."""
     from .data import load_preference_data
-    from .spec import DatasetSpec
+    from .schema import DatasetSpec
     from .tracking import log_metrics
 
     trial = load_trial(uri, run)

@@ -37,16 +37,6 @@ TOTALS = ("score", "win_rate", "length")  # the judge's own metrics; no scorer m
 SCORE, WIN_RATE, LENGTH = (PREFIX + name for name in TOTALS)
 TABLE_DIR = "judge"  # artifact folder of the per-prompt tables
 BASE_TABLE = f"{TABLE_DIR}/base.json"
-# judge.generation's settings and the type each takes (GenerationConfig's); a float also takes a whole number
-GENERATION_FIELDS = {
-    "do_sample": bool,
-    "temperature": float,
-    "top_p": float,
-    "top_k": int,
-    "repetition_penalty": float,
-    "num_beams": int,
-    "seed": int,
-}
 
 
 # ---- generation ---------------------------------------------------------------------------------

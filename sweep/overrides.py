@@ -11,7 +11,7 @@ import copy
 from typing import Any, Iterable
 
 from . import strict_yaml
-from .spec import SpecError
+from .errors import SpecError
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .spec import SweepSpec
+from .schema import SweepSpec
 
 
 def point_of_config(config: dict[str, Any], spec: SweepSpec) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from .judge import SCORE
-from .spec import DEFAULT_METRIC
+from .schema import DEFAULT_METRIC
 
 PROXY, JUDGED = DEFAULT_METRIC, SCORE  # the implicit-reward proxy and the judged generations
 

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from . import tracking
-from .spec import DEFAULT_METRIC
+from .schema import DEFAULT_METRIC
 
 
 class SweepNotFound(LookupError):

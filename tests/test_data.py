@@ -8,7 +8,7 @@ import re
 import pytest
 
 from sweep.data import check_source, load_preference_data, split_transcripts
-from sweep.spec import DatasetSpec, SpecError
+from sweep.spec import DatasetSpec, SpecError, parse_spec
 
 
 def _jsonl(path, rows):
@@ -238,7 +238,5 @@ def test_a_row_that_is_neither_text_nor_messages_names_its_row(tmp_path, bad, co
 
 
 def test_a_mapped_column_is_named_by_a_string():
-    from sweep.checks import validate_dataset
-
-    with pytest.raises(SpecError, match=r"dataset.columns.prompt: names a column of the dataset, got int 5"):
-        validate_dataset(DatasetSpec(columns={"prompt": 5}))
+    with pytest.raises(SpecError, match=r"dataset.columns.prompt: must be a valid string, got int 5"):
+        parse_spec({"name": "x", "dataset": {"columns": {"prompt": 5}}})
