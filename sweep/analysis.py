@@ -46,9 +46,12 @@ def axis_importance(df: pd.DataFrame, axes: list[str], metric: str, mode: str = 
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=float(row[metric])))
     from optuna.distributions import FloatDistribution, IntDistribution
 
-    shares = optuna.importance.get_param_importances(
-        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-    )
+    try:
+        shares = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
+    except RuntimeError:  # "zero total variance in all trees": no split of the axes changes the metric
+        return Importance(empty, f"{metric} varies too little over the finished trials: the axes cannot be told apart")
     rows = []
     for axis, share in shares.items():
         key = (

@@ -185,3 +185,24 @@ def describe(opts: list[dict[str, Any]]) -> str:
         else:
             parts.append(o["name"])
     return " or ".join(dict.fromkeys(parts))
+
+
+def json_schema_of(opts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A field's options as JSON Schema (what an editor completes and checks in YAML)."""
+    schemas = [_option_schema(o) for o in opts]
+    if not schemas or {} in schemas:
+        return {}
+    return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+
+
+def _option_schema(opt: dict[str, Any] | None) -> dict[str, Any]:
+    kind = opt["t"] if opt else "any"
+    simple = {"none": "null", "bool": "boolean", "int": "integer", "float": "number", "str": "string", "dict": "object"}
+    if kind in simple:
+        return {"type": simple[kind]}
+    if kind in ("enum", "literal"):
+        return {"enum": opt["values"]}
+    if kind == "list":  # a lone item is taken too (loss_type: ipo)
+        item = _option_schema(opt["item"])
+        return {"anyOf": [{"type": "array", "items": item}, item]} if item else {"type": "array"}
+    return {}

@@ -7,6 +7,7 @@ the field and what is allowed, and exits 2 without a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import socket
@@ -71,6 +72,19 @@ def cmd_plan(args) -> int:
     elif s.type != "none":
         print(f"scheduler: {s.type}, grace {s.grace_period} eval(s), reduction factor {s.reduction_factor}")
     return EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    """The spec's JSON Schema (for an editor's completion and inline errors), or its field reference."""
+    from .schema_export import field_reference, full_json_schema
+
+    text = field_reference() if args.markdown else json.dumps(full_json_schema(), indent=1)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        _say(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0
 
 
 def cmd_init(args) -> int:
@@ -346,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     overrides(p)
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("schema", help="the spec's JSON Schema, for editors (completion, inline errors)")
+    p.add_argument("--output", "-o", help="write it to this file instead of stdout")
+    p.add_argument("--markdown", action="store_true", help="the field reference (docs/spec.md) instead")
+    p.set_defaults(func=cmd_schema)
 
     def store_options(p, formats=True):
         p.add_argument(

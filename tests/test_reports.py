@@ -196,3 +196,35 @@ def test_readers_of_a_sweep_whose_every_trial_failed_say_so_and_go_on(tmp_path, 
     assert "0/2 finished" in said["status"] and "no_such_module" in said["status"]
     assert said["compare"].strip() == "all_bad has no finished trial to compare"
     assert said["evaluate"].strip() == "all_bad has no finished trial to evaluate"
+
+
+@pytest.mark.parametrize("last", [0.5, 0.5 + 1e-12], ids=["equal", "equal but for rounding"])
+def test_what_mattered_says_the_axes_cannot_be_told_apart_instead_of_crashing(last):
+    """fANOVA raises on metrics with no variance to share out (exactly equal, or equal but for
+    float noise: "zero total variance in all trees"); the report says so in a line."""
+    from sweep.analysis import axis_importance, describe
+
+    df = pd.DataFrame(
+        {"status": ["FINISHED"] * 4, "beta": [0.1, 0.1, 0.5, 0.5], "r": [4, 8, 4, 8], "m": [0.5, 0.5, 0.5, last]}
+    )
+    found = axis_importance(df, ["beta", "r"], "m")
+    assert found.table.empty
+    assert re.search(r"no axis made a difference|the axes cannot be told apart", describe(found)), found.note
+
+
+def test_a_resumed_sweep_whose_points_all_end_equal_exits_0_and_says_so(tmp_path, tiny_model_path):
+    """Four points that train identically (the swept logging interval changes no number), run
+    and then resumed with --retry-failed: both exit 0, and the report says no axis mattered
+    (it once ended the finished sweep with Optuna's RuntimeError, exit 1)."""
+    from .conftest import run_cli, small_spec, write_spec
+
+    spec = small_spec("all_equal", axes={"logging_steps": [1, 2, 3, 4]})
+    spec["train"].update(max_steps=2, eval_steps=2)
+    del spec["train"]["logging_steps"]
+    path = write_spec(tmp_path / "all_equal.yaml", spec)
+    first = run_cli("run", str(path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_cli("run", str(path), "--retry-failed", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Traceback" not in again.stdout + again.stderr
+    assert re.search(r"what mattered: every finished trial has eval_rewards/accuracies = \S+: no axis", again.stdout)
