@@ -38,6 +38,11 @@ def cmd_plan(args) -> int:
         from .scorers import check_functions
 
         check_functions(spec.judge.scorers, spec.import_paths())
+    from .trial import checked_points, config_problem  # TRL's own rules across fields: its configs built
+
+    problem = config_problem(spec, checked_points(spec), cuda=spec.resources.gpu != 0)
+    if problem:
+        raise SpecError(*problem)
     for where, problem in unusable_inputs(spec):  # plan validates specs for elsewhere: a warning, not an error
         print(f"warning: {where}: {problem}", file=sys.stderr)
     print(f"sweep {spec.name}: model {spec.model}, dataset {spec.dataset.path}, ranked by {spec.metric} ({spec.mode})")

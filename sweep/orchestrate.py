@@ -23,15 +23,23 @@ from .outcome import SweepOutcome, finish
 from .points import point_id, point_of_config
 from .progress import LiveView
 from .spec import SpecError, SweepSpec
-from .trial import TrialContext, run_trial
+from .trial import TrialContext, checked_points, config_problem, run_trial
 
 
 def _tune_trial(config: dict, ctx: TrialContext) -> None:
     """Ray Tune entry point: the point comes in as `config`, metrics go out via tune.report."""
+    if ctx.sealed is not None:  # the secrets written out in the spec, from the object store
+        secrets.provide(ray.get(ctx.sealed))
     point = point_of_config(config, ctx.spec)
     checkpoint = tune.get_checkpoint()  # set where a paused (or interrupted) trial resumes
-    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
-        run_trial(ctx, point, report=_report, resume_from=resume_from)
+    try:
+        with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
+            run_trial(ctx, point, report=_report, resume_from=resume_from)
+    except Exception as e:
+        masked = secrets.without_secret_text(e)
+        if masked is not e:
+            raise masked from None
+        raise
 
 
 def _report(metrics: dict, checkpoint_dir: str | None = None) -> None:
@@ -94,22 +102,30 @@ def run_sweep(
         # create Python thread states; a fork at that moment leaves CPython 3.11's child
         # waiting forever on the lock they held (`PyOS_AfterFork_Child`): Ray first.
         cluster.ready(address, verbose)
+        configs = _start_config_check(spec)
     model_path = preflight.prepare(spec, points, log)
     if cluster.address_of(address):
         cluster.ready(address, verbose)
         _check_store_reachable(uri)  # before the store is touched
+        configs = _start_config_check(spec)
     _check_resources_fit(spec)
+    _check_configs(configs, log)
     sections = {"train": spec.train, "lora": spec.lora, "quantization": spec.quantization}
     for where in secrets.literal_credentials(sections):
         log(
-            f"warning: {where}: a credential written in the spec is masked in every record and for the "
-            "trials; write ${env:NAME} (or ${file:PATH}) to have trials receive it"
+            f"warning: {where}: a credential written in the spec (masked in every record); "
+            "keep it out of the file with ${env:NAME} or ${file:PATH}"
         )
     experiment_id, parent_run_id = _open_parent_run(spec, uri, fresh, log)
+    # Tune pickles what trials are given into its folder: secrets written out travel apart, in memory.
+    sealed: dict[str, str] = {}
+    trial_spec, trial_uri = secrets.sealed_spec(_local_paths_absolute(spec), sealed), secrets.seal(uri, sealed, "uri")
+    secrets.provide(sealed)  # this process records failures through the same URI
     ctx = TrialContext(
-        spec=tracking.without_secrets(_local_paths_absolute(spec)),  # Tune pickles what trials get into its folder
+        spec=trial_spec,
         model_path=model_path,
-        tracking_uri=uri,
+        tracking_uri=trial_uri,
+        sealed=ray.put(sealed) if sealed else None,
         experiment_id=experiment_id,
         parent_run_id=parent_run_id,
         trials_dir=str(results_dir / "trials"),
@@ -254,7 +270,8 @@ class _RecordFailures(tune.Callback):
         error_file = getattr(trial, "error_file", None)
         if error_file and Path(error_file).exists():  # Ray's text, its advice on OOM kills included
             with open(folder / tracking.TRIAL_LOG, "a") as log:
-                log.write(f"\n[sweep] Ray's report of this failure:\n{Path(error_file).read_text(errors='replace')}\n")
+                report = secrets.mask_text(Path(error_file).read_text(errors="replace"))
+                log.write(f"\n[sweep] Ray's report of this failure:\n{report}\n")
         (folder / UNRECORDED).write_text(error_line(trial))
         record_failures(self.ctx)
 
@@ -268,11 +285,9 @@ def record_failures(ctx: TrialContext) -> list[str]:
     for pending in sorted(Path(ctx.trials_dir).glob(f"*/{UNRECORDED}")):
         cause = pending.read_text()
         try:
-            run = tracking.running_trial_run(
-                ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, pending.parent.name
-            )
+            run = tracking.running_trial_run(ctx.store_uri(), ctx.experiment_id, ctx.parent_run_id, pending.parent.name)
             if run is not None:
-                tracking.end_run(ctx.tracking_uri, run.info.run_id, "FAILED", cause)
+                tracking.end_run(ctx.store_uri(), run.info.run_id, "FAILED", cause)
         except Exception:
             left.append(cause)
             continue
@@ -292,7 +307,7 @@ def _wait_for_store(ctx: TrialContext, log) -> None:
         left = record_failures(ctx)
     if left:
         what = f"{len(left)} trial failure(s) could not be recorded; run the same command again once it is back"
-        raise tracking.StoreUnreachable.of(ctx.tracking_uri, what)
+        raise tracking.StoreUnreachable.of(ctx.store_uri(), what)
 
 
 def _tuner(
@@ -403,6 +418,41 @@ def _check_resources_fit(spec: SweepSpec) -> None:
         f"a trial asks for {need['CPU']:g} CPU(s) and {need['GPU']:g} GPU(s), but no node of this Ray cluster "
         f"has that many (the most on one node: {most['CPU']:g} CPUs, {most['GPU']:g} GPUs)",
     )
+
+
+CONFIG_CHECK_S = 600  # a worker that cannot import the stack in this long will not train either
+
+
+def _start_config_check(spec: SweepSpec) -> ray.ObjectRef:
+    """Build every point's configs in a Ray worker (see `_check_configs`). Where a node has
+    several GPUs, that worker exits afterwards: importing the stack starts CUDA, which fixes
+    the GPUs a process sees before Ray assigns a trial its own (warm.py)."""
+    several_gpus = any(n.get("Resources", {}).get("GPU", 0) > 1 for n in ray.nodes() if n.get("Alive"))
+    build = _build_configs.options(max_calls=1) if several_gpus else _build_configs
+    return build.remote(secrets.sealed_spec(spec, {}), checked_points(spec), _trial_gpu(spec) > 0)
+
+
+def _check_configs(configs: ray.ObjectRef, log) -> None:
+    """Every point's trainer, LoRA and quantization configs, constructed before any trial
+    starts: a combination TRL, PEFT or transformers refuse (their `__post_init__` rules) is
+    one line and exit 2, not a sweep of FAILED trials. They are built in a Ray worker (the
+    driver never imports TRL), started while the driver prepares the data."""
+    try:
+        problem = ray.get(configs, timeout=CONFIG_CHECK_S)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(configs, force=True)
+        log(f"warning: the trials' configs could not be built within {CONFIG_CHECK_S} s; the trials will say")
+        return
+    except ray.exceptions.RayError as e:  # the worker could not run it (died, or its stack is broken)
+        log(f"warning: the trials' configs could not be checked ({type(e).__name__}); the trials will say")
+        return
+    if problem:
+        raise SpecError(*problem)
+
+
+@ray.remote(num_cpus=0)  # never waits for a trial's resources
+def _build_configs(spec: SweepSpec, points: list[dict], cuda: bool) -> tuple[str, str] | None:
+    return config_problem(spec, points, cuda)
 
 
 def _check_store_reachable(uri: str) -> None:

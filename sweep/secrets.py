@@ -7,6 +7,11 @@ A secret is a credential field's value (a key named exactly `token`, `hub_token`
 `${env:NAME}` or `${file:PATH}`, resolved only where it is used (`resolve`): the reference is
 what is recorded and pickled, and the trial receives the value. Every other value reaches the
 trial and the record exactly as written.
+
+A secret written out (a literal credential, a URI with its password) still reaches the trial
+exactly as written, but never through anything Ray Tune pickles to disk: `seal` swaps it for
+a `${sweep:WHERE}` reference and keeps the value apart, which the driver hands the trials
+through Ray's object store (in memory) and `provide`s to the processes that resolve it.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ CREDENTIAL_FIELDS = frozenset(
     }
 )
 MASK = "<masked>"
-REFERENCE = re.compile(r"^\$\{(env|file):(.+)\}$")
+REFERENCE = re.compile(r"^\$\{(env|file|sweep):(.+)\}$")
 _URI_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+(?=@)", re.IGNORECASE)
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd|token)=)[^&\s]+", re.IGNORECASE)
 
@@ -52,6 +57,7 @@ def _written_out(key: Any, value: Any) -> bool:
 
 
 _RESOLVED: set[str] = set()  # values this process resolved from references: masked wherever they appear
+_PROVIDED: dict[str, str] = {}  # sealed values handed to this process: what ${sweep:WHERE} names
 
 
 def mask_text(text: str) -> str:
@@ -99,6 +105,10 @@ def resolve(value: Any) -> Any:
     if match is None:
         return value
     kind, name = match.groups()
+    if kind == "sweep":
+        if name not in _PROVIDED:
+            raise KeyError(f"${{sweep:{name}}}: the sweep's driver handed this process no such value")
+        return _PROVIDED[name]
     if kind == "env":
         if name not in os.environ:
             raise KeyError(f"${{env:{name}}}: the environment variable {name} is not set where the trial runs")
@@ -108,3 +118,76 @@ def resolve(value: Any) -> Any:
     if len(found) >= 4:  # (shorter values would mask ordinary text)
         _RESOLVED.add(found)
     return found
+
+
+def seal(value: Any, sealed: dict[str, str], where: str) -> Any:
+    """A copy of `value` fit to be pickled: each credential written out, and each string holding
+    a URI's password, replaced by `${sweep:WHERE}`; the values go into `sealed` (see `provide`)."""
+    if isinstance(value, str) and not is_reference(value) and mask_text(value) != value:
+        sealed[where] = value
+        return f"${{sweep:{where}}}"
+    if isinstance(value, dict):
+        return {
+            k: _sealed(where, k, v, sealed) if _written_out(k, v) else seal(v, sealed, f"{where}.{k}")
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [seal(v, sealed, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _sealed(where: str, key: Any, value: str, sealed: dict[str, str]) -> str:
+    sealed[f"{where}.{key}"] = value
+    return f"${{sweep:{where}.{key}}}"
+
+
+def sealed_spec(spec: Any, sealed: dict[str, str]) -> Any:
+    """The spec as trials are given it (Ray Tune pickles that into `results/<sweep>/ray/`): its
+    config sections and tracking URI sealed, its `--set` overrides (recorded by key in the
+    parent run) left out."""
+    import dataclasses
+
+    return dataclasses.replace(
+        spec,
+        train=seal(spec.train, sealed, "train"),
+        lora=seal(spec.lora, sealed, "lora"),
+        quantization=seal(spec.quantization, sealed, "quantization"),
+        tracking=dataclasses.replace(spec.tracking, uri=seal(spec.tracking.uri, sealed, "tracking.uri")),
+        overrides=(),
+    )
+
+
+def provide(sealed: dict[str, str]) -> None:
+    """Make sealed values resolvable in this process (the driver, and each trial once it has
+    them from the object store); like resolved references, they are masked in what it writes."""
+    _PROVIDED.update(sealed)
+    _RESOLVED.update(v for v in sealed.values() if len(v) >= 4 and mask_text(v) == v)  # a URI: its password
+
+
+def mask_file(path: Path) -> None:
+    """Rewrite a log with `mask_text` applied, where it shows a secret (a library's error
+    message may quote a URI with its password, or a value this process resolved)."""
+    try:
+        text = path.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError:
+        return
+    masked = mask_text(text)
+    if masked != text:
+        tmp = path.with_name(path.name + ".masking")
+        tmp.write_bytes(masked.encode("utf-8", "surrogateescape"))
+        os.replace(tmp, path)
+
+
+class MaskedError(RuntimeError):
+    """A trial's error whose text held a secret, raised in its place with the text masked
+    (Ray Tune writes a trial's error into its folder)."""
+
+
+def without_secret_text(e: BaseException) -> BaseException:
+    """`e`, or a MaskedError saying the same where its text (its chain included) shows a secret."""
+    import traceback
+
+    text = "".join(traceback.format_exception(e))
+    if mask_text(text) == text:
+        return e
+    return MaskedError(mask_text(f"{type(e).__name__}: {e}"))

@@ -59,20 +59,6 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def without_secrets(spec):
-    """A copy of `spec` for trials, whose config sections hold no literal credential (Ray Tune
-    pickles what trials receive into `results/<sweep>/ray/`): a `${env:NAME}` reference is kept,
-    and resolved in the trial; a token written out is masked (`run` warns of it)."""
-    import dataclasses
-
-    return dataclasses.replace(
-        spec,
-        train=secrets.mask(spec.train),
-        lora=secrets.mask(spec.lora),
-        quantization=secrets.mask(spec.quantization),
-    )
-
-
 def flat_params(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Params as MLflow strings: credential fields dropped (nested ones and URI passwords
     masked), values cut to MLflow's 6000-character limit."""
@@ -217,7 +203,7 @@ class StoreUnreachable(RuntimeError):
 def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> None:
     c = client(uri)
     if error:
-        c.set_tag(run_id, TAG_ERROR, error[:5000])
+        c.set_tag(run_id, TAG_ERROR, secrets.mask_text(error)[:5000])
     c.set_terminated(run_id, status=status)
 
 

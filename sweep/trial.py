@@ -30,7 +30,7 @@ from .axes import resolved_section
 from .compat.hf_internals import planned_rows_usable, shared_reference_usable
 from .metric_sender import MetricSender
 from .model import uses_cuda
-from .points import point_id
+from .points import point_id, point_label
 from .spec import SweepSpec
 
 FINAL = "sweep/final"  # set in a trial's last report: it has ended (a scheduler must not pause it)
@@ -67,6 +67,11 @@ class TrialContext:
     log_to_file: bool = False  # send the trial's stdout/stderr to <trials_dir>/<trial_id>/trial.log
     import_paths: list[str] | None = None  # where `module:function` scorers are imported from (spec.import_paths())
     gpu: float | None = None  # the share of a GPU each trial holds, as Ray was asked; None: spec.resources.gpu
+    sealed: Any = None  # Ray's ObjectRef of the secrets `secrets.seal` took out of `spec` and `tracking_uri`
+
+    def store_uri(self) -> str | None:
+        """The tracking URI with its credentials (`tracking_uri` may be a sealed reference)."""
+        return secrets.resolve(self.tracking_uri)
 
 
 @dataclasses.dataclass
@@ -126,13 +131,13 @@ def run_trial(
     (out_dir / tracking.TRIAL_CONFIG).write_text(json.dumps(secrets.mask(resolved), indent=2, default=str))
 
     run_id = None
-    if ctx.tracking_uri:
+    if ctx.store_uri():
         try:
-            done = tracking.finished_trial_run(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id)
+            done = tracking.finished_trial_run(ctx.store_uri(), ctx.experiment_id, ctx.parent_run_id, trial_id)
             if done is None:
                 run_id = trial_run.open_run(ctx, family, args, point, trial_id, resume_from, out_dir)
         except Exception as e:
-            raise tracking.StoreUnreachable.of(ctx.tracking_uri, "the trial's run could not be opened", e) from e
+            raise tracking.StoreUnreachable.of(ctx.store_uri(), "the trial's run could not be opened", e) from e
         if done is not None:
             # Finished before the driver was stopped (MLflow knew, Ray's state did not yet):
             # never train a point twice, hand back what it measured.
@@ -142,7 +147,7 @@ def run_trial(
             return metrics
 
     status, reason, stopped_early = "FINISHED", None, False
-    sender = MetricSender(ctx.tracking_uri, run_id, spec.tracking.retry_s) if run_id is not None else None
+    sender = MetricSender(ctx.store_uri(), run_id, spec.tracking.retry_s) if run_id is not None else None
     try:
         with _output_to(log_path if ctx.log_to_file else None):
             print(f"trial {trial_id} (pid {os.getpid()}): {point}", flush=True)
@@ -164,6 +169,7 @@ def run_trial(
                     print(reason if status == "FAILED" else "trial stopped", flush=True)
                 raise
     finally:
+        secrets.mask_file(log_path)  # a library's error may have quoted a secret
         if run_id is not None:
             trial_run.close_run(ctx, run_id, sender, log_path, status, reason, stopped_early)
     if report is not None:
@@ -190,15 +196,17 @@ def _output_to(path: Path | None):
             os.close(saved[0]), os.close(saved[1])
 
 
-def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: bool):
-    """(family, its trainer config, LoraConfig, BitsAndBytesConfig or None) for one point."""
+def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: bool, resolve: bool = True):
+    """(family, its trainer config, LoraConfig, BitsAndBytesConfig or None) for one point.
+    `resolve`: read `${env:NAME}` / `${file:PATH}` references (a trial does, where the values
+    are used; the driver's check of every point leaves them to the trials' nodes)."""
     from peft import LoraConfig
 
     from .families import config_kwargs, family_of
     from .model import precision, quantization_config
 
-    # `${env:NAME}` / `${file:PATH}` references are resolved here, where the values are used.
-    train = {**TRAIN_DEFAULTS, **secrets.resolve(resolved_section(spec, "train", point))}
+    read = secrets.resolve if resolve else (lambda section: section)
+    train = {**TRAIN_DEFAULTS, **read(resolved_section(spec, "train", point))}
     train.update(precision(train, cuda))
     if not cuda:
         train.setdefault("activation_checkpointing", False)  # recompute costs more than it saves on CPU
@@ -214,13 +222,42 @@ def build_configs(spec: SweepSpec, point: dict[str, Any], out_dir: Path, cuda: b
         )
     family = family_of(train.get("loss_type"))
     args = family.config_class()(**config_kwargs(family, train))
-    lora = LoraConfig(**{**LORA_DEFAULTS, **secrets.resolve(resolved_section(spec, "lora", point))})
-    q = {
-        "mode": spec.quantization.get("mode", "auto"),
-        **secrets.resolve(resolved_section(spec, "quantization", point)),
-    }
+    lora = LoraConfig(**{**LORA_DEFAULTS, **read(resolved_section(spec, "lora", point))})
+    q = {"mode": spec.quantization.get("mode", "auto"), **read(resolved_section(spec, "quantization", point))}
     compute_dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
     return family, args, lora, quantization_config(q, cuda, compute_dtype)
+
+
+def checked_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The points whose configs are built before a sweep starts: every grid point, each sampled
+    axis at its first value (its lower bound, or its first choice)."""
+    first = {name: next(iter(sampler.values()))[0] for name, sampler in spec.sampled.items()}
+    return [{**point, **first} for point in spec.points()]
+
+
+def config_problem(spec: SweepSpec, points: list[dict[str, Any]], cuda: bool) -> tuple[str, str] | None:
+    """(field, problem) of the first point whose configs TRL, PEFT or transformers refuse to
+    construct (their own rules across fields, in `__post_init__`), or None. `cuda`: whether
+    the trials train on a GPU; where this process has none (`plan` on a laptop, a CPU head
+    node), the configs are built for the CPU: transformers' device checks belong to the GPU."""
+    import tempfile
+
+    import torch
+
+    cuda = cuda and torch.cuda.is_available()
+
+    with tempfile.TemporaryDirectory() as out:
+        for point in points:
+            try:
+                build_configs(spec, point, Path(out), cuda, resolve=False)
+            except (ValueError, TypeError, KeyError, ImportError) as e:
+                files = [frame.filename for frame in traceback.extract_tb(e.__traceback__)]
+                section = "lora" if any("/peft/" in f for f in files) else "train"
+                section = "quantization" if any("quantization_config" in f for f in files) else section
+                text = " ".join(str(e).split()) or type(e).__name__
+                where = f" (at {point_label(point)})" if point else ""
+                return section, secrets.mask_text(f"{text}{where}")
+    return None
 
 
 def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, float]:
@@ -303,7 +340,7 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
             adapter = str(Path(args.output_dir) / tracking.ADAPTER)
             trainer.model.save_pretrained(adapter)
             if run_id is not None and spec.save == "all":  # `best`: the driver logs the winner's at the end
-                tracking.client(ctx.tracking_uri).log_artifacts(run_id, adapter, tracking.ADAPTER)
+                tracking.client(ctx.store_uri()).log_artifacts(run_id, adapter, tracking.ADAPTER)
     finally:
         warm_model.release_base_model(trainer.model)  # the adapter off; the next trial checks the base first
         if spec.scheduler.pauses:  # ours, not ones the spec asked for: Ray Tune holds the copy it resumes from
@@ -319,7 +356,7 @@ def _log_samples(ctx, run_id, model, tokenizer, pairs) -> None:
     samples = ctx.spec.samples
     prompts = pairs.select(range(min(samples.prompts, len(pairs))))["prompt"]
     table = generate_samples(model, tokenizer, prompts, samples.max_new_tokens)
-    tracking.client(ctx.tracking_uri).log_table(run_id, data=table, artifact_file=tracking.SAMPLES)
+    tracking.client(ctx.store_uri()).log_table(run_id, data=table, artifact_file=tracking.SAMPLES)
 
 
 def _judge(ctx: TrialContext, tokenizer, run_id: str | None):
@@ -334,7 +371,7 @@ def _judge(ctx: TrialContext, tokenizer, run_id: str | None):
         tokenizer,
         cache_dir=cache,
         import_paths=ctx.import_paths or spec.import_paths(),
-        uri=ctx.tracking_uri,
+        uri=ctx.store_uri(),
         run_id=run_id,
         parent_run_id=ctx.parent_run_id,
     )

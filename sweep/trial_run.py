@@ -33,7 +33,7 @@ def open_run(ctx: TrialContext, family, args, point: dict, trial_id: str, resume
     spec = ctx.spec
     run_id = None
     if resume_from is not None:  # paused at a rung (or interrupted): the same run goes on
-        run_id = tracking.reopen_trial_run(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id)
+        run_id = tracking.reopen_trial_run(ctx.store_uri(), ctx.experiment_id, ctx.parent_run_id, trial_id)
     if run_id is None:
         fixed = {
             **{f"train.{k}": v for k, v in spec.train.items()},
@@ -45,9 +45,9 @@ def open_run(ctx: TrialContext, family, args, point: dict, trial_id: str, resume
         fixed["trial.node"] = node_name()
         log_path = str(out_dir / tracking.TRIAL_LOG)
         run_id = tracking.start_trial_run(
-            ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed, log_path
+            ctx.store_uri(), ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed, log_path
         )
-        tracking.client(ctx.tracking_uri).log_artifact(run_id, str(out_dir / tracking.TRIAL_CONFIG))
+        tracking.client(ctx.store_uri()).log_artifact(run_id, str(out_dir / tracking.TRIAL_CONFIG))
     return run_id
 
 
@@ -57,7 +57,7 @@ def close_run(ctx: TrialContext, run_id: str, sender, log_path: Path, status: st
     line (`tracking.StoreUnreachable`): a run that cannot be recorded did not finish."""
     log_to = log_path if ctx.log_to_file else None
     try:
-        c = tracking.client(ctx.tracking_uri)
+        c = tracking.client(ctx.store_uri())
         sender.close()
         if sender.dropped:
             say(sender.summary(), log_to)
@@ -66,9 +66,9 @@ def close_run(ctx: TrialContext, run_id: str, sender, log_path: Path, status: st
             c.log_artifact(run_id, str(log_path))
         if stopped_early:  # KILLED with its last metrics, marked so reports rank it, not as interrupted
             c.set_tag(run_id, tracking.TAG_STOPPED_EARLY, "true")
-        tracking.end_run(ctx.tracking_uri, run_id, status, reason)
+        tracking.end_run(ctx.store_uri(), run_id, status, reason)
     except Exception as e:
-        error = tracking.StoreUnreachable.of(ctx.tracking_uri, "the trial's end was not recorded", e)
+        error = tracking.StoreUnreachable.of(ctx.store_uri(), "the trial's end was not recorded", e)
         say(str(error), log_to)
         if status != "KILLED":  # a stop (scheduler, Ctrl-C) in flight stays a stop
             raise error from e

@@ -30,7 +30,7 @@ def test_settings_named_like_secrets_reach_trials_and_records_as_written(tmp_pat
             judge={"prompts": 4, "scorers": ["builtin:verifiable"], "max_new_tokens": 17},
         )
     )
-    given = tracking.without_secrets(spec)  # what Ray Tune pickles for the trials
+    given = secrets.sealed_spec(spec, {})  # what Ray Tune pickles for the trials
     assert {k: given.train[k] for k in SETTINGS} == SETTINGS and given.lora == spec.lora
     _, args, lora, _ = build_configs(given, {"beta": 0.1}, tmp_path, cuda=False)
     assert args.include_num_input_tokens_seen == "non_padding" and lora.trainable_token_indices == [1, 2]
@@ -67,8 +67,43 @@ def test_credentials_and_uri_passwords_are_masked_and_references_resolved_where_
 def test_a_trial_receives_a_referenced_token_and_records_the_reference(tmp_path, monkeypatch):
     monkeypatch.setenv("SWEEP_TEST_HUB", "hf_fromTheEnvironment123")
     spec = parse_spec(small_spec("s", train={"model_init_kwargs": {"token": "${env:SWEEP_TEST_HUB}"}}))
-    given = tracking.without_secrets(spec)
+    given = secrets.sealed_spec(spec, {})
     assert given.train["model_init_kwargs"] == {"token": "${env:SWEEP_TEST_HUB}"}
     _, args, _, _ = build_configs(given, {"beta": 0.1}, Path(tmp_path), cuda=False)
     assert args.model_init_kwargs["token"] == "hf_fromTheEnvironment123"
     assert "hf_fromTheEnvironment123" not in str(secrets.mask(args.to_dict()))
+
+
+def test_a_trial_receives_secrets_written_out_exactly_and_nothing_pickled_holds_them(tmp_path):
+    """A literal token and a tracking URI's password reach the trial as written, yet the spec
+    and URI Ray Tune pickles hold only `${sweep:...}` references: the values travel apart (the
+    object store) and are masked in whatever the receiving process writes."""
+    import pickle
+
+    token, password = "hf_literalTOKENnotStored42", "pw-NOTstored-77"
+    spec = parse_spec(
+        small_spec(
+            "s",
+            train={"model_init_kwargs": {"token": token, "revision": "main"}},
+            tracking={"uri": f"postgresql://sweep:{password}@db:5432/mlflow"},
+        )
+    )
+    sealed: dict[str, str] = {}
+    given = secrets.sealed_spec(spec, sealed)
+    uri = secrets.seal(f"http://sweep:{password}@head:5000", sealed, "uri")
+    pickled = pickle.dumps((given, uri))
+    assert token.encode() not in pickled and password.encode() not in pickled
+    assert given.train["model_init_kwargs"] == {"token": "${sweep:train.model_init_kwargs.token}", "revision": "main"}
+    assert uri == "${sweep:uri}" and given.tracking.uri == "${sweep:tracking.uri}"
+    with pytest.raises(KeyError, match="handed this process no such value"):
+        build_configs(given, {"beta": 0.1}, tmp_path, cuda=False)  # a trial not given them says so
+
+    secrets.provide(sealed)  # what a trial does with what the driver put in the object store
+    _, args, _, _ = build_configs(given, {"beta": 0.1}, tmp_path, cuda=False)
+    assert args.model_init_kwargs["token"] == token and secrets.resolve(uri) == f"http://sweep:{password}@head:5000"
+    log = tmp_path / "trial.log"
+    log.write_text(f"loading with token={token}\nAPI request to http://sweep:{password}@head:5000/api failed\n")
+    secrets.mask_file(log)
+    assert token not in log.read_text() and password not in log.read_text() and "<masked>" in log.read_text()
+    error = secrets.without_secret_text(ConnectionError(f"API request to http://sweep:{password}@head:5000 failed"))
+    assert isinstance(error, secrets.MaskedError) and password not in str(error)

@@ -404,15 +404,40 @@ def test_no_number_in_a_spec_is_nan_or_infinite(tmp_path, capsys, change, field)
     assert line.startswith(f"error: {field}: must be a finite number, got "), line
 
 
-def test_a_trial_no_node_can_hold_is_refused_not_waited_for(tmp_path, tiny_model_path):
-    """More CPUs per trial than any node of the (local) cluster has: one line and exit 2, not
-    a sweep waiting for resources forever."""
-    path = write_spec(tmp_path / "big.yaml", small_spec("big", axes={"beta": [0.1]}, resources={"cpu": 512}))
-    proc = run_cli("run", str(path), cwd=tmp_path, timeout=120)
+REFUSED_ONCE_RAY_IS_UP = [
+    # More CPUs per trial than any node of the (local) cluster has: not a sweep waiting forever.
+    ({"resources": {"cpu": 512}}, "resources.cpu: a trial asks for 512 CPU(s) and 0 GPU(s), but no node"),
+    # A combination only TRL's config refuses (its __post_init__): not a sweep of FAILED trials.
+    ({"train": {"load_best_model_at_end": True}}, "train: --load_best_model_at_end requires the save and eval"),
+]
+
+
+@pytest.mark.parametrize("change,says", REFUSED_ONCE_RAY_IS_UP, ids=["no node holds a trial", "TRL refuses the config"])
+def test_what_only_the_cluster_or_the_trainer_can_judge_is_refused_before_any_trial(
+    tmp_path, tiny_model_path, change, says
+):
+    path = write_spec(tmp_path / "s.yaml", small_spec("s", axes={"beta": [0.1, 0.5]}, **change))
+    proc = run_cli("run", str(path), cwd=tmp_path, timeout=180)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("error: resources.cpu: a trial asks for 512 CPU(s) and 0 GPU(s), but no node"), line
+    assert line.startswith(f"error: {says}"), line
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "change,says",
+    [
+        ({"train": {"load_best_model_at_end": True}}, "train: --load_best_model_at_end requires"),
+        ({"lora": {"init_lora_weights": "loftq"}}, "lora: `loftq_config` must be specified"),
+    ],
+)
+def test_plan_builds_every_points_configs(tmp_path, capsys, change, says):
+    """plan constructs each point's TRL and PEFT configs, so their own rules across fields are
+    checked offline too: one line naming the section and the point."""
+    path = write_spec(tmp_path / "s.yaml", small_spec("s", axes={"beta": [0.1, 0.5]}, **change))
+    assert main(["plan", str(path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {says}") and line.endswith("(at beta=0.1)"), line
 
 
 @pytest.mark.parametrize("case,fname,content,change,field,words", BAD_DATA, ids=[c[0] for c in BAD_DATA])

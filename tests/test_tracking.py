@@ -423,15 +423,38 @@ def test_an_authenticated_server_refuses_strangers_and_takes_a_sweep(tmp_path, t
         monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
         with pytest.raises(MlflowException, match="401|nauthori|ermission"):
             MlflowClient(uri).search_experiments()
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-        spec = small_spec("behind_auth", axes={"beta": [0.1]}, tracking={"uri": uri})
-        proc = run_cli("run", str(write_spec(tmp_path / "s.yaml", spec)), cwd=tmp_path)
+        # The sweep sends the password in its tracking URI, and its spec holds a token written
+        # out, one by reference and one given with --set: none of them is stored anywhere.
+        literal, referenced, overridden = (f"{kind}-{uuid.uuid4().hex}" for kind in ("lit", "ref", "set"))
+        monkeypatch.setenv("SWEEP_TEST_REFERENCED", referenced)
+        kwargs = {"token": literal, "extra": {"api_key": "${env:SWEEP_TEST_REFERENCED}"}}
+        spec = small_spec(
+            "behind_auth",
+            axes={"beta": [0.1]},
+            tracking={"uri": f"http://sweeper:{password}@127.0.0.1:{port}"},
+            train={"model_init_kwargs": kwargs},
+        )
+        proc = run_cli(
+            "run",
+            str(write_spec(tmp_path / "s.yaml", spec)),
+            "--set",
+            f"train.model_init_kwargs.extra.password={overridden}",
+            cwd=tmp_path,
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
         (exp,) = [e for e in MlflowClient(uri).search_experiments() if e.name == "behind_auth"]
         runs = MlflowClient(uri).search_runs([exp.experiment_id])
         assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]  # the parent and its trial
+        for run in runs:  # every artifact of both runs: the attached spec, trial_config.json, trial.log
+            MlflowClient(uri).download_artifacts(run.info.run_id, "", str(tmp_path / "downloaded" / run.info.run_id))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert [p for p in written if password.encode() in p.read_bytes()] == []
+    records = [proc.stdout, proc.stderr] + [json.dumps([r.data.params, r.data.tags]) for r in runs]
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "s.yaml"]  # results, ray/, the server's
+    assert any(p.suffix == ".pkl" for p in written)  # Ray Tune's pickled state is among them
+    assert len(list((tmp_path / "downloaded").rglob("*"))) > 3
+    for secret in (password, literal, referenced, overridden):
+        assert [r for r in records if secret in r] == [], secret
+        assert [p for p in written if secret.encode() in p.read_bytes()] == [], secret
