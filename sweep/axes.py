@@ -113,14 +113,6 @@ def _range(spec: SweepSpec, where: str, name: str, kind: str, bounds: Any, seen:
     return [low, high]
 
 
-def describe_axis(kind_args: dict[str, Any]) -> str:
-    kind, args = next(iter(kind_args.items()))
-    if kind == "choice":
-        return "choice of " + ", ".join(map(str, args))
-    lo, hi = args
-    return f"{kind} in [{lo:g}, {hi:g}]"
-
-
 def validate_point(spec: SweepSpec, point: dict[str, Any]) -> None:
     train = resolved_section(spec, "train", point)
     where = point_label(point) or "train"

@@ -23,6 +23,7 @@ import importlib.metadata
 import inspect
 import json
 import math
+import os
 import sys
 import types
 import typing
@@ -66,24 +67,24 @@ def _option(a: Any) -> dict[str, Any]:
 
 
 @functools.cache
-def catalogue() -> dict[str, dict[str, Any]]:
-    """{"families": {family: {field: options}}, "lora": {field: options}, "quantization": {...}}."""
+def catalogue(families: tuple[tuple[str, str], ...]) -> dict[str, dict[str, Any]]:
+    """{"families": {family: {field: options}}, "lora": {field: options}, "quantization": {...}};
+    `families`: (family, "module:ConfigClass") pairs (families.py)."""
     from .builtin import cache_root
-    from .families import FAMILIES
 
     # What the content depends on: the libraries' versions and which config each family reads.
     key = [
         FORMAT,
         sys.version_info[:2],
         [importlib.metadata.version(lib) for lib in LIBRARIES],
-        {name: f.config for name, f in FAMILIES.items()},
+        dict(families),
     ]
     path = cache_root() / f"catalogue-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         pass
-    built = _read_libraries()
+    built = _read_libraries(families)
     text = json.dumps(built)
     if json.loads(text) == built:  # every enum value and literal survives JSON
         try:
@@ -94,18 +95,24 @@ def catalogue() -> dict[str, dict[str, Any]]:
     return built
 
 
-def _read_libraries() -> dict[str, dict[str, Any]]:
+def import_path(path: str) -> Any:
+    """The object a "module:Name" path names."""
+    # trl.experimental warns on import that its APIs may change: we pin TRL, so say it once here.
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _read_libraries(families: tuple[tuple[str, str], ...]) -> dict[str, dict[str, Any]]:
     from peft import LoraConfig
     from transformers import BitsAndBytesConfig
-
-    from .families import FAMILIES
 
     def fields(hints: dict[str, Any]) -> dict[str, list]:
         return {name: options(annotation) for name, annotation in hints.items()}
 
     bnb = inspect.signature(BitsAndBytesConfig.__init__).parameters
     return {
-        "families": {name: fields(typing.get_type_hints(f.config_class())) for name, f in FAMILIES.items()},
+        "families": {name: fields(typing.get_type_hints(import_path(config))) for name, config in families},
         "lora": fields(typing.get_type_hints(LoraConfig)),
         "quantization": fields({n: p.annotation for n, p in bnb.items() if n not in ("self", "kwargs")}),
     }

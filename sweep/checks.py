@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .catalogue import catalogue, coerce
+from .catalogue import coerce
 from .errors import SpecError, unknown
-from .families import DPO_LOSS_TYPES, LOSS_TYPES, train_fields
+from .families import DPO_LOSS_TYPES, LOSS_TYPES, fields_catalogue, train_fields
 from .schema import DatasetSpec, SweepSpec
 
 QUANTIZATION_MODES = ("auto", "4bit", "8bit", "none")
@@ -20,7 +20,8 @@ def config_fields() -> dict[str, dict[str, Any]]:
     """{"train": {field: options}, "lora": {...}, "quantization": {...}} (catalogue.py).
 
     `train` is the union of DPOConfig, KTOConfig, CPOConfig and ORPOConfig (see families.py)."""
-    return {"train": train_fields(), "lora": catalogue()["lora"], "quantization": catalogue()["quantization"]}
+    known = fields_catalogue()
+    return {"train": train_fields(), "lora": known["lora"], "quantization": known["quantization"]}
 
 
 def section_of(field_name: str) -> str | None:
@@ -193,7 +194,6 @@ def validate_dataset(ds: DatasetSpec) -> None:
 def validate_judge(spec: SweepSpec) -> None:
     """The judge's settings and scorers (a callable is imported, a reward model's config read),
     and a ranking metric it must produce."""
-    from . import judge
     from . import scorers as scoring
 
     j = spec.judge
@@ -207,7 +207,7 @@ def validate_judge(spec: SweepSpec) -> None:
     except scoring.ScorerError as e:
         raise SpecError(e.where, str(e)) from None
     names = [s.name for s in scorers]
-    reserved = set(judge.TOTALS)
+    reserved = set(scoring.TOTALS)
     clash = next((n for n in names if names.count(n) > 1 or n in reserved), None)
     if clash:
         raise SpecError(
@@ -216,8 +216,8 @@ def validate_judge(spec: SweepSpec) -> None:
             "give one a `name:` (its metric is eval_judge/<name>)",
         )
     j.scorers = scorers
-    if spec.metric.startswith(judge.PREFIX):
-        produced = [judge.PREFIX + n for n in [*names, *sorted(reserved)]] if j.prompts else []
+    if spec.metric.startswith(scoring.PREFIX):
+        produced = [scoring.PREFIX + n for n in [*names, *sorted(reserved)]] if j.prompts else []
         if spec.metric not in produced:
             raise SpecError(
                 "metric",

@@ -29,8 +29,8 @@ def cmd_plan(args) -> int:
     """Validate a spec offline and list every trial it would run (or the space it samples)."""
     import pandas as pd
 
-    from .axes import describe_axis
     from .model import describe_training
+    from .points import describe_axis
 
     spec = load_spec(args.spec, args.set)
     functions = [sc for sc in spec.judge.scorers if sc.kind == "function"]

@@ -16,10 +16,10 @@ its family's config has (`simpo_gamma` reaches only SimPO/CPO trials).
 from __future__ import annotations
 
 import functools
-import importlib
-import os
 from dataclasses import dataclass
 from typing import Any
+
+from .catalogue import catalogue, import_path
 
 # DPOTrainer loss names in TRL 1.16 (its `_compute_loss`; the config accepts any string and
 # fails only at the first step, so we check up front). tests/test_spec.py checks this list
@@ -53,10 +53,10 @@ class Family:
     uses_reference: bool = True
 
     def config_class(self):
-        return _import(self.config)
+        return import_path(self.config)
 
     def trainer_class(self):
-        return _import(self.trainer)
+        return import_path(self.trainer)
 
 
 FAMILIES = {
@@ -111,11 +111,14 @@ def config_kwargs(family: Family, train: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def family_fields(name: str) -> dict[str, Any]:
-    """{field: options} of one family's config (catalogue.py)."""
-    from .catalogue import catalogue
+def fields_catalogue() -> dict[str, Any]:
+    """What the four configs, LoraConfig and BitsAndBytesConfig accept (catalogue.py)."""
+    return catalogue(tuple((name, f.config) for name, f in FAMILIES.items()))
 
-    return catalogue()["families"][name]
+
+def family_fields(name: str) -> dict[str, Any]:
+    """{field: options} of one family's config."""
+    return fields_catalogue()["families"][name]
 
 
 @functools.cache
@@ -130,10 +133,3 @@ def train_fields() -> dict[str, Any]:
 
 def families_with(field_name: str) -> list[Family]:
     return [f for f in FAMILIES.values() if field_name in family_fields(f.name)]
-
-
-def _import(path: str):
-    # trl.experimental warns on import that its APIs may change: we pin TRL, so say it once here.
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)

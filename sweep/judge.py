@@ -29,11 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from .files import write_atomic
-from .scorers import Scorer, call_scorer, check_scores, columns_of, text_of
+from .scorers import PREFIX, TOTALS, Scorer, call_scorer, check_scores, columns_of, text_of
 
-PREFIX = "eval_judge/"  # per-evaluation metrics of a trial
 BASE_PREFIX = "base_judge/"  # the base model's, on the parent run
-TOTALS = ("score", "win_rate", "length")  # the judge's own metrics; no scorer may take these names
 SCORE, WIN_RATE, LENGTH = (PREFIX + name for name in TOTALS)
 TABLE_DIR = "judge"  # artifact folder of the per-prompt tables
 BASE_TABLE = f"{TABLE_DIR}/base.json"

@@ -35,3 +35,11 @@ def short(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
+
+
+def describe_axis(kind_args: dict[str, Any]) -> str:
+    kind, args = next(iter(kind_args.items()))
+    if kind == "choice":
+        return "choice of " + ", ".join(map(str, args))
+    lo, hi = args
+    return f"{kind} in [{lo:g}, {hi:g}]"

@@ -26,6 +26,10 @@ from typing import Any
 FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
+PREFIX = "eval_judge/"  # a judged trial's metrics: eval_judge/<scorer name>, and the judge's own TOTALS
+TOTALS = ("score", "win_rate", "length")  # the judge's own metrics; no scorer may take these names
+
+
 class ScorerError(ValueError):
     """A scorer that cannot be used; `where` names its place in the spec."""
 

@@ -90,7 +90,7 @@ def start_parent_run(uri: str, experiment_id: str, spec) -> str:
         tags={TAG_SWEEP: spec.name, TAG_KIND: "parent", TAG_FINGERPRINT: spec.fingerprint()},
     )
     params = {"model": spec.model, "dataset": spec.dataset.path, "metric": spec.metric, "mode": spec.mode}
-    from .axes import describe_axis
+    from .points import describe_axis
 
     params["axes"] = ",".join(spec.axis_names())  # axis order, for reports
     params.update({f"axis.{k}": str(v) for k, v in spec.axes.items()})

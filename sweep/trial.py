@@ -21,7 +21,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from .metric_sender import MetricSender
 from .model import uses_cuda
 from .points import point_id, point_label
 from .spec import SweepSpec
+from .trial_run import TrialContext
 
 FINAL = "sweep/final"  # set in a trial's last report: it has ended (a scheduler must not pause it)
 
@@ -51,27 +51,6 @@ LORA_DEFAULTS: dict[str, Any] = {
     "target_modules": "all-linear",
     "task_type": "CAUSAL_LM",
 }
-
-
-@dataclass
-class TrialContext:
-    """What every trial of a sweep shares; built once by the driver (or by hand)."""
-
-    spec: SweepSpec
-    model_path: str | None = None  # resolved `spec.model`; resolved in the trial if None
-    tracking_uri: str | None = None  # None: no MLflow logging
-    experiment_id: str | None = None
-    parent_run_id: str | None = None
-    trials_dir: str | None = None  # where each trial writes its resolved config and log
-    cache_dir: str | None = None  # shared reference log-probs; absolute (Ray runs trials in their own cwd)
-    log_to_file: bool = False  # send the trial's stdout/stderr to <trials_dir>/<trial_id>/trial.log
-    import_paths: list[str] | None = None  # where `module:function` scorers are imported from (spec.import_paths())
-    gpu: float | None = None  # the share of a GPU each trial holds, as Ray was asked; None: spec.resources.gpu
-    sealed: Any = None  # Ray's ObjectRef of the secrets `secrets.seal` took out of `spec` and `tracking_uri`
-
-    def store_uri(self) -> str | None:
-        """The tracking URI with its credentials (`tracking_uri` may be a sealed reference)."""
-        return secrets.resolve(self.tracking_uri)
 
 
 @dataclasses.dataclass

@@ -1,18 +1,38 @@
-"""A trial's MLflow run: opened (or reopened, where a paused trial resumes), its metrics
-stored before a report a scheduler may stop it at, and closed with its status, its log and
-what was dropped. A store that cannot take the opening or the closing after its client's
+"""What every trial is given (`TrialContext`), and a trial's MLflow run: opened (or
+reopened, where a paused trial resumes), its metrics stored before a report a scheduler may
+stop it at, and closed with its status, its log and what was dropped. A store that cannot take the opening or the closing after its client's
 retries fails the trial with one line (`tracking.StoreUnreachable`)."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from . import tracking
+from . import secrets, tracking
+from .schema import SweepSpec
 
-if TYPE_CHECKING:
-    from .trial import TrialContext
+
+@dataclass
+class TrialContext:
+    """What every trial of a sweep shares; built once by the driver (or by hand)."""
+
+    spec: SweepSpec
+    model_path: str | None = None  # resolved `spec.model`; resolved in the trial if None
+    tracking_uri: str | None = None  # None: no MLflow logging
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    trials_dir: str | None = None  # where each trial writes its resolved config and log
+    cache_dir: str | None = None  # shared reference log-probs; absolute (Ray runs trials in their own cwd)
+    log_to_file: bool = False  # send the trial's stdout/stderr to <trials_dir>/<trial_id>/trial.log
+    import_paths: list[str] | None = None  # where `module:function` scorers are imported from (spec.import_paths())
+    gpu: float | None = None  # the share of a GPU each trial holds, as Ray was asked; None: spec.resources.gpu
+    sealed: Any = None  # Ray's ObjectRef of the secrets `secrets.seal` took out of `spec` and `tracking_uri`
+
+    def store_uri(self) -> str | None:
+        """The tracking URI with its credentials (`tracking_uri` may be a sealed reference)."""
+        return secrets.resolve(self.tracking_uri)
 
 
 def stored_first(report, sender, spec):

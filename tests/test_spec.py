@@ -68,21 +68,23 @@ def test_the_cached_catalogue_is_what_the_installed_libraries_say(tmp_path, monk
     """The driver checks specs against a JSON catalogue of the configs' fields; it must hold
     exactly what TRL/PEFT/transformers say, and a damaged cache file is rebuilt."""
     from sweep import catalogue
+    from sweep.families import FAMILIES
 
+    configs = tuple((name, family.config) for name, family in FAMILIES.items())
     monkeypatch.setenv("SWEEP_CACHE", str(tmp_path))
     catalogue.catalogue.cache_clear()
     try:
-        built = catalogue.catalogue()  # read from the libraries, then written
+        built = catalogue.catalogue(configs)  # read from the libraries, then written
         (cached,) = tmp_path.glob("catalogue-*.json")
         catalogue.catalogue.cache_clear()
-        assert catalogue.catalogue() == built == catalogue._read_libraries()
+        assert catalogue.catalogue(configs) == built == catalogue._read_libraries(configs)
         assert set(built["families"]) == {"dpo", "kto", "cpo", "orpo"}
         assert {"beta", "loss_type", "max_length"} <= set(built["families"]["dpo"])
         assert {"r", "lora_alpha", "target_modules"} <= set(built["lora"])
         assert "bnb_4bit_quant_type" in built["quantization"]
         cached.write_text("{not json")
         catalogue.catalogue.cache_clear()
-        assert catalogue.catalogue() == built and json.loads(cached.read_text()) == built
+        assert catalogue.catalogue(configs) == built and json.loads(cached.read_text()) == built
     finally:
         catalogue.catalogue.cache_clear()
 
