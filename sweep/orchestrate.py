@@ -23,7 +23,7 @@ from .outcome import SweepOutcome, finish
 from .points import point_id, point_of_config
 from .progress import LiveView
 from .spec import SpecError, SweepSpec
-from .trial import TrialContext, checked_points, config_problem, run_trial
+from .trial import ConfigCheck, TrialContext, run_trial
 
 
 def _tune_trial(config: dict, ctx: TrialContext) -> None:
@@ -93,6 +93,7 @@ def run_sweep(
     points = spec.points()
     n_trials = spec.num_trials()
     log(f"sweep {spec.name}: {n_trials} trials ({spec.search.method}), model {spec.model}, dataset {spec.dataset.path}")
+    configs = ConfigCheck(spec)  # every point's configs built aside while Ray starts
     # On a cluster, trials may have CUDA where the driver has none: `auto` may quantize there.
     quantized = model.quantizes(spec, cuda=bool(cluster.address_of(address)) or _cuda_here())
     cluster.start(address, verbose, quantized=quantized, warm_workers=cluster.trials_at_once(spec))
@@ -102,14 +103,14 @@ def run_sweep(
         # create Python thread states; a fork at that moment leaves CPython 3.11's child
         # waiting forever on the lock they held (`PyOS_AfterFork_Child`): Ray first.
         cluster.ready(address, verbose)
-        configs = _start_config_check(spec)
     model_path = preflight.prepare(spec, points, log)
     if cluster.address_of(address):
         cluster.ready(address, verbose)
         _check_store_reachable(uri)  # before the store is touched
-        configs = _start_config_check(spec)
     _check_resources_fit(spec)
-    _check_configs(configs, log)
+    problem = configs.result(log)
+    if problem:
+        raise SpecError(*problem)
     sections = {"train": spec.train, "lora": spec.lora, "quantization": spec.quantization}
     for where in secrets.literal_credentials(sections):
         log(
@@ -418,41 +419,6 @@ def _check_resources_fit(spec: SweepSpec) -> None:
         f"a trial asks for {need['CPU']:g} CPU(s) and {need['GPU']:g} GPU(s), but no node of this Ray cluster "
         f"has that many (the most on one node: {most['CPU']:g} CPUs, {most['GPU']:g} GPUs)",
     )
-
-
-CONFIG_CHECK_S = 600  # a worker that cannot import the stack in this long will not train either
-
-
-def _start_config_check(spec: SweepSpec) -> ray.ObjectRef:
-    """Build every point's configs in a Ray worker (see `_check_configs`). Where a node has
-    several GPUs, that worker exits afterwards: importing the stack starts CUDA, which fixes
-    the GPUs a process sees before Ray assigns a trial its own (warm.py)."""
-    several_gpus = any(n.get("Resources", {}).get("GPU", 0) > 1 for n in ray.nodes() if n.get("Alive"))
-    build = _build_configs.options(max_calls=1) if several_gpus else _build_configs
-    return build.remote(secrets.sealed_spec(spec, {}), checked_points(spec), _trial_gpu(spec) > 0)
-
-
-def _check_configs(configs: ray.ObjectRef, log) -> None:
-    """Every point's trainer, LoRA and quantization configs, constructed before any trial
-    starts: a combination TRL, PEFT or transformers refuse (their `__post_init__` rules) is
-    one line and exit 2, not a sweep of FAILED trials. They are built in a Ray worker (the
-    driver never imports TRL), started while the driver prepares the data."""
-    try:
-        problem = ray.get(configs, timeout=CONFIG_CHECK_S)
-    except ray.exceptions.GetTimeoutError:
-        ray.cancel(configs, force=True)
-        log(f"warning: the trials' configs could not be built within {CONFIG_CHECK_S} s; the trials will say")
-        return
-    except ray.exceptions.RayError as e:  # the worker could not run it (died, or its stack is broken)
-        log(f"warning: the trials' configs could not be checked ({type(e).__name__}); the trials will say")
-        return
-    if problem:
-        raise SpecError(*problem)
-
-
-@ray.remote(num_cpus=0)  # never waits for a trial's resources
-def _build_configs(spec: SweepSpec, points: list[dict], cuda: bool) -> tuple[str, str] | None:
-    return config_problem(spec, points, cuda)
 
 
 def _check_store_reachable(uri: str) -> None:

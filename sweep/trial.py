@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,66 @@ def config_problem(spec: SweepSpec, points: list[dict[str, Any]], cuda: bool) ->
                 where = f" (at {point_label(point)})" if point else ""
                 return section, secrets.mask_text(f"{text}{where}")
     return None
+
+
+class ConfigCheck:
+    """`config_problem` for every point of a sweep, in a process of its own started at once:
+    building the configs imports TRL, PEFT and transformers (~9 CPU-s), which a sweep's driver
+    otherwise leaves to its workers, so it runs beside Ray's start-up. Configs are built for
+    this machine's device (for the CPU where it has no CUDA, as in `plan`)."""
+
+    TIMEOUT_S = 600
+
+    def __init__(self, spec: SweepSpec):
+        import pickle
+        import subprocess
+
+        root = str(Path(__file__).resolve().parents[1])  # this copy of sweep, installed or not
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+            "SWEEP_SKIP_BITSANDBYTES": "1",  # it builds BitsAndBytesConfig, loads no model (model.skip_bitsandbytes)
+        }
+        code = "from sweep.trial import ConfigCheck; ConfigCheck.serve()"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        weakref.finalize(self, self.process.kill)  # a sweep that stops first leaves no check behind
+        # The spec sealed (secrets.seal): no secret crosses a pipe, and references stay unresolved.
+        request = pickle.dumps((secrets.sealed_spec(spec, {}), checked_points(spec), spec.resources.gpu != 0))
+        stdin, self.process.stdin = self.process.stdin, None  # written once here; `communicate` reads
+        try:
+            stdin.write(request)
+            stdin.close()
+        except OSError:  # it died at start: `result` says so
+            pass
+
+    @staticmethod
+    def serve() -> None:
+        import pickle
+
+        spec, points, cuda = pickle.loads(sys.stdin.buffer.read())
+        sys.stdout.write(json.dumps(config_problem(spec, points, cuda)))
+
+    def result(self, log) -> tuple[str, str] | None:
+        """(field, problem) of the first point whose configs are refused, or None; where the
+        check itself could not run, a warning, and the trials will say."""
+        import subprocess
+
+        try:
+            out, _ = self.process.communicate(timeout=self.TIMEOUT_S)
+            if self.process.returncode == 0:
+                problem = json.loads(out)
+                return tuple(problem) if problem else None
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        log("warning: the trials' configs could not be checked before the sweep; the trials will say")
+        return None
 
 
 def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, float]:

@@ -416,8 +416,8 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
     assert quantizes(spec(quantization="4bit"), cuda=False)
     assert quantizes(spec(quantization="none", axes={"bnb_4bit_quant_type": ["nf4", "fp4"]}), cuda=False)
 
-    # The driver: `plan` reads PEFT's and transformers' configs without it, where it must
-    # (a new config catalogue: a fresh cache); with the catalogue cached it imports neither.
+    # The driver of `plan` builds every point's configs (PEFT's, transformers', TRL's) without it,
+    # with a new config catalogue (a fresh cache) and a cached one.
     env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_CACHE": str(tmp_path / "cache")}
     for cached in (False, True):
         out = subprocess.run(
@@ -431,7 +431,7 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
         assert out.returncode == 0 and "8 trials" in out.stdout, out.stderr[-2000:]
         imported = imported_modules(out.stderr)
         # (a blocked import is still listed, as one module with nothing under it)
-        assert ("peft" in imported) is not cached and not any(name.startswith("bitsandbytes.") for name in imported)
+        assert "peft" in imported and not any(name.startswith("bitsandbytes.") for name in imported)
 
     # Ray workers, as Tune's get them: importing the trial code imports PEFT, not bitsandbytes.
     # A Ray started without it (`run` starts one as soon as the spec is valid, on a guess
