@@ -242,16 +242,31 @@ def config_problem(spec: SweepSpec, points: list[dict[str, Any]], cuda: bool) ->
 
 class ConfigCheck:
     """`config_problem` for every point of a sweep, in a process of its own started at once:
-    building the configs imports TRL, PEFT and transformers (~9 CPU-s), which a sweep's driver
+    building the configs imports TRL, PEFT and transformers (~8 CPU-s), which a sweep's driver
     otherwise leaves to its workers, so it runs beside Ray's start-up. Configs are built for
-    this machine's device (for the CPU where it has no CUDA, as in `plan`)."""
+    this machine's device (for the CPU where it has no CUDA, as in `plan`). A point whose
+    configs were built before, with the same libraries, is not built again (`REMEMBERED`):
+    a resumed or re-run sweep, or one of a series of like sweeps, starts nothing."""
 
     TIMEOUT_S = 600
+    REMEMBERED = "configs-built.json"  # in builtin.cache_root(): keys of points built without a problem
+    KEEP = 20_000
 
     def __init__(self, spec: SweepSpec):
         import pickle
         import subprocess
 
+        from .cluster import may_have_cuda
+
+        # The spec sealed (secrets.seal): no secret crosses a pipe or reaches a key, references stay unresolved.
+        sealed, cuda = secrets.sealed_spec(spec, {}), spec.resources.gpu != 0
+        points = checked_points(sealed)
+        keys = [_config_key(sealed, p, cuda and may_have_cuda()) for p in points]
+        known = set(self._remembered())
+        todo = [(p, k) for p, k in zip(points, keys) if k not in known]
+        self.keys, self.process = [k for _, k in todo], None
+        if not todo:
+            return
         root = str(Path(__file__).resolve().parents[1])  # this copy of sweep, installed or not
         env = {
             **os.environ,
@@ -267,8 +282,7 @@ class ConfigCheck:
             env=env,
         )
         weakref.finalize(self, self.process.kill)  # a sweep that stops first leaves no check behind
-        # The spec sealed (secrets.seal): no secret crosses a pipe, and references stay unresolved.
-        request = pickle.dumps((secrets.sealed_spec(spec, {}), checked_points(spec), spec.resources.gpu != 0))
+        request = pickle.dumps((sealed, [p for p, _ in todo], cuda))
         stdin, self.process.stdin = self.process.stdin, None  # written once here; `communicate` reads
         try:
             stdin.write(request)
@@ -288,16 +302,64 @@ class ConfigCheck:
         check itself could not run, a warning, and the trials will say."""
         import subprocess
 
+        if self.process is None:
+            return None
         try:
             out, _ = self.process.communicate(timeout=self.TIMEOUT_S)
             if self.process.returncode == 0:
                 problem = json.loads(out)
-                return tuple(problem) if problem else None
+                if problem:
+                    return tuple(problem)
+                self._remember(self.keys)
+                return None
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
         log("warning: the trials' configs could not be checked before the sweep; the trials will say")
         return None
+
+    @classmethod
+    def _path(cls) -> Path:
+        from .builtin import cache_root
+
+        return cache_root() / cls.REMEMBERED
+
+    @classmethod
+    def _remembered(cls) -> list[str]:
+        try:
+            return list(json.loads(cls._path().read_text()))
+        except (OSError, ValueError, TypeError):
+            return []
+
+    @classmethod
+    def _remember(cls, keys: list[str]) -> None:
+        from .files import write_atomic
+
+        kept = list(dict.fromkeys(cls._remembered() + keys))[
+            -cls.KEEP :
+        ]  # sweeps writing at once may lose a key: it is rebuilt
+        try:
+            cls._path().parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(cls._path(), json.dumps(kept))
+        except OSError:
+            pass
+
+
+def _config_key(spec: SweepSpec, point: dict[str, Any], cuda: bool) -> str:
+    """What a point's configs are built from: its sections, sweep's defaults, the libraries."""
+    import hashlib
+    import importlib.metadata
+
+    parts = [
+        [importlib.metadata.version(lib) for lib in ("trl", "peft", "transformers")],
+        cuda,
+        spec.scheduler.pauses,
+        spec.quantization.get("mode"),
+        [resolved_section(spec, s, point) for s in ("train", "lora", "quantization")],
+        TRAIN_DEFAULTS,
+        LORA_DEFAULTS,
+    ]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, float]:

@@ -633,3 +633,23 @@ def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_pat
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["ended.json"]
     write_atomic(path, "new")
     assert path.read_text() == "new"
+
+
+@pytest.mark.integration  # three processes importing the trainers' stack
+def test_a_points_configs_built_once_are_not_built_again(tmp_path, monkeypatch):
+    """`run` builds every point's configs in a process of its own before any trial; a point
+    built before without a problem (same libraries, same sections) is not built again, and a
+    refused one is checked every time."""
+    from sweep.trial import ConfigCheck
+
+    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path / "cache"))
+    good = parse_spec(small_spec("good", axes={"beta": [0.1, 0.5]}))
+    first = ConfigCheck(good)
+    assert first.process is not None and first.result(print) is None
+    assert ConfigCheck(good).process is None  # both points remembered
+    wider = ConfigCheck(parse_spec(small_spec("wider", axes={"beta": [0.1, 0.5, 0.9]})))
+    assert len(wider.keys) == 1 and wider.result(print) is None  # only the new point is built
+    bad = ConfigCheck(parse_spec(small_spec("bad", axes={"beta": [0.1]}, train={"load_best_model_at_end": True})))
+    field, problem = bad.result(print)
+    assert field == "train" and "--load_best_model_at_end requires" in problem
+    assert bad.keys and not set(bad.keys) & set(ConfigCheck._remembered())  # checked again next time
