@@ -61,10 +61,16 @@ def test_seeds_repeat_every_point_and_the_report_gives_intervals_and_a_verdict(s
     assert "over seeds: mean, std, 95% confidence interval" in proc.stdout and verdict in proc.stdout
 
 
+# A rerun's metrics may differ from the sweep's in their last bits where the BLAS kernels
+# depend on memory layout (a warm worker's allocations are not a fresh one's); docs/spec.md.
+REPRODUCED_RTOL, REPRODUCED_ATOL = 1e-4, 1e-7
+
+
 def test_a_point_rerun_in_a_fresh_process_gives_the_same_metrics(seeded, tmp_path):
     """One point of the seeded sweep, run again by `sweep run` in a folder of its own (its own
-    Ray, its own caches, alone instead of beside five other trials): bit-identical metrics on
-    CPU. The seed still matters (LoRA's initial weights, data order)."""
+    Ray, its own caches, a fresh worker instead of a warm one): the same metrics on CPU to
+    REPRODUCED_RTOL, the tolerance docs/spec.md states. The seed still matters (LoRA's initial
+    weights, data order): another seed moves the margins by far more than that."""
     import pandas as pd
 
     cwd, _ = seeded
@@ -76,9 +82,11 @@ def test_a_point_rerun_in_a_fresh_process_gives_the_same_metrics(seeded, tmp_pat
     metrics = [c for c in again.columns if not any(t in c for t in timing)]
     assert {"loss", "eval_loss", "eval_rewards/margins", "seed"} <= set(metrics) and len(again) == 1
     same_point = sweep[(sweep["beta"] == 0.5) & (sweep["seed"] == 1)].reset_index(drop=True)
-    pd.testing.assert_frame_equal(same_point[metrics], again[metrics], check_exact=True)
-    by_seed = sweep[sweep["beta"] == 0.5].set_index("seed")
-    assert by_seed.loc[0, "eval_rewards/margins"] != by_seed.loc[1, "eval_rewards/margins"]
+    pd.testing.assert_frame_equal(
+        same_point[metrics], again[metrics], check_exact=False, rtol=REPRODUCED_RTOL, atol=REPRODUCED_ATOL
+    )
+    margins = sweep[sweep["beta"] == 0.5].set_index("seed")["eval_rewards/margins"]
+    assert abs(margins[0] - margins[1]) > 100 * (REPRODUCED_RTOL * abs(margins[1]) + REPRODUCED_ATOL)
 
 
 def test_evaluate_recomputes_logged_metrics_and_names_a_trial_whose_adapter_changed(seeded, seeded_report):

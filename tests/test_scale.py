@@ -296,7 +296,7 @@ def _browser(p):
     if not shutil.which("chromium"):
         if os.environ.get("SWEEP_ALLOW_NO_BROWSER") != "1":
             pytest.fail(
-                "Debian's chromium is not installed (apt-get install chromium; .ci/run installs it); "
+                "Debian's chromium is not installed (the README's set-up: sudo apt-get install chromium); "
                 "set SWEEP_ALLOW_NO_BROWSER=1 to skip the browser tests where they cannot run"
             )
         pytest.skip("no chromium, and SWEEP_ALLOW_NO_BROWSER=1")

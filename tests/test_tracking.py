@@ -9,7 +9,6 @@ import http.server
 import json
 import os
 import pickle
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from sweep.spec import parse_spec
 from sweep.trial import TrialContext, run_trial
 
 from .conftest import REPO, SweepServer, run_cli, small_spec, write_spec
+from .postgres import local_postgres
 
 LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
 # What an overloaded MLflow store answers (SQLAlchemy's pool in front of sqlite): a 400 that
@@ -233,26 +233,14 @@ def test_a_full_disk_is_named_whichever_write_hit_it():
 
 @pytest.fixture(scope="session")
 def postgres_uri():
-    """A PostgreSQL database for the tests: $SWEEP_TEST_POSTGRES_URI, else one scripts/postgres.sh
-    makes (Debian's PostgreSQL; needs root). A cluster this fixture started, it stops."""
+    """A PostgreSQL database for the tests: $SWEEP_TEST_POSTGRES_URI, else a server of this
+    session's own from the `pgserver` wheel's binaries (tests/postgres.py), stopped at its end."""
     uri = os.environ.get("SWEEP_TEST_POSTGRES_URI")
     if uri:
         yield uri
         return
-    if os.geteuid() != 0 or not shutil.which("pg_lsclusters"):
-        if os.environ.get("SWEEP_ALLOW_NO_POSTGRES") == "1":
-            pytest.skip("no PostgreSQL, and SWEEP_ALLOW_NO_POSTGRES=1")
-        pytest.fail(
-            "PostgreSQL tests need $SWEEP_TEST_POSTGRES_URI or root with Debian's postgresql "
-            "(sudo scripts/postgres.sh prints a URI; .ci/run does this); SWEEP_ALLOW_NO_POSTGRES=1 skips them"
-        )
-    was_online = "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
-    made = subprocess.run([str(REPO / "scripts" / "postgres.sh"), "sweep_test"], capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr
-    yield made.stdout.strip()
-    if not was_online:
-        # stop what we started: the newest version's cluster, the one the script chose
-        subprocess.run(["pg_ctlcluster", sorted(os.listdir("/usr/lib/postgresql"))[-1], "main", "stop"], check=True)
+    with local_postgres() as uri:
+        yield uri
 
 
 @pytest.mark.integration
@@ -262,7 +250,7 @@ def test_a_sweep_through_a_postgres_backed_server_down_15_s_loses_nothing(tmp_pa
     same port 15 s later.
     `save: best` keeps exactly one adapter, the best trial's, on disk and in MLflow."""
     server = SweepServer(tmp_path / "server", postgres_uri).start()
-    name = f"pg_{uuid.uuid4().hex[:8]}"  # the database outlives the test
+    name = f"pg_{uuid.uuid4().hex[:8]}"  # a database of $SWEEP_TEST_POSTGRES_URI outlives the test
     spec = small_spec(
         name,
         axes={"beta": [0.05, 0.1, 0.3, 0.9]},
