@@ -1,7 +1,7 @@
 """Does a short sweep's cost follow its steps, not its dataset? Run by hand, not in CI:
 
     python benchmarks/data_scale.py                  # ~10 min on 2 cores; writes benchmarks/data_scale.json
-    python benchmarks/data_scale.py --render         # docs/benchmarks.md's table again from the JSON
+    python benchmarks/data_scale.py --render         # docs/benchmarks.md's table again from the JSON (benchmarks/render.py)
 
 The same 2-trial sweep (beta 0.1 and 0.5, 5 steps of batch 8: 40 train pairs per trial) on
 local .jsonl files of 2k, 20k and 200k pairs of the builtin layout (the builtin rows repeated,
@@ -33,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).with_suffix(".json")
-DOC = REPO / "docs" / "benchmarks.md"
+DOC_NAME = "docs/benchmarks.md"
 BEFORE = "e43e17b"  # the last commit whose trials tokenised every train row
 SIZES = (2_000, 20_000, 200_000)
 TARGET = 1.3  # 200k-pair wall / 2k-pair wall, after
@@ -167,17 +167,6 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-BEGIN, END = "<!-- data_scale.json: begin -->", "<!-- data_scale.json: end -->"
-
-
-def rendered_doc(results: dict) -> str:
-    """docs/benchmarks.md with the section between BEGIN and END rendered from `results`."""
-    text = DOC.read_text()
-    head, rest = text.split(BEGIN)
-    _, tail = rest.split(END)
-    return f"{head}{BEGIN}\n{render(results)}\n{END}{tail}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default=BEFORE, help="the git revision to compare with")
@@ -213,7 +202,9 @@ def main() -> None:
             },
         }
         OUT.write_text(json.dumps(results, indent=2) + "\n")
-    DOC.write_text(rendered_doc(json.loads(OUT.read_text())))
+    import render as documents  # benchmarks/render.py: every rendered figure, this table among them
+
+    (REPO / DOC_NAME).write_text(documents.rendered(DOC_NAME))
     print(render(json.loads(OUT.read_text())))
 
 

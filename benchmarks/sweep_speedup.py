@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -327,6 +328,8 @@ def main() -> None:
 
     start_up = "start-up (command to first training step)"
     result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}",
         "grid": AXES,
         "points": len(points()),
         "concurrency": CONCURRENCY,

@@ -68,6 +68,26 @@ def test_plan_with_overrides_is_checked_like_the_file(capsys):
     assert capsys.readouterr().err.startswith("error: --set: expects KEY=VALUE")
 
 
+def test_the_proxy_line_names_each_metrics_winner_or_says_they_agree():
+    """The report's "proxy vs judge" line: Spearman's rho, and the winner of each metric when
+    they differ (the default sweep's proxy picks its worst model), one winner when they agree."""
+    from sweep.statistics import describe_agreement, proxy_vs_judge
+
+    rows = [("a", 0.9, 0.2), ("b", 0.8, 0.5), ("c", 0.7, 0.9), ("d", 0.6, 0.8)]
+    df = pd.DataFrame(
+        [{"trial": t, "status": "FINISHED", "eval_rewards/accuracies": p, "eval_judge/score": j} for t, p, j in rows]
+    )
+    said = describe_agreement(proxy_vs_judge(df))
+    assert (
+        said.splitlines()[1] == "they pick different winners: eval_rewards/accuracies picks a, eval_judge/score picks c"
+    )
+    assert "Spearman rank correlation of eval_rewards/accuracies and eval_judge/score = -0.80" in said
+    df.loc[df["trial"] == "a", "eval_judge/score"] = 1.0
+    assert describe_agreement(proxy_vs_judge(df)).endswith("; both pick a")
+    df.loc[df["trial"] != "a", "status"] = "FAILED"  # fewer than three finished: nothing to compare
+    assert proxy_vs_judge(df) is None
+
+
 def test_importance_finds_the_axis_that_moved_the_metric():
     rows = [
         {"status": "FINISHED", "beta": b, "loss_type": loss, "seed": s, "score": 0.5 + 0.2 * (b == 0.1) + 0.01 * s}
@@ -204,9 +224,14 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
     assert len(cells) >= 5
     (tmp_path / "search_spaces").symlink_to(REPO / "search_spaces")
     keep = textwrap.dedent("""
-        import pickle
+        import pickle, torch
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import load_file
+        saved, on = load_file(f"{adapter_dir}/adapter_model.safetensors"), get_peft_model_state_dict(model)
+        loaded = sorted(saved) == sorted(on) and all(torch.equal(saved[k], on[k].cpu()) for k in saved)
         pickle.dump({"trials": trials, "steps": steps, "best": (best.trial, best.point, best.metrics, str(adapter_dir)),
-                     "answers": answers, "importance": sweep.importance("beta_grid").table}, open("nb.pkl", "wb"))
+                     "answers": answers, "importance": sweep.importance("beta_grid").table,
+                     "loaded": (loaded, type(tokenizer).__name__)}, open("nb.pkl", "wb"))
     """)
     proc = subprocess.run(
         [sys.executable, "-c", "\n".join(cells) + keep],
@@ -235,6 +260,7 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
     assert best_trial == csv.iloc[0]["trial"] and metrics["eval_judge/score"] == csv.iloc[0]["eval_judge/score"]
     assert point == {"loss_type": csv.iloc[0]["loss_type"], "beta": csv.iloc[0]["beta"]}
     assert (REPO / adapter_dir / "adapter_config.json").exists()
+    assert nb["loaded"][0] and "Tokenizer" in nb["loaded"][1]  # best.load(): the base with that adapter on top
     assert len(nb["answers"]) == 100 and set(nb["answers"]["outcome"]) <= {"win", "tie", "loss"}
     assert sorted(nb["importance"]["axis"]) == ["beta", "loss_type"]
 
@@ -246,3 +272,15 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
     assert best["eval_judge/score"] >= base + 0.15 and best["eval_judge/win_rate"] >= 0.6
     assert worst["eval_judge/score"] <= best["eval_judge/score"] - 0.1
     assert best["eval_judge/length"] < parents[0].data.metrics["base_judge/length"]
+    # the report's proxy line names each metric's winner as the table ranks them
+    proxies = set(csv["trial"][csv["eval_rewards/accuracies"] == csv["eval_rewards/accuracies"].max()])
+    found = re.search(
+        r"; both pick (\S+)|\nthey pick different winners: eval_rewards/accuracies picks (\S+), "
+        r"eval_judge/score picks (\S+)\n",
+        proc.stdout,
+    )
+    assert found, proc.stdout[-3000:]
+    if found[1]:
+        assert found[1] == best["trial"] and found[1] in proxies, found[0]
+    else:
+        assert found[2] in proxies and found[2] != best["trial"] and found[3] == best["trial"], found[0]

@@ -68,3 +68,12 @@ def test_the_spec_schema_imports_nothing_of_sweep():
 def test_a_circle_is_found_where_there_is_one():
     """The search itself: a graph with a circle through three modules is caught."""
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_every_test_has_a_time_limit(request):
+    """One that hangs fails at its limit with its stack (pytest-timeout) instead of holding CI
+    for its 90 minutes: tests/conftest.py gives each collected test its tier's limit."""
+    assert request.config.pluginmanager.hasplugin("timeout")
+    items = request.session.items
+    assert request.node in items  # what was collected, this test among them
+    assert [i.nodeid for i in items if i.get_closest_marker("timeout") is None] == []

@@ -1,0 +1,163 @@
+"""Every measured figure the README and docs/benchmarks.md quote, rendered from the benchmark JSON:
+
+    python benchmarks/render.py           # rewrite each rendered region from its JSON
+    python benchmarks/render.py --check   # exit 1 naming each region that differs (tests/test_docs.py)
+
+A region is the text between `<!-- NAME.json: begin -->` and `<!-- NAME.json: end -->`; RENDERERS
+says which function renders NAME's JSON in which document. Each rendering carries the date, the
+machine and the repeats of its measurement: CPU figures hold for that machine, not every CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import data_scale  # noqa: E402  (a sibling script: its table is its own)
+
+
+def _range(values) -> str:
+    values = list(values)
+    return f"{min(values):.2f}–{max(values):.2f}×"
+
+
+def _agreement(d: dict) -> str:
+    worst = max(d["detail"]["max_abs_diff"].values())
+    agree = "agree" if d["metrics_agree"] else "DISAGREE"
+    return (
+        "identical" if worst == 0 and d["metrics_agree"] else f"{agree} (max |diff| {worst:.1e} in the median repeat)"
+    )
+
+
+def speedup_readme(d: dict) -> str:
+    """The README's speed table: the median repeat's walls and speed-up, every repeat's range."""
+    m = d["detail"]
+    speedups = [e["speedup"] for e in d["each"]]
+    return "\n".join(
+        [
+            f"| {d['machine']} CPU, {d['date']}, embedded default, {d['points']}-point grid "
+            "(`python benchmarks/sweep_speedup.py`) | naive (one `trl` process per point) | `sweep run` |",
+            "| --- | --- | --- |",
+            f"| wall time, the median of {d['repeats']} alternated repeats | {m['naive_wall_s']:.0f} s "
+            f"| {m['sweep_wall_s']:.0f} s: {m['speedup']:.2f}× ({_range(speedups)} over the repeats) |",
+            f"| final loss, rewards/margins, rewards/accuracies | | {_agreement(d)} on all {d['points']} trials |",
+        ]
+    )
+
+
+SCHEDULER_ROWS = {
+    "asha": "`asha` (rungs at 15-step evals)",
+    "asha_fine": "`asha`, rungs every 5 steps",
+    "asha_steps_as_resource": "`asha`, steps as the resource",
+    "halving": "`halving`",
+    "halving_steps_as_resource": "`halving`, steps as the resource",
+}
+
+
+def _point(p: dict) -> str:
+    return f"{p['loss_type']}/{p['beta']:g}/{p['learning_rate']:g}" + (f"/{p['max_steps']}" if "max_steps" in p else "")
+
+
+def speedup_docs(d: dict) -> str:
+    """docs/benchmarks.md's latest run: each repeat, the median repeat's phases, KTO, the schedulers."""
+    each, m = d["each"], d["detail"]
+    rows = {
+        "naive wall": [f"{e['naive_wall_s']:.1f} s" for e in each],
+        "`sweep run` wall": [f"{e['sweep_wall_s']:.1f} s" for e in each],
+        "speed-up": [f"{e['speedup']:.2f}×" for e in each],
+        "efficiency (lower bound / sweep)": [f"{e['efficiency']:.2f}" for e in each],
+        "start-up to the first training step": [f"{e['start_up_s']:.1f} s" for e in each],
+    }
+    phases, naive = list(m["sweep_phases_s"].values()), m["naive_phases_s_summed"]
+    lines = [
+        f"`python benchmarks/sweep_speedup.py --repeats {d['repeats']}` ({d['date']}, {d['machine']}; "
+        f"{d['points']} points, {d['concurrency']} at a time):",
+        "",
+        "| | " + " | ".join(f"repeat {i + 1}" for i in range(len(each))) + " |",
+        "| --- |" + " --- |" * len(each),
+        *(f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()),
+        "",
+        f"Speed-up median {statistics.median(e['speedup'] for e in each):.2f}× ({_range(e['speedup'] for e in each)}). "
+        f"Final loss, rewards/margins and rewards/accuracies: {_agreement(d)} on all {d['points']} trials. "
+        f"The median repeat's phases: start-up {phases[0]:.1f} s, one reference pass {phases[1]:.1f} s, "
+        f"per-trial set-up {phases[2]:.1f} s summed, policy-only training {phases[3]:.1f} s summed, "
+        f"orchestration {phases[4]:.1f} s; the naive runs spent {naive['start-up']:.1f} s summed on start-up "
+        f"and {naive['training (with inline reference)']:.1f} s on training with the reference inline.",
+    ]
+    if "kto" in d:
+        k = d["kto"]
+        lines += [
+            "",
+            f"KTO, reference shared vs inline: {k['step_s_median']['shared']:.4f} vs "
+            f"{k['step_s_median']['inline']:.4f} s/step ({k['step_speedup']:.2f}×), metrics within "
+            f"{max(k['max_abs_diff'].values()):.1e}.",
+        ]
+    measured = [name for name in SCHEDULER_ROWS if name in d]
+    if measured:
+        best = d["full_grid_best"]
+        lines += [
+            "",
+            f"Early stopping on the same grid, ranked by `eval_rewards/accuracies` (the grid's best: "
+            f"{_point(best)}, {d['full_grid_best_metric']:.3f}), run once each:",
+            "",
+            "| scheduler | share of the grid's steps | found | regret |",
+            "| --- | --- | --- | --- |",
+            *(
+                f"| {SCHEDULER_ROWS[n]} | {d[n]['steps_fraction']:.1%} | {_point(d[n]['best'])} | {d[n]['regret']:g} |"
+                for n in measured
+            ),
+        ]
+    return "\n".join(lines)
+
+
+# NAME.json -> {document: its rendering}
+RENDERERS: dict[str, dict[str, Callable[[dict], str]]] = {
+    "sweep_speedup.json": {"README.md": speedup_readme, "docs/benchmarks.md": speedup_docs},
+    "data_scale.json": {"docs/benchmarks.md": data_scale.render},
+}
+
+
+def rendered(document: str) -> str:
+    """`document` (a path under the repository) with each of its regions rendered from its JSON."""
+    text = (REPO / document).read_text()
+    for name, by_doc in RENDERERS.items():
+        if document not in by_doc:
+            continue
+        begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+        if text.count(begin) != 1 or text.count(end) != 1:
+            raise ValueError(f"{document} must hold exactly one {begin} ... {end} region")
+        body = by_doc[document](json.loads((REPO / "benchmarks" / name).read_text()))
+        text = re.sub(
+            re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{body}\n{end}", text, flags=re.DOTALL
+        )
+    return text
+
+
+def documents() -> list[str]:
+    return sorted({doc for by_doc in RENDERERS.values() for doc in by_doc})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a document differs")
+    args = parser.parse_args()
+    stale = [doc for doc in documents() if rendered(doc) != (REPO / doc).read_text()]
+    if args.check:
+        for doc in stale:
+            print(f"{doc}: a figure differs from its benchmark JSON; run python benchmarks/render.py", file=sys.stderr)
+        sys.exit(1 if stale else 0)
+    for doc in stale:
+        (REPO / doc).write_text(rendered(doc))
+        print(f"rendered {doc}")
+
+
+if __name__ == "__main__":
+    main()
