@@ -199,6 +199,18 @@ class SweepServer:
         assert line == f"MLFLOW_TRACKING_URI={self.uri}", line + log.read_text()[-2000:]
         return self
 
+    def listening(self) -> set[tuple[str, int]]:
+        """(address, port) of every socket the server's processes listen on."""
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        return {
+            (c.laddr.ip, c.laddr.port)
+            for p in (root, *root.children(recursive=True))
+            for c in p.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
         assert self.proc.wait(timeout=30) == 0

@@ -657,3 +657,42 @@ def test_a_points_configs_built_once_are_not_built_again(tmp_path, monkeypatch):
     field, problem = bad.result(print)
     assert field == "train" and "--load_best_model_at_end requires" in problem
     assert bad.keys and not set(bad.keys) & set(ConfigCheck._remembered())  # checked again next time
+
+
+def test_a_randint_axis_draws_both_of_its_ends():
+    """`r: {randint: [4, 5]}` includes 5: Ray Tune's upper bound is exclusive, the spec's is not."""
+    from sweep.orchestrate import param_space
+
+    spec = small_spec("ends", axes={"r": {"randint": [4, 5]}}, search={"method": "random", "num_samples": 2})
+    drawn = param_space(parse_spec(spec))["r"].sample(size=200)
+    assert set(drawn) == {4, 5}
+
+
+def test_null_in_an_override_clears_the_field_and_overrides_change_the_fingerprint(tmp_path):
+    """`--set judge=null` takes the section out (the default applies); a sweep run with other
+    overrides is another sweep (resuming it needs the same ones: the fingerprint says so)."""
+    spec = small_spec("cleared", judge={"prompts": 8, "scorers": ["builtin:verifiable"]})
+    path = write_spec(tmp_path / "c.yaml", spec)
+    assert load_spec(path).judge.prompts == 8
+    assert load_spec(path, ["judge=null"]).judge.prompts == 0  # the default: no judge
+    assert load_spec(path, ["train.max_length=null"]).train.get("max_length") is None
+    plain, shorter = load_spec(path).fingerprint(), load_spec(path, ["train.max_steps=5"]).fingerprint()
+    assert shorter != plain and load_spec(path, ["train.max_steps=5"]).fingerprint() == shorter
+    assert load_spec(path, ["train.max_steps=12"]).fingerprint() == plain  # the value, not the act of overriding
+
+
+def test_loss_type_cpo_is_cpos_sigmoid_loss_with_behaviour_cloning_and_simpo_is_without(tmp_path):
+    """`cpo` trains CPOTrainer's sigmoid loss with its `cpo_alpha` BC term; `simpo` is CPO's
+    simpo loss with `cpo_alpha: 0` unless the spec sets it."""
+    from sweep.trial import build_configs
+
+    spec = parse_spec(small_spec("cpo", axes={"loss_type": ["cpo", "simpo"]}))
+    family, config, _, _ = build_configs(spec, {"loss_type": "cpo"}, tmp_path, cuda=False)
+    assert (family.name, type(config).__name__, config.loss_type, config.cpo_alpha) == (
+        "cpo",
+        "CPOConfig",
+        "sigmoid",
+        1.0,
+    )
+    family, config, _, _ = build_configs(spec, {"loss_type": "simpo"}, tmp_path, cuda=False)
+    assert (family.name, config.loss_type, config.cpo_alpha) == ("cpo", "simpo", 0.0)

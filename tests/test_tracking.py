@@ -318,8 +318,10 @@ def test_a_server_down_longer_than_the_retries_fails_the_trials_with_one_clear_l
     """The server goes away while two trials train and stays away past their `retry_s` and the
     HTTP client's retries: each trial fails with "tracking server unreachable" in one line (no
     hang, no MLflow traceback on the console). The driver waits up to `retry_s` for the store
-    at the end; back by then, it records both runs FAILED with that cause and exits 1."""
+    at the end; back by then, it records both runs FAILED with that cause and exits 1.
+    `sweep server` without --host listens on loopback only."""
     server = SweepServer(tmp_path / "server").start()
+    assert server.listening() == {("127.0.0.1", server.port)}
     spec = small_spec(
         "unreachable",
         tracking={"uri": server.uri, "retry_s": 8},
@@ -385,7 +387,9 @@ def test_a_server_others_can_reach_needs_credentials(command, tmp_path, monkeypa
 def test_an_authenticated_server_refuses_strangers_and_takes_a_sweep(tmp_path, tiny_model_path, monkeypatch):
     """`sweep server --host 0.0.0.0` with credentials runs MLflow's basic authentication: a
     client without them is refused, a sweep whose trials send them (MLflow's own variables)
-    logs through it, and the password is in no file the server or the sweep wrote."""
+    logs through it, and the password is in no file the server or the sweep wrote. From
+    another folder, `report` and `export` read the sweep there by $MLFLOW_TRACKING_URI and by
+    --tracking-uri."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -436,10 +440,30 @@ def test_an_authenticated_server_refuses_strangers_and_takes_a_sweep(tmp_path, t
         assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]  # the parent and its trial
         for run in runs:  # every artifact of both runs: the attached spec, trial_config.json, trial.log
             MlflowClient(uri).download_artifacts(run.info.run_id, "", str(tmp_path / "downloaded" / run.info.run_id))
+        # Read from another folder (no local results): the store named by $MLFLOW_TRACKING_URI or --tracking-uri.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri}
+        by_env = subprocess.run(
+            [sys.executable, "-m", "sweep", "report", "behind_auth", "--format", "json"],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert by_env.returncode == 0, by_env.stderr[-2000:]
+        assert len(json.loads(by_env.stdout)["trials"]) == 1
+        by_flag = run_cli(
+            "export", "behind_auth", "--tracking-uri", uri, "--out", str(elsewhere / "t.csv"), cwd=elsewhere
+        )
+        assert by_flag.returncode == 0, by_flag.stderr[-2000:]
+        assert list(pd.read_csv(elsewhere / "t.csv")["beta"]) == [0.1]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    records = [proc.stdout, proc.stderr] + [json.dumps([r.data.params, r.data.tags]) for r in runs]
+    records = [proc.stdout, proc.stderr, by_env.stdout, by_env.stderr]
+    records += [json.dumps([r.data.params, r.data.tags]) for r in runs]
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "s.yaml"]  # results, ray/, the server's
     assert any(p.suffix == ".pkl" for p in written)  # Ray Tune's pickled state is among them
     assert len(list((tmp_path / "downloaded").rglob("*"))) > 3
