@@ -3,8 +3,8 @@
     python benchmarks/render.py           # rewrite each rendered region from its JSON
     python benchmarks/render.py --check   # exit 1 naming each region that differs (tests/test_docs.py)
 
-A region is the text between `<!-- NAME.json: begin -->` and `<!-- NAME.json: end -->`; RENDERERS
-says which function renders NAME's JSON in which document. Each rendering carries the date, the
+A region is the text between `<!-- NAME: begin -->` and `<!-- NAME: end -->`; RENDERERS says
+which function renders it, in which document, from which JSON. Each rendering carries the date, the
 machine and the repeats of its measurement: CPU figures hold for that machine, not every CPU.
 """
 
@@ -118,10 +118,64 @@ def speedup_docs(d: dict) -> str:
     return "\n".join(lines)
 
 
-# NAME.json -> {document: its rendering}
+def _trial(t: dict) -> str:
+    return f"{t['loss_type']} beta {t['beta']:g}"
+
+
+def default_sweep_output(d: dict) -> str:
+    """The README's excerpt of what the default sweep prints at its end: the ranked table's first
+    columns, its first and last rows, what mattered, the base model, proxy vs judge."""
+    printed = d["printed_report"]
+    header_at = next(i for i, line in enumerate(printed) if line.lstrip().startswith("status "))
+    header = printed[header_at]
+    cut = header.index("eval_rewards/accuracies") + len("eval_rewards/accuracies")
+    rows = [line[:cut].rstrip() for line in printed[header_at + 1 :] if line.strip()]
+    rows = rows[: len(d["report"]["trials"])]
+    mattered = next(i for i, line in enumerate(printed) if line.startswith("what mattered:"))
+    tail = [line for line in printed[mattered + 1 :] if line.strip()]
+    return "\n".join(
+        [
+            "```",
+            printed[0],
+            "",
+            header[:cut] + "  …",
+            *rows[:3],
+            "…",
+            *rows[-2:],
+            "…",
+            printed[mattered].split(";")[0] + "; …",
+            *tail,
+            "```",
+        ]
+    )
+
+
+def default_sweep_figures(d: dict) -> str:
+    """The README's reading of that output, with the date and machine it was measured on."""
+    r = d["report"]
+    trials = [t for t in r["trials"] if t["status"] == "FINISHED"]
+    best, worst = trials[0], trials[-1]  # ranked by the judged score
+    base = r["base_model"]
+    proxy = next(t for t in trials if t["trial"] == r["proxy_vs_judge"]["proxy_best"])
+    rank = trials.index(proxy) + 1
+    return (
+        f"On {d['machine']} ({d['date']}; another CPU may differ in the last digits) the sweep took "
+        f"{d['wall_s']:.0f} s. The best trial ({_trial(best)}) scores {best['eval_judge/score']:.3g} against the "
+        f"base model's {base['base_judge/score']:.3g} and wins {best['eval_judge/win_rate']:.0%} of the prompts "
+        f"(ties half) with answers of {best['eval_judge/length']:.3g} tokens to the base's "
+        f"{base['base_judge/length']:.3g}; the worst ({_trial(worst)}) is "
+        f"{best['eval_judge/score'] - worst['eval_judge/score']:.3g} below it. The proxy, held-out reward "
+        f"accuracy, would have picked {_trial(proxy)}: {rank} of {len(trials)} by what it says."
+    )
+
+
+# A region `<!-- NAME: begin -->` ... `<!-- NAME: end -->` -> {document: its rendering}; its
+# JSON is benchmarks/NAME up to a `#` (one JSON may render several regions of a document).
 RENDERERS: dict[str, dict[str, Callable[[dict], str]]] = {
     "sweep_speedup.json": {"README.md": speedup_readme, "docs/benchmarks.md": speedup_docs},
     "data_scale.json": {"docs/benchmarks.md": data_scale.render},
+    "default_sweep.json#output": {"README.md": default_sweep_output},
+    "default_sweep.json#figures": {"README.md": default_sweep_figures},
 }
 
 
@@ -134,7 +188,7 @@ def rendered(document: str) -> str:
         begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
         if text.count(begin) != 1 or text.count(end) != 1:
             raise ValueError(f"{document} must hold exactly one {begin} ... {end} region")
-        body = by_doc[document](json.loads((REPO / "benchmarks" / name).read_text()))
+        body = by_doc[document](json.loads((REPO / "benchmarks" / name.split("#")[0]).read_text()))
         text = re.sub(
             re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{body}\n{end}", text, flags=re.DOTALL
         )

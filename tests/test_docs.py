@@ -32,6 +32,8 @@ def test_every_measured_figure_in_the_docs_is_the_rendering_of_its_benchmark_jso
     readme = (REPO / "README.md").read_text()
     assert f"| {speedup['machine']} CPU, {speedup['date']}, embedded default" in readme
     assert f"| {speedup['detail']['sweep_wall_s']:.0f} s: {speedup['detail']['speedup']:.2f}×" in readme
+    default = json.loads((REPO / "benchmarks" / "default_sweep.json").read_text())
+    assert default["printed_report"][0] in readme and f"On {default['machine']} ({default['date']};" in readme
     scale = json.loads((REPO / "benchmarks" / "data_scale.json").read_text())
     assert f"| {max(map(int, scale['sizes'])) * 9 // 10:,} |" in (REPO / "docs" / "benchmarks.md").read_text()
 
