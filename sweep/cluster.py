@@ -19,6 +19,7 @@ import contextlib
 import glob
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -26,6 +27,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from .compat import ray_internals
+from .errors import SpecError
 from .startup import restored_env
 
 WARM_PREFIX = "sweep-warm-"  # + the driver's pid: <tmp>/sweep-warm-<pid>-<random>
@@ -151,6 +153,30 @@ start, ready, stop = _RAY.start, _RAY.ready, _RAY.stop
 def address_of(address: str | None) -> str | None:
     """The existing cluster to join, or None for a local instance."""
     return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """The cluster to join answers at its address, or a SpecError says so: `ray.init` retries
+    an address where nothing listens without end. Only HOST:PORT is probed (`auto` and
+    `ray://` addresses are Ray's own to resolve)."""
+    target = address_of(address)
+    if not target or target in ("auto", "local") or "://" in target:
+        return
+    field = "--address" if address else "RAY_ADDRESS"
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise SpecError(
+            field, f"{target!r} is not HOST:PORT (a Ray head's address, e.g. 10.0.0.1:6379), 'auto' or ray://"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        why = f"no answer in {timeout_s:g} s" if isinstance(e, TimeoutError) else (e.strerror or str(e)).lower()
+        raise SpecError(
+            field,
+            f"no Ray cluster answers at {target} ({why}): start one with `ray start --head`, "
+            "or leave --address and $RAY_ADDRESS unset for a local Ray",
+        ) from None
 
 
 def set_auth_mode(address: str | None) -> None:

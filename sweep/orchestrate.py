@@ -93,6 +93,7 @@ def run_sweep(
     points = spec.points()
     n_trials = spec.num_trials()
     log(f"sweep {spec.name}: {n_trials} trials ({spec.search.method}), model {spec.model}, dataset {spec.dataset.path}")
+    cluster.check_reachable(address)  # before anything starts: joining a dead address would wait forever
     configs = ConfigCheck(spec)  # every point's configs built aside while Ray starts
     # On a cluster, trials may have CUDA where the driver has none: `auto` may quantize there.
     quantized = model.quantizes(spec, cuda=bool(cluster.address_of(address)) or _cuda_here())

@@ -24,7 +24,7 @@ from PIL import Image
 
 from sweep.server import free_port
 
-from .conftest import REPO, SweepServer, cli_in_process, mlflow_store, run_cli, small_spec, write_spec
+from .conftest import NO_RAY, REPO, SweepServer, cli_in_process, mlflow_store, run_cli, small_spec, write_spec
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -385,3 +385,18 @@ def test_sweep_ui_shows_the_sweep_in_a_real_browser(grid_sweep, sweeps_dir):
     assert code == 0
     with socket.socket() as s:  # the server is gone with it
         assert s.connect_ex(("127.0.0.1", int(m.group(1)))) != 0
+
+
+def test_an_address_where_no_ray_answers_is_one_line_not_a_wait(tmp_path):
+    """`run` told to join a cluster that is not there (Ray's own connect retries without end):
+    exit 2 at once, one line naming where the address came from; nothing written."""
+    path = write_spec(tmp_path / "s.yaml", small_spec("nowhere"))
+    proc = run_cli("run", str(path), cwd=tmp_path, timeout=60)  # the fast tier's $RAY_ADDRESS: NO_RAY
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (
+        f"error: RAY_ADDRESS: no Ray cluster answers at {NO_RAY} (connection refused): start one with "
+        "`ray start --head`, or leave --address and $RAY_ADDRESS unset for a local Ray"
+    )
+    proc = run_cli("run", str(path), "--address", "10.0.0.1", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --address: '10.0.0.1' is not HOST:PORT")
+    assert not (tmp_path / "results").exists()
