@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from . import cluster, model, preflight, secrets, startup, tracking
+from . import cluster, data_record, model, preflight, secrets, startup, tracking
 from .files import write_atomic
 from .outcome import SweepOutcome, finish
 from .points import point_id, point_of_config
@@ -104,7 +104,8 @@ def run_sweep(
         # create Python thread states; a fork at that moment leaves CPython 3.11's child
         # waiting forever on the lock they held (`PyOS_AfterFork_Child`): Ray first.
         cluster.ready(address, verbose)
-    model_path = preflight.prepare(spec, points, log)
+    model_path, data = preflight.prepare(spec, points, log)
+    datasets = data_record.describe(spec.dataset, data)
     if cluster.address_of(address):
         cluster.ready(address, verbose)
         _check_store_reachable(uri)  # before the store is touched
@@ -118,7 +119,7 @@ def run_sweep(
             f"warning: {where}: a credential written in the spec (masked in every record); "
             "keep it out of the file with ${env:NAME} or ${file:PATH}"
         )
-    experiment_id, parent_run_id = _open_parent_run(spec, uri, fresh, log)
+    experiment_id, parent_run_id = _open_parent_run(spec, uri, fresh, log, datasets)
     # Tune pickles what trials are given into its folder: secrets written out travel apart, in memory.
     sealed: dict[str, str] = {}
     trial_spec, trial_uri = secrets.sealed_spec(_local_paths_absolute(spec), sealed), secrets.seal(uri, sealed, "uri")
@@ -134,6 +135,7 @@ def run_sweep(
         cache_dir=str(spec.results_path("cache")),  # shared by every sweep under results_dir
         log_to_file=not verbose,
         import_paths=spec.import_paths(),
+        datasets=datasets,
     )
     ended = results_dir / "ray" / f"{parent_run_id}.ended.json"  # _Unfinished's record of the fit
     ended.unlink(missing_ok=True)
@@ -173,8 +175,9 @@ def run_sweep(
     return outcome
 
 
-def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log) -> tuple[str, str]:
-    """(experiment id, parent run id): the existing sweep's to resume it, or a new one."""
+def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log, datasets: list[dict]) -> tuple[str, str]:
+    """(experiment id, parent run id): the existing sweep's to resume it, or a new one, with
+    the data it runs on as its dataset inputs."""
     experiment_name = spec.tracking.experiment or spec.name
     previous = None if fresh else tracking.latest_parent_run(uri, experiment_name)
     if previous is not None and previous.data.tags.get(tracking.TAG_FINGERPRINT) != spec.fingerprint():
@@ -193,6 +196,7 @@ def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log) -> tuple[str, 
         log(f"resuming sweep {spec.name} (parent run {parent_run_id}; {stale} interrupted trial run(s) marked KILLED)")
     else:
         parent_run_id = tracking.start_parent_run(uri, experiment_id, spec)
+        data_record.log(tracking.client(uri), parent_run_id, datasets)
     log(f"tracking: {secrets.mask_text(uri)} (experiment {experiment_id}, parent run {parent_run_id})")
     return experiment_id, parent_run_id
 

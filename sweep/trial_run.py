@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import secrets, tracking
+from . import data_record, secrets, tracking
 from .schema import SweepSpec
 
 
@@ -29,6 +29,7 @@ class TrialContext:
     import_paths: list[str] | None = None  # where `module:function` scorers are imported from (spec.import_paths())
     gpu: float | None = None  # the share of a GPU each trial holds, as Ray was asked; None: spec.resources.gpu
     sealed: Any = None  # Ray's ObjectRef of the secrets `secrets.seal` took out of `spec` and `tracking_uri`
+    datasets: list[dict[str, str]] | None = None  # data_record.describe's splits, logged on each trial's run
 
     def store_uri(self) -> str | None:
         """The tracking URI with its credentials (`tracking_uri` may be a sealed reference)."""
@@ -68,6 +69,8 @@ def open_run(ctx: TrialContext, family, args, point: dict, trial_id: str, resume
             ctx.store_uri(), ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed, log_path
         )
         tracking.client(ctx.store_uri()).log_artifact(run_id, str(out_dir / tracking.TRIAL_CONFIG))
+        if ctx.datasets:
+            data_record.log(tracking.client(ctx.store_uri()), run_id, ctx.datasets)
     return run_id
 
 

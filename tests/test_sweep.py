@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -35,6 +38,25 @@ def test_sweep_tracks_every_step_in_mlflow(grid_sweep, sweeps_dir):
     assert [a.path for a in c.list_artifacts(parent_id, "spec")] == ["spec/grid.yaml"]
     top = {a.path for a in c.list_artifacts(parent_id)}
     assert "summary.csv" in top and "plots" in top
+    # the data, as MLflow dataset inputs (the runs table's Dataset column): the parent's and
+    # every trial's the same two splits, with the rows the sweep used and the shipped file as source
+    from sweep.builtin import BUILTIN_DATASETS
+
+    def inputs(run):
+        return sorted(
+            (d.dataset.name, d.dataset.digest, d.dataset.source_type, json.loads(d.dataset.profile)["num_rows"])
+            + tuple(t.value for t in d.tags if t.key == "mlflow.data.context")
+            for d in run.inputs.dataset_inputs
+        )
+
+    parent = inputs(parents[0])
+    assert [(name, kind, rows, context) for name, _, kind, rows, context in parent] == [
+        ("builtin:prefs eval", "local", 64, "evaluation"),
+        ("builtin:prefs train", "local", 400, "training"),
+    ]
+    assert parent[0][1] != parent[1][1] and all(inputs(run) == parent for run in children)
+    source = json.loads(parents[0].inputs.dataset_inputs[0].dataset.source)["uri"]
+    assert Path(source) == BUILTIN_DATASETS["prefs"]
 
 
 def test_summary_csv_matches_mlflow(grid_sweep, sweeps_dir):
