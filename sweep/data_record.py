@@ -27,7 +27,7 @@ def describe(ds: DatasetSpec, data) -> list[dict[str, str]]:
 
 
 def _where(ds: DatasetSpec) -> dict:
-    """`from_huggingface`'s source arguments: a hub id by name (and revision), local data by path."""
+    """`from_huggingface`'s source arguments: a hub id by name, local data (file, folder, builtin) by path."""
     if ds.path.startswith("builtin:"):
         from .builtin import BUILTIN_DATASETS
 
