@@ -23,6 +23,7 @@ __all__ = [
     "history",
     "samples",
     "judgements",
+    "datasets",
     "best",
     "importance",
     "report",

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import reports, store, tracking
+from . import data_record, reports, store, tracking
 from .checks import unusable_inputs
 from .spec import SpecError, SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file
 from .startup import QUIET_ENV, restored_env
@@ -143,6 +143,12 @@ def judgements(
     if table is None:
         raise LookupError(f"sweep {sweep.name} has no judged generations (its spec has no `judge:` section)")
     return table
+
+
+def datasets(name: str | Sweep, tracking_uri: str | None = None, results_dir: str | Path = "results") -> pd.DataFrame:
+    """The data the sweep ran on, one row per split (context, name, digest, source, rows), as its
+    parent run records it: what the MLflow UI's Dataset column shows."""
+    return data_record.frame(open_sweep(name, tracking_uri, results_dir).parent)
 
 
 @dataclass

@@ -5,10 +5,15 @@ run and every trial run log the same two inputs, with their context."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .schema import DatasetSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CONTEXTS = {"train": "training", "eval": "evaluation"}  # MLflow's `mlflow.data.context` values
 ENTITY_FIELDS = ("name", "digest", "source_type", "source", "schema", "profile")
@@ -60,3 +65,23 @@ def log(client, run_id: str, described: list[dict[str, str]]) -> None:
             for d in described
         ],
     )
+
+
+def frame(run) -> pd.DataFrame:
+    """A run's dataset inputs, one row per split: what the MLflow UI's Dataset column shows."""
+    import pandas as pd
+
+    rows = []
+    for d in run.inputs.dataset_inputs:
+        profile = json.loads(d.dataset.profile) if d.dataset.profile else {}
+        rows.append(
+            {
+                "context": next((t.value for t in d.tags if t.key == "mlflow.data.context"), None),
+                "name": d.dataset.name,
+                "digest": d.dataset.digest,
+                "source_type": d.dataset.source_type,
+                "source": d.dataset.source,
+                "rows": profile.get("num_rows"),
+            }
+        )
+    return pd.DataFrame(rows, columns=["context", "name", "digest", "source_type", "source", "rows"])

@@ -104,8 +104,7 @@ def run_sweep(
         # create Python thread states; a fork at that moment leaves CPython 3.11's child
         # waiting forever on the lock they held (`PyOS_AfterFork_Child`): Ray first.
         cluster.ready(address, verbose)
-    model_path, data = preflight.prepare(spec, points, log)
-    datasets = data_record.describe(spec.dataset, data)
+    model_path, datasets = preflight.prepare(spec, points, log)
     if cluster.address_of(address):
         cluster.ready(address, verbose)
         _check_store_reachable(uri)  # before the store is touched
@@ -151,6 +150,9 @@ def run_sweep(
         pass
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+        # Tune's objects hold Ray handles: freed now, while Ray is up, not as this function
+        # returns, which may be while a background shutdown is in progress (that ends the process).
+        del tuner
         cluster.stop(background=exits_after)  # Ray's part is done
         _wait_for_store(ctx, log)  # failures Tune saw, recorded
         # Points Ray Tune had not finished (interrupted, or paused at a rung) resume on the next

@@ -4,6 +4,7 @@ Bad input fails here (SpecError, exit 2) before anything is written."""
 
 from __future__ import annotations
 
+from . import data_record
 from .axes import resolved_section
 from .spec import SpecError, SweepSpec
 
@@ -11,7 +12,7 @@ from .spec import SpecError, SweepSpec
 def prepare(spec: SweepSpec, points: list[dict], log):
     """Once per sweep, in the driver, before any trial: bad data fails here (SpecError, exit 2)
     before anything is written, and no two trials race to build the builtin model.
-    Returns (the model's path, the data as trials will load it)."""
+    Returns (the model's path, the data as trials will load it, described for the record)."""
     from .data import check_lengths, load_preference_data
     from .model import load_tokenizer, resolve_model_path
 
@@ -29,7 +30,7 @@ def prepare(spec: SweepSpec, points: list[dict], log):
         )
     max_lengths = [resolved_section(spec, "train", p).get("max_length", 1024) for p in points]
     check_lengths(data, tokenizer, min((m for m in max_lengths if m), default=None), log=log)
-    return model_path, data
+    return model_path, data_record.describe(spec.dataset, data)
 
 
 def check_judge(spec: SweepSpec, held_out, log) -> None:

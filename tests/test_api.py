@@ -231,6 +231,7 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
         loaded = sorted(saved) == sorted(on) and all(torch.equal(saved[k], on[k].cpu()) for k in saved)
         pickle.dump({"trials": trials, "steps": steps, "best": (best.trial, best.point, best.metrics, str(adapter_dir)),
                      "answers": answers, "importance": sweep.importance("beta_grid").table,
+                     "datasets": sweep.datasets("beta_grid"),
                      "loaded": (loaded, type(tokenizer).__name__)}, open("nb.pkl", "wb"))
     """)
     proc = subprocess.run(
@@ -263,6 +264,11 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
     assert nb["loaded"][0] and "Tokenizer" in nb["loaded"][1]  # best.load(): the base with that adapter on top
     assert len(nb["answers"]) == 100 and set(nb["answers"]["outcome"]) <= {"win", "tie", "loss"}
     assert sorted(nb["importance"]["axis"]) == ["beta", "loss_type"]
+    data = nb["datasets"]  # what the UI's Dataset column shows, in pandas
+    assert list(zip(data["context"], data["name"], data["rows"])) == [
+        ("training", "builtin:prefs train", 2000),
+        ("evaluation", "builtin:prefs eval", 200),
+    ]
 
     c, parents, _ = mlflow_store(tmp_path, "beta_grid")
     base = parents[0].data.metrics["base_judge/score"]
