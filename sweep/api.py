@@ -55,14 +55,13 @@ def run(
     verbose: bool = False,
     progress_interval: float = 30.0,
     log=print,
-    exits_after: bool = False,
 ):
     """Run (or resume) a sweep and return its `SweepOutcome`: `.summary` (the trials frame),
     `.sweep` (where it lives in MLflow), `.status`, `.exit_code`, `.n_failed`.
 
     Bad input raises `SpecError` before Ray starts. Environment variables set for the run
     (offline hub for the embedded default, Ray's auth mode) are restored afterwards; Ray is
-    down when it returns, unless `exits_after` (the CLI) lets it stop while reports are written."""
+    down when it returns."""
     from . import cluster
 
     offline = needs_no_hub(_raw(spec, overrides))
@@ -95,7 +94,6 @@ def run(
                 progress_interval=progress_interval,
                 fresh=fresh,
                 retry_failed=retry_failed,
-                exits_after=exits_after,
             )
         finally:
             cluster.stop()

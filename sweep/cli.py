@@ -121,7 +121,6 @@ def cmd_run(args) -> int:
         progress_interval=args.progress_interval,
         fresh=args.fresh,
         retry_failed=args.retry_failed,
-        exits_after=True,
     )
     from .reports import report
 

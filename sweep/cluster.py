@@ -42,7 +42,6 @@ class RayConnection:
         self.skips_bitsandbytes = False  # whether the local Ray's workers were started without bitsandbytes
         self.warm_dir: str | None = None  # the local Ray's warm-worker slots (sweep/warm.py)
         self.stop_event = threading.Event()  # set when Ray is shut down: its thread may end
-        self.stopping: threading.Thread | None = None  # a shutdown under way in the background
         self.own = False  # whether `start` called ray.init (else Ray was up already: someone else's to stop)
 
     def start(
@@ -53,7 +52,6 @@ class RayConnection:
         (SWEEP_SKIP_BITSANDBYTES, read in sweep/__init__.py). `quantized` None: as already
         started, or True. A local Ray's first `warm_workers` workers import the trial stack as
         they start (sweep/warm.py)."""
-        self._join_stopping()
         if self.started is not None and self.started.done() and not (self.started.exception() or _ray_is_up()):
             self.started = None  # shut down since (by hand): start again
         if self.started is not None and quantized and self.skips_bitsandbytes:
@@ -74,24 +72,9 @@ class RayConnection:
         """Wait until Ray is up (starting it now if `start` was not called); raises what ray.init raised."""
         self.start(address, verbose).result()
 
-    def stop(self, background: bool = False) -> None:
-        """Shut Ray down (after a background start has finished, whether it succeeded or not).
-        `background`: in a thread, as the driver writes its reports (~1.3 s saved); a later
-        `stop()` or `start()` waits for it."""
-        if background:
-            if self.stopping is None:
-                self.stopping = threading.Thread(target=self._shutdown, name="ray-stop")
-                self.stopping.start()
-            return
-        self._join_stopping()
-        self._shutdown()
-
-    def _join_stopping(self) -> None:
-        if self.stopping is not None:
-            self.stopping.join()
-            self.stopping = None
-
-    def _shutdown(self) -> None:
+    def stop(self) -> None:
+        """Shut Ray down (after a background start has finished, whether it succeeded or not),
+        in this thread: a Ray handle freed while a shutdown is in progress ends the process."""
         if self.started is not None:
             self.started.exception()  # waits
             self.started = None

@@ -75,17 +75,15 @@ def run_sweep(
     progress_interval: float = 30.0,
     fresh: bool = False,
     retry_failed: bool = False,
-    exits_after: bool = False,
 ) -> SweepOutcome:
     """Run every point of `spec` on Ray Tune, or resume the sweep of that name.
 
     Running the same spec again resumes it: finished trials are kept, interrupted ones run
     again from scratch, failed ones stay failed unless `retry_failed`. A changed spec under the
     same name is refused unless `fresh`, which starts a new parent run (the old one is kept).
-    `verbose` lets Ray's and the trials' own output through to the console. `exits_after`:
-    the caller exits right after (the CLI), so Ray may shut down while the reports are written;
-    a process that goes on (a notebook) gets `run_sweep` back with Ray down, as Ray handles
-    freed during a shutdown in progress end the process.
+    `verbose` lets Ray's and the trials' own output through to the console. Ray is down before
+    the reports are written: a Ray handle freed while a shutdown is in progress (the garbage
+    collector's timing) ends the process.
     """
     t0 = time.time()
     results_dir = spec.results_path(spec.name)
@@ -150,10 +148,7 @@ def run_sweep(
         pass
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-        # Tune's objects hold Ray handles: freed now, while Ray is up, not as this function
-        # returns, which may be while a background shutdown is in progress (that ends the process).
-        del tuner
-        cluster.stop(background=exits_after)  # Ray's part is done
+        cluster.stop()  # Ray's part is done: trials being stopped have tagged their own runs
         _wait_for_store(ctx, log)  # failures Tune saw, recorded
         # Points Ray Tune had not finished (interrupted, or paused at a rung) resume on the next
         # run: their runs are KILLED as interrupted. A trial the scheduler stopped tags and ends
@@ -161,8 +156,6 @@ def run_sweep(
         unfinished, stopped_early = _Unfinished.read(ended)
         interrupted = [point_id(point_of_config(config, spec)) for config in unfinished]
         stopped = [point_id(point_of_config(config, spec)) for config in stopped_early]
-        if interrupted or stopped:
-            cluster.stop()  # their workers gone first: a trial being stopped tags its own run
         tracking.end_stopped_early(uri, experiment_id, parent_run_id, stopped)
         killed = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "sweep interrupted", interrupted)
         if killed:
