@@ -69,8 +69,18 @@ class RayConnection:
         return self.started
 
     def ready(self, address: str | None = None, verbose: bool = False) -> None:
-        """Wait until Ray is up (starting it now if `start` was not called); raises what ray.init raised."""
-        self.start(address, verbose).result()
+        """Wait until Ray is up (starting it now if `start` was not called); raises what ray.init
+        raised, but a cluster that cannot be joined (`auto` with none running, `ray://` refused)
+        as a SpecError naming where the address came from."""
+        try:
+            self.start(address, verbose).result()
+        except ConnectionError as e:
+            if not address_of(address):
+                raise
+            field = "--address" if address else "RAY_ADDRESS"
+            raise SpecError(
+                field, f"cannot join a Ray cluster at {address_of(address)}: {str(e).splitlines()[0]}"
+            ) from None
 
     def stop(self) -> None:
         """Shut Ray down (after a background start has finished, whether it succeeded or not),
@@ -112,7 +122,7 @@ class RayConnection:
             "SWEEP_SKIP_BITSANDBYTES": "0" if quantized else "1",  # read as `sweep` is imported
         }
         if address:
-            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=verbose)
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=verbose, configure_logging=verbose)
         else:
             # No runtime_env: Ray prestarts workers only for a job without one. Ray's processes
             # inherit the environment as ray.init starts them; this process gets its own back after.

@@ -55,15 +55,15 @@ def environment_restored():
         os.environ.update(before)
 
 
+NO_RAY = "127.0.0.1:1"  # a port where nothing listens
+
+
 @pytest.fixture(autouse=True)
 def fast_tier_starts_no_ray(request, monkeypatch):
     """The fast tier starts no Ray (a local one costs ~30 CPU-s): its tests point $RAY_ADDRESS
     at a port where nothing listens, so one that reaches Ray fails in one line instead."""
     if request.node.get_closest_marker("integration") is None:
         monkeypatch.setenv("RAY_ADDRESS", NO_RAY)
-
-
-NO_RAY = "127.0.0.1:1"
 
 
 @pytest.fixture(scope="session")
