@@ -105,3 +105,23 @@ def test_every_claim_names_tests_that_exist():
     for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
         for test in re.findall(r"\b(test_\w+)\b(?!\.py)", doc.read_text()):
             assert test in everywhere, f"{doc.name} names {test}, which no test file defines"
+
+
+def test_every_claims_test_has_a_revert_whose_piece_is_still_in_its_file():
+    """scripts/revert_claims.py shows each test of docs/claims.md failing with its feature taken
+    out (tests/claim_reverts.py): a test listed without a revert, or a revert whose piece of
+    source was since rewritten, fails here instead of silently checking nothing."""
+    import re
+
+    from .claim_reverts import REVERTS
+
+    named = {
+        f"{path}::{test}"
+        for path, test in re.findall(r"`(tests/\w+\.py)::(\w+)`", (REPO / "docs" / "claims.md").read_text())
+    }
+    reverted = {test for revert in REVERTS for test in revert.tests}
+    assert sorted(named - reverted) == [], "add a revert to tests/claim_reverts.py"
+    for revert in REVERTS:
+        text = (REPO / revert.file).read_text()
+        assert text.count(revert.old) == 1, f"{revert.name}: its piece of {revert.file} is not there exactly once"
+        assert revert.old != revert.new and revert.tests, revert.name

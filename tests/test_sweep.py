@@ -153,3 +153,6 @@ def test_optuna_search_runs_trials_it_proposes(tmp_path, tiny_model_path):
     assert all(0.05 <= float(r.data.params["sweep.beta"]) <= 0.5 for r in children)
     assert all(r.data.params["sweep.loss_type"] in ("sigmoid", "ipo") for r in children)
     assert "eval_rewards/accuracies" in children[0].data.metrics
+    # Optuna's searcher proposed them (its state is saved beside Ray's), not Ray's random generator
+    ray_dir = tmp_path / "results" / "bayes" / "ray"
+    assert list(ray_dir.rglob("searcher-state-*.pkl")) and not list(ray_dir.rglob("basic-variant-state-*"))
