@@ -38,17 +38,18 @@ def integration_tests() -> set[str]:
     return {line.split("[")[0].split("@")[0] for line in proc.stdout.splitlines() if "::" in line}
 
 
-def outcomes(junit: Path) -> dict[str, bool]:
-    """Test function id -> whether every instance of it passed (a parametrised test fails if one case does)."""
-    passed: dict[str, bool] = {}
+def outcomes(junit: Path) -> dict[str, tuple[bool, str]]:
+    """Test function id -> (whether every instance of it passed, the first failure's message):
+    a parametrised test fails if one of its cases does."""
+    found: dict[str, tuple[bool, str]] = {}
     for case in ET.parse(junit).iter("testcase"):
         module = case.get("classname", "").replace(".", "/") + ".py"
-        name = case.get("name", "").split("[")[0].split("@")[0]
-        ok = not any(child.tag in ("failure", "error") for child in case)
-        skipped = any(child.tag == "skipped" for child in case)
-        key = f"{module}::{name}"
-        passed[key] = passed.get(key, True) and ok and not skipped
-    return passed
+        key = f"{module}::{case.get('name', '').split('[')[0].split('@')[0]}"
+        bad = [child for child in case if child.tag in ("failure", "error", "skipped")]
+        ok, said = found.get(key, (True, ""))
+        message = " ".join((bad[0].get("message") or bad[0].tag).split())[:160] if bad else ""
+        found[key] = (ok and not bad, said or message)
+    return found
 
 
 def machine_has(needs: str) -> bool:
@@ -89,9 +90,16 @@ def run(revert: Revert, timeout: int) -> dict:
             return {"name": revert.name, "caught": False, "why": proc.stdout[-1500:] + proc.stderr[-1500:]}
         results = outcomes(junit)
     missing = [t for t in revert.tests if t not in results]
-    survived = [t for t in revert.tests if results.get(t)]
+    survived = [t for t in revert.tests if t in results and results[t][0]]
     why = ", ".join([f"{t} passed" for t in survived] + [f"{t} did not run" for t in missing])
-    return {"name": revert.name, "caught": not survived and not missing, "why": why, "seconds": seconds}
+    failed = {t: results[t][1] for t in revert.tests if t in results and not results[t][0]}
+    return {
+        "name": revert.name,
+        "caught": not survived and not missing,
+        "why": why,
+        "seconds": seconds,
+        "failed": failed,
+    }
 
 
 def main() -> int:
@@ -119,6 +127,8 @@ def main() -> int:
         results.append(result)
         status = {True: "caught", False: "MISSED", None: "skipped"}[result["caught"]]
         print(f"{status:7} {r.name} ({result.get('seconds', '-')} s) {result['why']}", flush=True)
+        for test, message in result.get("failed", {}).items():
+            print(f"        {test.split('::')[1]}: {message}", flush=True)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1) + "\n")
     missed = [r["name"] for r in results if r["caught"] is False]

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 MIN_TRIALS = 4  # below this a random forest over the axes says nothing worth printing
+# Optuna's trees grow 64 levels deep by default: over a large sweep they fit seed noise and cost
+# seconds (1,000 trials: ~8 s); 8 levels split a handful of axes finely enough, in a fraction.
+MAX_DEPTH = 8
 
 
 @dataclass
@@ -48,7 +51,7 @@ def axis_importance(df: pd.DataFrame, axes: list[str], metric: str, mode: str = 
 
     try:
         shares = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(max_depth=MAX_DEPTH, seed=0)
         )
     except RuntimeError:  # "zero total variance in all trees": no split of the axes changes the metric
         return Importance(empty, f"{metric} varies too little over the finished trials: the axes cannot be told apart")

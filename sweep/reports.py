@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from . import tracking
+from .compat.mlflow_internals import metric_histories
 from .judge import BASE_PREFIX, LENGTH, SCORE, WIN_RATE
 from .statistics import describe_agreement, finished, proxy_vs_judge, repeats_frame, separability
 from .store import Sweep, SweepNotFound, artifact_table, find_run, status_counts
@@ -54,6 +55,8 @@ def trials_frame(sweep: Sweep, *, all_metrics: bool = False, best: bool = True) 
     """
     c = tracking.client(sweep.uri)
     runs = sweep.runs()
+    logged = {key for run in runs for key in run.data.metrics}
+    histories = metric_histories(c, [r.info.run_id for r in runs], [k for k in BEST_OF if k in logged]) if best else {}
     rows = []
     for run in runs:
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
@@ -72,13 +75,10 @@ def trials_frame(sweep: Sweep, *, all_metrics: bool = False, best: bool = True) 
         beta = row.get("beta", _number(params.get("train.beta", "0.1")))  # TRL's default beta is 0.1
         if isinstance(beta, (int, float)) and beta > 0 and "eval_rewards/margins" in metrics:
             row["eval_margin/beta"] = metrics["eval_rewards/margins"] / beta
-        if best:
-            for key, how in BEST_OF.items():
-                if key not in metrics:  # never logged: no history to ask the store for
-                    continue
-                history = [m.value for m in c.get_metric_history(run.info.run_id, key)]
-                if history:
-                    row[f"best_{key}"] = max(history) if how == "max" else min(history)
+        for key, how in BEST_OF.items():
+            history = [m.value for m in histories.get((run.info.run_id, key), ())]
+            if history:
+                row[f"best_{key}"] = max(history) if how == "max" else min(history)
         row["steps"] = metrics.get("global_step", math.nan)
         row["runtime_s"] = metrics.get("train_runtime", math.nan)
         row["error"] = (tags.get(tracking.TAG_ERROR) or "").strip().split("\n")[0]
@@ -169,27 +169,22 @@ def render_samples(table: pd.DataFrame) -> str:
 
 def history_frame(sweep: Sweep, metrics: list[str] | None = None) -> pd.DataFrame:
     """Per-step metrics in long form: one row per (trial, metric, step)."""
-    c = tracking.client(sweep.uri)
+    runs = sweep.runs()
+    keys = metrics or sorted({k for run in runs for k in run.data.metrics if k != "global_step"})
+    histories = metric_histories(tracking.client(sweep.uri), [r.info.run_id for r in runs], keys)
     rows = []
-    for run in sweep.runs():
+    for run in runs:
         swept = {
             k.removeprefix(tracking.SWEPT_PREFIX): _number(v)
             for k, v in run.data.params.items()
             if k.startswith(tracking.SWEPT_PREFIX)
         }
-        keys = metrics or sorted(k for k in run.data.metrics if k != "global_step")
+        ids = {"trial": run.info.run_name, "run_id": run.info.run_id, **swept}
         for key in keys:
-            for m in c.get_metric_history(run.info.run_id, key):
-                rows.append(
-                    {
-                        "trial": run.info.run_name,
-                        "run_id": run.info.run_id,
-                        **swept,
-                        "metric": key,
-                        "step": m.step,
-                        "value": m.value,
-                    }
-                )
+            rows += [
+                {**ids, "metric": key, "step": m.step, "value": m.value}
+                for m in histories.get((run.info.run_id, key), ())
+            ]
     df = pd.DataFrame(rows)
     return df.sort_values(["trial", "metric", "step"], kind="stable").reset_index(drop=True) if len(df) else df
 

@@ -296,6 +296,10 @@ def pytest_collection_modifyitems(config, items):
             if shared & fixtures:
                 item.add_marker(pytest.mark.xdist_group(group))
                 break
+    # The integration tier first (in pytest-randomly's order), the fast tests last: a worker takes
+    # new tests while it holds two, so whatever comes last is where one worker waits for the other;
+    # tests of seconds there, not a sweep of minutes.
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
 
 
 def pytest_collection_finish(session):

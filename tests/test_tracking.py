@@ -166,6 +166,42 @@ def test_points_the_tracker_never_takes_are_dropped_after_retry_s_and_the_trial_
     assert f"{dropped} metric point(s) could not be sent to the tracking server within 3 s" in log, log[-2000:]
 
 
+@pytest.mark.integration
+def test_many_runs_histories_are_read_in_a_few_requests_and_equal_one_call_each(flaky_tracker, tmp_path, monkeypatch):
+    """`compat.mlflow_internals.metric_histories`, what `export --history` and `report` read: from a
+    sqlite store and from a tracking server (its answers cut at their limit and asked again in
+    halves), the same points as one `get_metric_history` per run and metric, without those calls;
+    with another MLflow version, those calls."""
+    from mlflow.entities import Metric
+
+    from sweep import compat
+    from sweep.compat import mlflow_internals
+
+    flaky_tracker.fail_for = 0.0
+    monkeypatch.setattr(mlflow_internals, "POINTS_PER_ANSWER", 10)
+    for uri in (f"sqlite:///{tmp_path / 'm.db'}", flaky_tracker.uri):
+        c = tracking.client(uri)
+        experiment = c.create_experiment(f"bulk_{uuid.uuid4().hex[:8]}")
+        runs = []
+        for i in range(5):
+            run_id = c.create_run(experiment).info.run_id
+            losses = [Metric("loss", 1.0 / step + i, 1000 + step, step) for step in range(1, 8)]
+            c.log_batch(run_id, metrics=[*losses, Metric("eval_loss", 0.5 + i, 2000, 7)] if i else losses)
+            runs.append(run_id)
+        keys = ["loss", "eval_loss", "never_logged"]
+        one_each = {(r, k): [(m.step, m.value) for m in c.get_metric_history(r, k)] for r in runs for k in keys}
+        expected = {pair: points for pair, points in one_each.items() if points}
+        calls = []
+        monkeypatch.setattr(c, "get_metric_history", lambda *a: calls.append(a) or [])
+        bulk = mlflow_internals.metric_histories(c, runs, keys)
+        assert {pair: [(m.step, m.value) for m in ms] for pair, ms in bulk.items()} == expected and calls == [], uri
+        monkeypatch.undo()
+        monkeypatch.setattr(mlflow_internals, "POINTS_PER_ANSWER", 10)
+    monkeypatch.setitem(compat.WRITTEN_FOR, "mlflow", "0.0")  # another version: one call per run and metric
+    fallback = mlflow_internals.metric_histories(c, runs, keys)
+    assert {pair: [(m.step, m.value) for m in ms] for pair, ms in fallback.items()} == expected
+
+
 def test_a_sender_gives_up_after_its_bound_and_counts_what_it_dropped(monkeypatch):
     """Nothing listens at the tracking URI: close() returns within the bound, everything counted."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -379,6 +415,11 @@ def test_a_server_others_can_reach_needs_credentials(command, tmp_path, monkeypa
     store = tmp_path / "results"
     store.mkdir()
     (store / "mlflow.db").touch()  # `ui` needs a store to show
+
+    def started(*args, **kwargs):  # (without the check, the test ends here instead of serving on 0.0.0.0)
+        raise AssertionError("a server others can reach was started without credentials")
+
+    monkeypatch.setattr("sweep.server.start_mlflow_server", started)
     assert main([command, "--host", "0.0.0.0", "--port", "1", "--results-dir", str(store)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --host: a server on 0.0.0.0 can be reached by others and needs credentials")

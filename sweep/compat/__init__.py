@@ -17,6 +17,10 @@ each for speed or for a scheduler Ray Tune does not offer:
   does, not only the rows it reads. Also TRL's experimental
   `peft_module_casting_to_bf16`, with which `evaluate` rebuilds a 4-bit CPO/ORPO trial's model
   as its trainer had it.
+- `mlflow_internals`: the SQL store's bulk metric-history query and the tracking server's
+  bulk-history route (its UI's). Without them the readers (`export --history`, `report`)
+  ask for one run's history of one metric at a time: a 1,000-trial sweep's export takes
+  minutes instead of seconds.
 
 `WRITTEN_FOR` holds the versions each was written and tested against (the pinned stack);
 where the installed version differs, each speed-up turns itself off with one warning line and
@@ -35,6 +39,7 @@ WRITTEN_FOR = {
     "datasets": "5.2.0",
     "transformers": "5.23.0",
     "accelerate": "1.16.0",
+    "mlflow": "3.17.2",
 }
 _WARNED: set[str] = set()
 
