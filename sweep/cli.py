@@ -133,7 +133,8 @@ def cmd_report(args) -> int:
     from . import reports, store
 
     sweep = store.find_sweep(_store(args), args.name)
-    print(reports.report(sweep, metric=args.metric, fmt=args.format))
+    found = reports.findings(sweep, args.metric)  # once, for the text, the figures and the page
+    print(reports.report(sweep, fmt=args.format, found=found))
     if args.samples:
         table = reports.samples_frame(sweep, top=args.top)
         print("\nsamples: the base model and the top trials, greedy, on held-out prompts\n")
@@ -141,15 +142,13 @@ def cmd_report(args) -> int:
     if args.plots:
         from .plots import write_plots
 
-        metric = args.metric or sweep.metric
-        df = reports.trials_frame(sweep)
         history = reports.history_frame(sweep, metrics=list(reports.CURVES))
-        for path in write_plots(df, history, metric, Path(args.plots), sweep.name, axes=sweep.axes):
+        for path in write_plots(found.trials, history, found.metric, Path(args.plots), sweep.name, axes=sweep.axes):
             print(f"wrote {path}", file=sys.stderr)
     if args.html:
         from .html_report import write_html
 
-        path = write_html(sweep, Path(args.html), metric=args.metric, top=args.top)
+        path = write_html(sweep, Path(args.html), top=args.top, found=found)
         print(f"wrote {path} (and attached it to the parent run as report/{path.name})", file=sys.stderr)
     return EXIT_OK
 

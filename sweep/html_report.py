@@ -28,12 +28,19 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 """
 
 
-def write_html(sweep: store.Sweep, path: Path, metric: str | None = None, top: int = 3, attach: bool = True) -> Path:
+def write_html(
+    sweep: store.Sweep,
+    path: Path,
+    metric: str | None = None,
+    top: int = 3,
+    attach: bool = True,
+    found: reports.Findings | None = None,
+) -> Path:
     """Write the report of `sweep` to `path` (and attach it to the parent run as
-    `report/<file name>` unless `attach` is false)."""
+    `report/<file name>` unless `attach` is false); `found`: its findings, where computed already."""
     from .plots import write_plots
 
-    f = reports.findings(sweep, metric)
+    f = found or reports.findings(sweep, metric)
     sections = [f"<h1>sweep {_e(sweep.name)}</h1>", _p(_summary_line(f))]
     if f.trials.empty:
         sections.append(_p("no trial has started yet"))

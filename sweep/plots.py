@@ -13,6 +13,8 @@ import pandas as pd
 from .reports import CURVES
 from .statistics import PROXY
 
+MAX_CURVES = 12  # training curves of the best trials only: beyond a dozen lines nobody tells them apart
+
 
 def write_plots(
     df: pd.DataFrame, history: pd.DataFrame, metric: str, out_dir: Path, title: str, axes: list[str] | None = None
@@ -31,7 +33,10 @@ def write_plots(
         if sum(_numeric(done[a]) for a in varied) >= 2:
             written.append(metric_by_axis(done, varied, metric, out_dir / f"{_slug(metric)}_by_axis.png", title))
     if len(history):
-        written.append(training_curves(history, out_dir / "training_curves.png", title))
+        capped = metric in done and len(done) > MAX_CURVES
+        shown = done["trial"].head(MAX_CURVES) if capped else history["trial"]
+        heading = f"{title} (the {MAX_CURVES} best of {len(done)} by {metric})" if capped else title
+        written.append(training_curves(history[history["trial"].isin(shown)], out_dir / "training_curves.png", heading))
     return written
 
 

@@ -18,15 +18,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from .points import point_label, point_of_config
-
-
-def fmt_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+from .reports import fmt_duration
 
 
 class LiveView(tune.Callback):

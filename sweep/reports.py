@@ -54,7 +54,8 @@ def trials_frame(sweep: Sweep, *, all_metrics: bool = False, best: bool = True) 
     come last and are kept, never dropped.
     """
     c = tracking.client(sweep.uri)
-    runs = sweep.runs()
+    tags = (tracking.TAG_STOPPED_EARLY, tracking.TAG_ERROR)
+    runs = sweep.runs_with(metrics=None, tags=tags, params=(tracking.SWEPT_PREFIX, "train.beta"))
     logged = {key for run in runs for key in run.data.metrics}
     histories = metric_histories(c, [r.info.run_id for r in runs], [k for k in BEST_OF if k in logged]) if best else {}
     rows = []
@@ -169,7 +170,7 @@ def render_samples(table: pd.DataFrame) -> str:
 
 def history_frame(sweep: Sweep, metrics: list[str] | None = None) -> pd.DataFrame:
     """Per-step metrics in long form: one row per (trial, metric, step)."""
-    runs = sweep.runs()
+    runs = sweep.runs_with(metrics=None, params=(tracking.SWEPT_PREFIX,))
     keys = metrics or sorted({k for run in runs for k in run.data.metrics if k != "global_step"})
     histories = metric_histories(tracking.client(sweep.uri), [r.info.run_id for r in runs], keys)
     rows = []
@@ -290,12 +291,13 @@ def findings(sweep: Sweep, metric: str | None = None) -> Findings:
     )
 
 
-def report(sweep: Sweep, metric: str | None = None, fmt: str = "table") -> str:
+def report(sweep: Sweep, metric: str | None = None, fmt: str = "table", found: Findings | None = None) -> str:
     """The full report: per-trial table, best trial per loss type, loss_type x beta pivot,
-    repeats over seeds, what mattered, the base model and the proxy vs the judge."""
+    repeats over seeds, what mattered, the base model and the proxy vs the judge (`found`:
+    the sweep's findings where the caller has them already)."""
     from .analysis import describe
 
-    f = findings(sweep, metric)
+    f = found or findings(sweep, metric)
     df, metric = f.trials, f.metric
     if fmt == "json":
         return json.dumps(
@@ -365,7 +367,8 @@ def compare(a: Sweep, b: Sweep, metric: str | None = None, top: int = 3) -> pd.D
 def status(sweep: Sweep) -> str:
     """Where a sweep stands, from MLflow alone: works while it runs, after it ended or crashed."""
     c = tracking.client(sweep.uri)
-    runs = sweep.runs()
+    shown = ("global_step", "loss", "rewards/accuracies", "rewards/margins", sweep.metric)
+    runs = sweep.runs_with(metrics=shown, tags=(tracking.TAG_ERROR,), params=("trial.max_steps",))
     planned = int(sweep.parent.data.params.get("num_trials", 0) or 0)
     by_status = status_counts(runs)
     parent = c.get_run(sweep.parent_run_id)  # fresh: the sweep may have moved on
@@ -396,7 +399,7 @@ def status(sweep: Sweep) -> str:
             step = int(m.get("global_step", 0))
             total = r.data.params.get("trial.max_steps", "?")
             row = {"trial": r.info.run_name, "step": f"{step}/{total}"}
-            for key in ("loss", "rewards/accuracies", "rewards/margins", sweep.metric):
+            for key in shown[1:]:
                 if key in m:
                     row[key] = m[key]
             rows.append(row)
@@ -419,7 +422,15 @@ def find_trial(sweep: Sweep, trial: str | None = None):
     return find_run(sweep, trial)
 
 
-def _ago(seconds: float) -> str:
-    from .progress import fmt_duration
+def fmt_duration(seconds: float) -> str:
+    """`1h02m`, `3m05s`, `42s` (`?` for an unknown time)."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
+
+def _ago(seconds: float) -> str:
     return fmt_duration(max(0.0, seconds))

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from . import tracking
+from .compat.mlflow_internals import child_runs
 from .schema import DEFAULT_METRIC
 
 
@@ -39,6 +40,13 @@ class Sweep:
     def runs(self) -> list:
         """The latest attempt at each of its trials (MLflow runs)."""
         return tracking.latest_trial_runs(self.uri, self.experiment_id, self.parent_run_id)
+
+    def runs_with(self, metrics=(), tags=(), params=()) -> list:
+        """`runs()` holding only the named metrics, tags and params, read lighter where the store
+        allows (a SQL store: a 1,000-trial sweep's `status` in a fraction of a second); else whole."""
+        c = tracking.client(self.uri)
+        light = child_runs(c, self.experiment_id, self.parent_run_id, metrics, (tracking.TAG_TRIAL_ID, *tags), params)
+        return self.runs() if light is None else tracking.latest_attempts(light)
 
 
 def find_sweep(uri: str, name: str) -> Sweep:
@@ -116,7 +124,7 @@ def status_counts(runs) -> dict[str, int]:
 def find_run(sweep: Sweep, trial: str):
     """A trial's (latest) MLflow run: `trial` is a run name (e.g. `loss_type=ipo,beta=0.1`), a
     trial id, or a run id (or a prefix of one)."""
-    runs = sweep.runs()
+    runs = sweep.runs_with()  # names and ids: the run itself is read once found
     matches = [r for r in runs if trial in (r.info.run_name, r.data.tags.get(tracking.TAG_TRIAL_ID))]
     matches = matches or [
         r
@@ -126,4 +134,4 @@ def find_run(sweep: Sweep, trial: str):
     if not matches:
         names = ", ".join(r.info.run_name for r in runs) or "none"
         raise SweepNotFound(f"no trial {trial!r} in sweep {sweep.name}; trials: {names}")
-    return matches[-1]  # the latest attempt at that point
+    return tracking.client(sweep.uri).get_run(matches[-1].info.run_id)  # the latest attempt at that point
