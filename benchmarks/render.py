@@ -169,6 +169,25 @@ def default_sweep_figures(d: dict) -> str:
     )
 
 
+def readers_docs(d: dict) -> str:
+    """docs/benchmarks.md's table of the readers on a large sweep, beside the code they replaced."""
+    vs = f" | before (`{d['vs']}`) | speed-up" if d.get("vs") else ""
+    rows = [
+        f"{d['machine']} CPU, {d['date']}, a {d['trials']:,}-trial record, the median of {d['repeats']} "
+        "alternated runs (`python benchmarks/readers_at_scale.py`):",
+        "",
+        f"| command | now | target{vs} |",
+        "| --- | --- | ---" + (" | --- | ---" if vs else "") + " |",
+    ]
+    for name, c in d["commands"].items():
+        target = d["targets_s"].get(name)
+        cells = [f"`{c['command']}`", f"{c['median_s']:.1f} s", f"≤ {target:g} s" if target else "—"]
+        if vs:
+            cells += [f"{c['vs_median_s']:.1f} s", f"{c['speedup']:.1f}×"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 # A region `<!-- NAME: begin -->` ... `<!-- NAME: end -->` -> {document: its rendering}; its
 # JSON is benchmarks/NAME up to a `#` (one JSON may render several regions of a document).
 RENDERERS: dict[str, dict[str, Callable[[dict], str]]] = {
@@ -176,6 +195,7 @@ RENDERERS: dict[str, dict[str, Callable[[dict], str]]] = {
     "data_scale.json": {"docs/benchmarks.md": data_scale.render},
     "default_sweep.json#output": {"README.md": default_sweep_output},
     "default_sweep.json#figures": {"README.md": default_sweep_figures},
+    "readers_at_scale.json": {"docs/benchmarks.md": readers_docs},
 }
 
 

@@ -48,9 +48,22 @@ def finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_p
             c.log_artifact(parent_run_id, str(path), artifact_path="plots")
     if spec.save == "best":
         keep_best_adapter(summary, results_dir / "trials", c)
+    c.set_tag(parent_run_id, tracking.TAG_NOTE, tracking.sweep_description(spec, _winner(summary, spec, n_points)))
     outcome = SweepOutcome(sweep, results_dir, summary, n_failed, interrupted)
     c.set_terminated(parent_run_id, status=outcome.status)
     return outcome
+
+
+def _winner(summary, spec: SweepSpec, n_points: int) -> str:
+    """One line for the parent run's description: the best finished trial and how many finished."""
+    done = summary[summary["status"] == "FINISHED"] if len(summary) else summary
+    if not len(done) or spec.metric not in done or done[spec.metric].isna().all():
+        return f"No trial has finished with `{spec.metric}` yet ({len(done)} of {n_points} finished)."
+    best = done.iloc[0]  # ranked, best first
+    return (
+        f"**Best: {best['trial']}**, `{spec.metric}` = {best[spec.metric]:.4g}; "
+        f"{len(done)} of {n_points} trials finished (`python -m sweep report {spec.name}`)."
+    )
 
 
 def keep_best_adapter(summary, trials_dir: Path, client) -> None:

@@ -27,6 +27,10 @@ TAG_FINGERPRINT = "sweep.spec_fingerprint"
 TAG_LOG_PATH = "sweep.log_path"
 TAG_STOPPED_EARLY = "sweep.stopped_early"  # KILLED by the early-stopping scheduler, not interrupted
 TAG_METRICS_DROPPED = "sweep.metrics_dropped"  # points the tracking server could not take in time
+TAG_NOTE = "mlflow.note.content"  # a run's description in MLflow's UI (markdown)
+# MLflow 3's UI opens an experiment of this kind in its model-training view (runs, params,
+# metrics), not the GenAI view (traces, an assistant panel) it infers for an untagged one.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 # Artifacts of a trial's run (and the parent's summary)
 ADAPTER = "adapter"  # the LoRA adapter folder (save: all / best)
@@ -74,12 +78,24 @@ def ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
     c = client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND[0]) is None:
+            c.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     if uri.startswith("sqlite:") and artifact_root is not None:
         # The sqlite store's default artifact root is relative to the working directory.
         location = (artifact_root / name).resolve().as_uri()
-    return c.create_experiment(name, artifact_location=location)
+    return c.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+
+
+def sweep_description(spec, best: str = "") -> str:
+    """The parent run's description: what the sweep is and what ranks it; `best`: who won."""
+    axes = " × ".join(f"`{a}`" for a in spec.axis_names()) or "no swept field"
+    text = (
+        f"**sweep {spec.name}**: {spec.num_trials()} trials over {axes}, {spec.model} on {spec.dataset.path}, "
+        f"ranked by `{spec.metric}` ({spec.mode}). Each trial is a child run of this one."
+    )
+    return text + (f"\n\n{best}" if best else "")
 
 
 def start_parent_run(uri: str, experiment_id: str, spec) -> str:
@@ -87,7 +103,12 @@ def start_parent_run(uri: str, experiment_id: str, spec) -> str:
     run = c.create_run(
         experiment_id,
         run_name=spec.name,
-        tags={TAG_SWEEP: spec.name, TAG_KIND: "parent", TAG_FINGERPRINT: spec.fingerprint()},
+        tags={
+            TAG_SWEEP: spec.name,
+            TAG_KIND: "parent",
+            TAG_FINGERPRINT: spec.fingerprint(),
+            TAG_NOTE: sweep_description(spec),
+        },
     )
     params = {"model": spec.model, "dataset": spec.dataset.path, "metric": spec.metric, "mode": spec.mode}
     from .points import describe_axis
@@ -156,6 +177,7 @@ def start_trial_run(
         TAG_TRIAL_ID: trial_id,
         TAG_POINT: point_label(point),
         TAG_LOSS: "+".join(losses) if isinstance(losses, list) else str(losses),
+        TAG_NOTE: f"trial of sweep **{spec.name}** at {point_label(point) or 'its one point'}, ranked by `{spec.metric}`",
     }
     if log_path:
         tags[TAG_LOG_PATH] = log_path  # the live log, readable before the artifact is uploaded

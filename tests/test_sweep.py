@@ -34,6 +34,18 @@ def test_sweep_tracks_every_step_in_mlflow(grid_sweep, sweeps_dir):
         assert eval_steps == [6, 12]
         for key in ("eval_rewards/margins", "eval_loss", "eval_logps/chosen"):
             assert key in run.data.metrics, key
+    # MLflow 3's UI opens the experiment in its model-training view; the runs say what they are
+    assert c.get_experiment(parents[0].info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    summary = pd.read_csv(sweeps_dir / "results" / "grid" / "summary.csv")
+    note = parents[0].data.tags["mlflow.note.content"]
+    assert (
+        note.startswith("**sweep grid**: 4 trials over `loss_type` × `beta`")
+        and "ranked by `eval_rewards/accuracies`" in note
+    )
+    assert f"**Best: {summary['trial'][0]}**" in note and "4 of 4 trials finished" in note
+    assert all(
+        r.data.tags["mlflow.note.content"].startswith(f"trial of sweep **grid** at {r.info.run_name}") for r in children
+    )
     # the spec, the summary and the plots are attached to the parent run
     assert [a.path for a in c.list_artifacts(parent_id, "spec")] == ["spec/grid.yaml"]
     top = {a.path for a in c.list_artifacts(parent_id)}

@@ -202,6 +202,54 @@ def test_many_runs_histories_are_read_in_a_few_requests_and_equal_one_call_each(
     assert {pair: [(m.step, m.value) for m in ms] for pair, ms in fallback.items()} == expected
 
 
+@pytest.mark.integration
+def test_a_sweeps_runs_read_with_only_the_fields_asked_are_those_of_a_search(tmp_path):
+    """`compat.mlflow_internals.child_runs`, what `status` and the report read: from a SQL store,
+    each child run's status, name and the asked metrics (NaN included), tags and params (a name
+    ending in "." for all it begins), as a search returns them; None for another store."""
+    from mlflow.entities import Metric, Param
+
+    from sweep.compat import mlflow_internals
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    c = tracking.client(uri)
+    experiment = c.create_experiment("light")
+    parent = c.create_run(experiment).info.run_id
+    c.create_run(experiment)  # another sweep's run: not a child
+    for i, status in enumerate(["FINISHED", "FAILED", "RUNNING"]):
+        run_id = c.create_run(
+            experiment, run_name=f"t{i}", tags={"mlflow.parentRunId": parent, "sweep.error": f"e{i}"}
+        ).info.run_id
+        params = [Param("sweep.beta", str(0.1 * (i + 1))), Param("sweep.seed", str(i)), Param("train.lr", "0.1")]
+        c.log_batch(
+            run_id,
+            metrics=[Metric("loss", [1.0, float("nan"), 0.5][i], 0, 3), Metric("other", 1.0, 0, 3)],
+            params=params,
+        )
+        if status != "RUNNING":
+            c.set_terminated(run_id, status)
+    light = mlflow_internals.child_runs(
+        c, experiment, parent, metrics=["loss"], tags=["sweep.error"], params=["sweep."]
+    )
+    whole = tracking.trial_runs(uri, experiment, parent)
+
+    def keep(values, names):
+        return {k: v for k, v in values.items() if k in names or any(k.startswith(n) for n in names if n.endswith("."))}
+
+    def seen(run, metrics, tags, params):
+        info, data = run.info, run.data
+        picked = (keep(data.metrics, metrics), keep(data.tags, tags), keep(data.params, params))
+        return (info.run_id, info.run_name, info.status, str(picked[0]), *picked[1:])
+
+    asked = (["loss"], ["sweep.error"], ["sweep."])
+    assert [seen(r, *asked) for r in light] == [seen(r, *asked) for r in whole] and len(light) == 3
+    assert all(set(r.data.params) == {"sweep.beta", "sweep.seed"} and set(r.data.metrics) == {"loss"} for r in light)
+    assert [set(r.data.metrics) for r in mlflow_internals.child_runs(c, experiment, parent, metrics=None)] == [
+        {"loss", "other"}
+    ] * 3
+    assert mlflow_internals.child_runs(tracking.client("http://127.0.0.1:1"), experiment, parent) is None
+
+
 def test_a_sender_gives_up_after_its_bound_and_counts_what_it_dropped(monkeypatch):
     """Nothing listens at the tracking URI: close() returns within the bound, everything counted."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
