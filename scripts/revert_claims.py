@@ -2,7 +2,7 @@
 
     python scripts/revert_claims.py                 # every revert in tests/claim_reverts.py
     python scripts/revert_claims.py --tier fast      # only those whose tests are all fast
-    python scripts/revert_claims.py -k masking       # only reverts whose name contains a word
+    python scripts/revert_claims.py -k masking       # only reverts whose name contains a word (-k again: or another)
     python scripts/revert_claims.py --list           # what would run, and nothing else
 
 Each revert replaces one piece of source (found exactly once) with a version lacking the feature,
@@ -105,7 +105,7 @@ def run(revert: Revert, timeout: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tier", choices=["fast", "integration", "all"], default="all")
-    parser.add_argument("-k", dest="word", default="", help="only reverts whose name contains this")
+    parser.add_argument("-k", dest="words", action="append", help="only reverts whose name contains this (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the reverts and exit")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds for one revert's pytest")
@@ -114,7 +114,8 @@ def main() -> int:
     chosen = [
         r
         for r in REVERTS
-        if args.word in r.name
+        if not args.words
+        or any(word in r.name for word in args.words)
         and (args.tier == "all" or (args.tier == "integration") == any(t in slow for t in r.tests))
     ]
     if args.list:

@@ -759,11 +759,17 @@ REVERTS = [
         "test_scale.py::test_report_html_is_one_page_a_browser_renders_offline",
     ),
     _r(
-        "servers bind every interface by default",
+        "the UI binds every interface by default",
         "sweep/cli.py",
         'p.add_argument("--host", default="127.0.0.1"',
         'p.add_argument("--host", default="0.0.0.0"',
         "test_scale.py::test_sweep_ui_shows_the_sweep_in_a_real_browser",
+    ),
+    _r(
+        "the tracking server binds every interface by default",
+        "sweep/cli.py",
+        '"--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1; 0.0.0.0',
+        '"--host", default="0.0.0.0", help="interface to bind (default: 127.0.0.1; 0.0.0.0',
         "test_tracking.py::test_a_server_down_longer_than_the_retries_fails_the_trials_with_one_clear_line",
     ),
     _r(
@@ -788,10 +794,17 @@ REVERTS = [
         "test_tracking.py::test_an_authenticated_server_refuses_strangers_and_takes_a_sweep",
     ),
     _r(
-        "init gives a real model the tiny model's settings and no judge",
+        "init ranks by the proxy where there are answers to judge",
         "sweep/scaffold.py",
         '    judged = "answer" in columns',
         "    judged = False",
+        "test_api.py::test_init_gives_a_real_model_qlora_settings_and_ranks_by_answers_where_there_is_an_answer_column",
+    ),
+    _r(
+        "init reads transcripts as pairs",
+        "sweep/scaffold.py",
+        '{"chosen", "rejected"}, {"format": "transcript"}),',
+        '{"chosen", "rejected"}, {}),',
         "test_api.py::test_init_writes_a_spec_for_each_layout_that_plans_loads_and_runs",
     ),
     _r(

@@ -155,6 +155,31 @@ def test_init_refuses_an_unknown_layout_naming_its_columns(tmp_path, capsys, mon
     assert "prompt/chosen/rejected" in err[0] and not list(tmp_path.glob("*.yaml"))
 
 
+def test_init_gives_a_real_model_qlora_settings_and_ranks_by_answers_where_there_is_an_answer_column(
+    tmp_path, capsys, monkeypatch
+):
+    """A hub model gets the QLoRA recipe's settings (the embedded model its own); a dataset with
+    an `answer` column gets a verifiable judge and is ranked by it, one without by the proxy."""
+    from sweep.spec import load_spec
+
+    monkeypatch.chdir(tmp_path)
+    rows = [
+        {"prompt": f"What is {i}+1?", "chosen": str(i + 1), "rejected": "no", "answer": str(i + 1)} for i in range(8)
+    ]
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "plain.jsonl").write_text(
+        "\n".join(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")}) for r in rows)
+    )
+    assert main(["init", "--model", "org/chat-7b", "--dataset", "qa.jsonl"]) == 0
+    real = load_spec(capsys.readouterr().out.strip())
+    assert real.quantization["mode"] == "auto" and real.lora["r"] == 16 and real.train["gradient_checkpointing"] is True
+    assert real.train["max_length"] == 1024 and real.judge.max_new_tokens == 128
+    assert [s.name for s in real.judge.scorers] == ["verifiable"] and real.metric == "eval_judge/score"
+    assert main(["init", "--dataset", "plain.jsonl"]) == 0
+    embedded = load_spec(capsys.readouterr().out.strip())
+    assert embedded.lora["r"] == 8 and embedded.judge.prompts == 0 and embedded.metric == "eval_rewards/accuracies"
+
+
 # ---- integration: real Ray, MLflow and TRL ------------------------------------------------------
 
 
