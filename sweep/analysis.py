@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 MIN_TRIALS = 4  # below this a random forest over the axes says nothing worth printing
-# Optuna's trees grow 64 levels deep by default: over a large sweep they fit seed noise and cost
-# seconds (1,000 trials: ~8 s); 8 levels split a handful of axes finely enough, in a fraction.
+# Optuna's trees grow 64 levels deep by default: over a large sweep they fit seed noise, slowly;
+# 8 levels split a handful of axes finely enough (docs/benchmarks.md, reading a large sweep).
 MAX_DEPTH = 8
 # The forest's cost grows with trials x trees; past 200 trials fewer trees (down to 16), each
-# fitted on more trials, keep it near a second with the shares within ~0.01 of 64 trees'.
+# fitted on more trials, give the same shares in a fraction of the time.
 TREES_X_TRIALS = 64 * 200
 
 

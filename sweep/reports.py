@@ -54,8 +54,8 @@ def trials_frame(sweep: Sweep, *, all_metrics: bool = False, best: bool = True) 
     come last and are kept, never dropped.
     """
     c = tracking.client(sweep.uri)
-    tags = (tracking.TAG_STOPPED_EARLY, tracking.TAG_ERROR)
-    runs = sweep.runs_with(metrics=None, tags=tags, params=(tracking.SWEPT_PREFIX, "train.beta"))
+    read_tags = (tracking.TAG_STOPPED_EARLY, tracking.TAG_ERROR)
+    runs = sweep.runs_with(metrics=None, tags=read_tags, params=(tracking.SWEPT_PREFIX, "train.beta"))
     logged = {key for run in runs for key in run.data.metrics}
     histories = metric_histories(c, [r.info.run_id for r in runs], [k for k in BEST_OF if k in logged]) if best else {}
     rows = []

@@ -43,7 +43,7 @@ class Sweep:
 
     def runs_with(self, metrics=(), tags=(), params=()) -> list:
         """`runs()` holding only the named metrics, tags and params, read lighter where the store
-        allows (a SQL store: a 1,000-trial sweep's `status` in a fraction of a second); else whole."""
+        allows (a SQL store's tables: a large sweep's readers need a few fields of each run); else whole."""
         c = tracking.client(self.uri)
         light = child_runs(c, self.experiment_id, self.parent_run_id, metrics, (tracking.TAG_TRIAL_ID, *tags), params)
         return self.runs() if light is None else tracking.latest_attempts(light)

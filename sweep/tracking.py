@@ -95,7 +95,7 @@ def sweep_description(spec, best: str = "") -> str:
         f"**sweep {spec.name}**: {spec.num_trials()} trials over {axes}, {spec.model} on {spec.dataset.path}, "
         f"ranked by `{spec.metric}` ({spec.mode}). Each trial is a child run of this one."
     )
-    return text + (f"\n\n{best}" if best else "")
+    return secrets.mask_text(text + (f"\n\n{best}" if best else ""))  # a data URL may hold a password
 
 
 def start_parent_run(uri: str, experiment_id: str, spec) -> str:

@@ -1,6 +1,6 @@
 """Many runs' metrics in a few requests. MLflow's client reads one run's history of one metric
-per call (a 1,000-trial sweep's per-step export: ~30,000 calls) and searches runs whole (every
-param of every run, where `status` needs five fields); its stores can do better, through parts
+per call (a large sweep's per-step export: a call per trial and metric) and searches runs whole
+(every param of every run, where `status` needs five fields); its stores can do better, through parts
 the client does not expose: a SQL store's tables, queried for the columns needed (MLflow's own
 table models), and, for a tracking server, the `get-history-bulk` route its UI draws charts with
 (100 runs per request, 25,000 points per answer). Where the installed MLflow is not the version
@@ -95,8 +95,8 @@ def child_runs(client, experiment_id: str, parent_run_id: str, metrics=(), tags=
     """The child runs of `parent_run_id`, oldest first, each with only the named metrics (latest
     values), tags and params (None: all of them; a name ending in "." stands for every name it
     begins), from one query per table of a SQL store; None elsewhere (the caller searches the
-    runs whole). A 1,000-trial sweep's `status` needs a few fields of each run, not every param
-    of every run."""
+    runs whole). A large sweep's `status` needs a few fields of each run, not every param of
+    every run."""
     store = _store(client)
     if store is None or not hasattr(store, "ManagedSessionMaker"):
         return None
