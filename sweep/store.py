@@ -132,6 +132,7 @@ def find_run(sweep: Sweep, trial: str):
         if r.info.run_id.startswith(trial) or (r.data.tags.get(tracking.TAG_TRIAL_ID) or "").startswith(trial)
     ]
     if not matches:
-        names = ", ".join(r.info.run_name for r in runs) or "none"
+        names = ", ".join(r.info.run_name for r in runs[:10]) or "none"
+        names += f" and {len(runs) - 10} more (python -m sweep report {sweep.name})" if len(runs) > 10 else ""
         raise SweepNotFound(f"no trial {trial!r} in sweep {sweep.name}; trials: {names}")
     return tracking.client(sweep.uri).get_run(matches[-1].info.run_id)  # the latest attempt at that point
