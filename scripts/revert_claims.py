@@ -114,8 +114,7 @@ def main() -> int:
     chosen = [
         r
         for r in REVERTS
-        if not args.words
-        or any(word in r.name for word in args.words)
+        if (not args.words or any(word in r.name for word in args.words))
         and (args.tier == "all" or (args.tier == "integration") == any(t in slow for t in r.tests))
     ]
     if args.list:
