@@ -222,7 +222,9 @@ def test_two_node_cluster_needs_a_server_uses_both_nodes_and_survives_losing_one
     assert not (tmp_path / "results" / "mlflow.db").exists()
 
     spec.update(tracking={"uri": tracking_server}, max_failures=1)
-    spec["train"].update(max_steps=40, logging_steps=1, eval_steps=40)
+    # long enough that the trial seen training on the worker node is still training when it goes
+    # (at 40 steps, under CI's load, its first metrics once arrived as it finished)
+    spec["train"].update(max_steps=120, logging_steps=1, eval_steps=120)
     cmd = [
         sys.executable,
         "-m",

@@ -387,8 +387,9 @@ def test_halving_compares_every_trial_at_each_rung_and_resumes_the_best(tmp_path
     history = {r.info.run_id: {m.step: m.value for m in c.get_metric_history(r.info.run_id, metric)} for r in children}
     steps = {r.info.run_id: sorted(history[r.info.run_id]) for r in children}
     assert sorted(map(len, steps.values())) == [1, 1, 2, 4], steps  # 3, 3, 6 and 12 steps trained
-    at_rung = sorted(children, key=lambda r: history[r.info.run_id][3], reverse=True)
-    assert {len(steps[r.info.run_id]) for r in at_rung[:2]} == {2, 4}  # the best two at step 3 went on
+    went_on = [history[r.info.run_id][3] for r in children if len(steps[r.info.run_id]) > 1]
+    stopped = [history[r.info.run_id][3] for r in children if len(steps[r.info.run_id]) == 1]
+    assert min(went_on) >= max(stopped), history  # the best two at step 3 went on (either of a tie may)
     winner = next(r for r in children if len(steps[r.info.run_id]) == 4)
     assert winner.info.status == "FINISHED" and "sweep.stopped_early" not in winner.data.tags
     assert history[winner.info.run_id][6] >= max(h[6] for h in history.values() if 6 in h)  # the best at step 6
