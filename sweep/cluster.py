@@ -77,9 +77,8 @@ class RayConnection:
         except ConnectionError as e:
             if not address_of(address):
                 raise
-            field = "--address" if address else "RAY_ADDRESS"
             raise SpecError(
-                field, f"cannot join a Ray cluster at {address_of(address)}: {str(e).splitlines()[0]}"
+                _address_field(address), f"cannot join a Ray cluster at {address_of(address)}: {str(e).splitlines()[0]}"
             ) from None
 
     def stop(self) -> None:
@@ -155,7 +154,7 @@ def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
     target = address_of(address)
     if not target or target in ("auto", "local") or "://" in target:
         return
-    field = "--address" if address else "RAY_ADDRESS"
+    field = _address_field(address)
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         raise SpecError(
@@ -170,6 +169,11 @@ def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
             f"no Ray cluster answers at {target} ({why}): start one with `ray start --head`, "
             "or leave --address and $RAY_ADDRESS unset for a local Ray",
         ) from None
+
+
+def _address_field(address: str | None) -> str:
+    """Where the address an error names came from: the command line, else the environment."""
+    return "--address" if address else "RAY_ADDRESS"
 
 
 def set_auth_mode(address: str | None) -> None:
