@@ -24,6 +24,8 @@ __all__ = [
     "samples",
     "judgements",
     "datasets",
+    "models",
+    "promote",
     "best",
     "importance",
     "report",

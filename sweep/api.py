@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import data_record, reports, store, tracking
+from . import data_record, logged_models, reports, store, tracking
 from .checks import unusable_inputs
 from .spec import SpecError, SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file
 from .startup import QUIET_ENV, restored_env
@@ -149,6 +149,35 @@ def datasets(name: str | Sweep, tracking_uri: str | None = None, results_dir: st
     return data_record.frame(open_sweep(name, tracking_uri, results_dir).parent)
 
 
+def models(name: str | Sweep, tracking_uri: str | None = None, results_dir: str | Path = "results") -> pd.DataFrame:
+    """The sweep's MLflow logged models (kept adapters, promoted merged models), best first, each
+    with its ranking metric and registered versions: what the MLflow UI's Models tab lists."""
+    sweep = open_sweep(name, tracking_uri, results_dir)
+    ranked = reports.trials_frame(sweep, best=False)["run_id"]
+    return logged_models.frame(tracking.client(sweep.uri), sweep, list(ranked))
+
+
+def promote(
+    name: str | Sweep,
+    out: str | Path,
+    trial: str | None = None,
+    register: str | None = None,
+    tracking_uri: str | None = None,
+    results_dir: str | Path = "results",
+    log=print,
+) -> Path:
+    """Merge the best (or `trial`'s) adapter into its base model; save it to `out` (a plain
+    `from_pretrained` folder) and as an MLflow transformers model of the trial's run; `register`:
+    also a version of that registered model, alias `best` (`models:/NAME@best`)."""
+    from .evaluation import promote as merge_and_log
+
+    if register is not None:
+        logged_models.registered_name(register)
+    sweep = open_sweep(name, tracking_uri, results_dir)
+    run = reports.find_trial(sweep, trial)
+    return merge_and_log(sweep.uri, run, Path(out), sweep.name, register=register, log=log)
+
+
 @dataclass
 class Best:
     """The best finished trial of a sweep by its ranking metric."""
@@ -160,22 +189,14 @@ class Best:
     metrics: dict[str, float]
     tracking_uri: str
     has_adapter: bool
+    adapter_uri: str | None
+    """The MLflow URI of its LoRA adapter, a logged model (`models:/<id>`); None without one."""
     params: dict[str, str] = field(repr=False, default_factory=dict)
-
-    @property
-    def adapter_uri(self) -> str:
-        """The MLflow URI of its LoRA adapter (`mlflow.artifacts.download_artifacts` takes it)."""
-        return f"runs:/{self.run_id}/adapter"
 
     def download_adapter(self, dst: str | Path | None = None) -> Path:
         """The adapter's folder on this machine (PEFT's `PeftModel.from_pretrained` loads it)."""
-        if not self.has_adapter:
-            raise LookupError(f"trial {self.trial} has no saved adapter (run the sweep with `save: all` or `best`)")
-        return Path(
-            tracking.client(self.tracking_uri).download_artifacts(
-                self.run_id, tracking.ADAPTER, str(dst) if dst else None
-            )
-        )
+        run = tracking.client(self.tracking_uri).get_run(self.run_id)
+        return logged_models.download_adapter(self.tracking_uri, run, dst)
 
     def load(self):
         """The base model with this adapter on top, and its tokenizer: `(model, tokenizer)`."""
@@ -194,8 +215,9 @@ def best(
     if df.empty:
         raise LookupError(f"sweep {sweep.name} has no finished trial with {metric or sweep.metric}")
     row = df.iloc[0]
-    run = tracking.client(sweep.uri).get_run(row["run_id"])
-    artifacts = {a.path for a in tracking.client(sweep.uri).list_artifacts(run.info.run_id)}
+    c = tracking.client(sweep.uri)
+    run = c.get_run(row["run_id"])
+    adapter_uri = logged_models.adapter_uri(c, run)
     point = {a: row[a] for a in sweep.axes if a in row}
     return Best(
         trial=run.info.run_name,
@@ -203,7 +225,8 @@ def best(
         point=point,
         metrics=dict(run.data.metrics),
         tracking_uri=sweep.uri,
-        has_adapter=tracking.ADAPTER in artifacts,
+        has_adapter=adapter_uri is not None,
+        adapter_uri=adapter_uri,
         params=dict(run.data.params),
     )
 

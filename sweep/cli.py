@@ -187,13 +187,19 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    """Merge the best (or a chosen) trial's adapter into its base model and save it."""
-    from . import reports, store
-    from .evaluation import promote
+    """Merge the best (or a chosen) trial's adapter into its base model, save it, log it to
+    MLflow, and register it where asked."""
+    from .api import promote
 
-    sweep = store.find_sweep(_store(args), args.name)
-    run = reports.find_trial(sweep, args.trial)
-    promote(sweep.uri, run, Path(args.out), sweep.name, log=lambda m: print(m, file=sys.stderr))
+    promote(
+        args.name,
+        args.out,
+        trial=args.trial,
+        register=args.register,
+        tracking_uri=args.tracking_uri,
+        results_dir=args.results_dir,
+        log=lambda m: print(m, file=sys.stderr),
+    )
     print(args.out)
     return EXIT_OK
 
@@ -241,21 +247,28 @@ def cmd_logs(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    """The MLflow UI on the sweeps' store; prints the URL of the sweep's runs table."""
-    from . import store
+    """The MLflow UI on the sweeps' store; prints the URL of the sweep's trials, ranked."""
+    from . import store, ui_view
     from .server import credentials, free_port, serve_until_interrupted, start_mlflow_server
 
     uri = _store(args)
-    experiment = store.find_sweep(uri, args.name).experiment_id if args.name else None
-    if uri.startswith(("http://", "https://")):  # already a tracking server: its UI is right there
-        print(_ui_url(uri.rstrip("/"), experiment))
+    sweep = store.find_sweep(uri, args.name) if args.name else None
+    experiment = sweep.experiment_id if sweep else None
+    view = ui_view.share(sweep) if sweep else None
+    remote = uri.startswith(("http://", "https://"))  # already a tracking server: its UI is right there
+    if not remote:
+        auth = credentials(args.host, args.trust_network)  # (checked once the store is known to exist)
+        port = args.port or free_port(args.host)
+        artifacts = Path(args.results_dir).resolve() / "mlartifacts"
+        proc = start_mlflow_server(uri, args.host, port, artifacts, auth=auth, echo=args.verbose)
+    base = uri.rstrip("/") if remote else f"http://{args.host}:{port}"
+    print(ui_view.url(base, experiment, view), flush=True)
+    if sweep is not None:
+        print(f"judged answers side by side: {ui_view.url(base, experiment, view, 'answers')}", file=sys.stderr)
+        print(f"models: {ui_view.url(base, experiment, view, 'models')}", file=sys.stderr)
+    if remote:
         return EXIT_OK
-    auth = credentials(args.host, args.trust_network)  # (checked once the store is known to exist)
-    port = args.port or free_port(args.host)
-    proc = start_mlflow_server(uri, args.host, port, Path(args.results_dir).resolve() / "mlartifacts", auth=auth)
-    print(f"MLflow UI on {uri}", file=sys.stderr)
-    print(_ui_url(f"http://{args.host}:{port}", experiment), flush=True)
-    print("Ctrl-C to stop", file=sys.stderr)
+    print(f"MLflow UI on {uri}; Ctrl-C to stop", file=sys.stderr)
     return serve_until_interrupted(proc)
 
 
@@ -274,12 +287,6 @@ def cmd_server(args) -> int:
     reachable = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host  # what other nodes dial
     print(f"MLFLOW_TRACKING_URI=http://{reachable}:{args.port}", flush=True)
     return serve_until_interrupted(proc)
-
-
-def _ui_url(base: str, experiment_id: str | None) -> str:
-    # MLflow 3 opens an experiment on a GenAI "Overview" page; the runs table (children
-    # nested under their parent) is this route.
-    return f"{base}/#/experiments/{experiment_id}/runs" if experiment_id else f"{base}/#/experiments"
 
 
 def cmd_list(args) -> int:
@@ -307,10 +314,15 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are bad input: one line naming the argument, exit 2 (`-h` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m sweep", description="Hyperparameter sweeps for DPO and its family."
-    )
+    parser = _Parser(prog="python -m sweep", description="Hyperparameter sweeps for DPO and its family.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def overrides(p):
@@ -404,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="sweep name")
     p.add_argument("--trial", help="trial to promote (default: the best by the sweep's metric)")
     p.add_argument("--out", required=True, help="directory for the merged model and tokenizer")
+    p.add_argument(
+        "--register",
+        metavar="NAME",
+        type=_registered_name,
+        help="also register the merged model in MLflow's Model Registry as NAME, alias `best`",
+    )
     store_options(p, formats=False)
     p.set_defaults(func=cmd_promote)
 
@@ -437,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="sweep whose runs table to open")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--verbose", action="store_true", help="show the MLflow server's own notices and warnings")
     trust_network(p)
     store_options(p, formats=False)
     p.set_defaults(func=cmd_ui)
@@ -484,6 +503,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {full}: free space, then run the same command again", file=sys.stderr, flush=True)
         return EXIT_TRIALS_FAILED
+
+
+def _registered_name(value: str) -> str:
+    from .logged_models import registered_name
+
+    try:
+        return registered_name(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _bad_input(e: Exception) -> None:

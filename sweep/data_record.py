@@ -67,6 +67,14 @@ def log(client, run_id: str, described: list[dict[str, str]]) -> None:
     )
 
 
+def evaluation_split(run) -> tuple[str, str] | None:
+    """(name, digest) of the split `run`'s held-out metrics were measured on, if it logged one."""
+    for d in run.inputs.dataset_inputs if run.inputs else []:
+        if any(t.key == "mlflow.data.context" and t.value == CONTEXTS["eval"] for t in d.tags):
+            return d.dataset.name, d.dataset.digest
+    return None
+
+
 def frame(run) -> pd.DataFrame:
     """A run's dataset inputs, one row per split: what the MLflow UI's Dataset column shows."""
     import pandas as pd

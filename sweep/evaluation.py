@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import tracking
+from . import data_record, logged_models, tracking
 
 
 class PairedEval:
@@ -178,12 +178,9 @@ def load_trial(uri: str, run, quantized: bool = True) -> TrialModel:
     from .tracking import client
 
     c = client(uri)
-    names = {a.path for a in c.list_artifacts(run.info.run_id)}
-    if tracking.ADAPTER not in names:
-        raise LookupError(f"trial {run.info.run_name} has no saved adapter (run it with `save: all`)")
     local = Path(tempfile.mkdtemp(prefix="sweep-trial-"))
+    adapter = logged_models.download_adapter(uri, run, local / "adapter")
     config = json.loads(Path(c.download_artifacts(run.info.run_id, tracking.TRIAL_CONFIG, str(local))).read_text())
-    adapter = c.download_artifacts(run.info.run_id, tracking.ADAPTER, str(local))
     cuda = torch.cuda.is_available()
     path = resolve_model_path(config["model"], log=lambda *_: None)
     bnb = BitsAndBytesConfig.from_dict(config["quantization"]) if quantized and config.get("quantization") else None
@@ -243,9 +240,10 @@ def verify(uri: str, run, log=print) -> dict[str, float]:
     return result
 
 
-def promote(uri: str, run, out: Path, sweep_name: str, log=print) -> Path:
+def promote(uri: str, run, out: Path, sweep_name: str, register: str | None = None, log=print) -> Path:
     """Merge `run`'s adapter into its base model (loaded unquantised), save model and tokenizer
-    to `out`, and log the merged model to MLflow under the trial's run."""
+    to `out`, and log the merged model as an MLflow transformers model of the trial's run;
+    `register`: a new version of that registered model, alias `best`."""
     import logging
 
     import mlflow
@@ -267,22 +265,29 @@ def promote(uri: str, run, out: Path, sweep_name: str, log=print) -> Path:
         "base_model": trial.config["model"],
         "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith("eval_")},
     }
-    (out / "sweep_promoted.json").write_text(json.dumps(provenance, indent=2, default=str))
-    # An MLflow model (MLmodel + weights) written locally and attached to the trial's run with
-    # the client: a fluent `start_run(run_id=...)` would mark the trial FAILED if logging raised.
+    c = client(uri)
     # Requirements are given, not inferred: inference imports every package torch can use.
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.transformers.save_model(
             transformers_model={"model": merged, "tokenizer": trial.tokenizer},
-            path=str(Path(tmp) / "promoted_model"),
+            path=str(Path(tmp) / "model"),
             task="text-generation",
             pip_requirements=[f"{p}=={_version(p)}" for p in ("transformers", "torch", "accelerate", "safetensors")],
             metadata={"sweep": sweep_name, "trial": run.info.run_name},
         )
-        client(uri).log_artifacts(run.info.run_id, str(Path(tmp) / "promoted_model"), "promoted_model")
-    client(uri).set_tag(run.info.run_id, "sweep.promoted_to", str(out.resolve()))
-    model_uri = f"runs:/{run.info.run_id}/promoted_model"
-    log(f"promoted {run.info.run_name} to {out} and to MLflow model {model_uri}")
+        step = int(run.data.metrics.get("global_step", 0))
+        model_id = logged_models.log_merged(c, run, Path(tmp) / "model", step)
+    logged_models.link_metrics(c, [c.get_logged_model(model_id)], data_record.evaluation_split(run))
+    provenance["mlflow_model"] = f"models:/{model_id}"
+    c.set_tag(run.info.run_id, "sweep.promoted_to", str(out.resolve()))
+    log(f"promoted {run.info.run_name} to {out} and to MLflow model models:/{model_id}")
+    if register:
+        version = logged_models.register(uri, model_id, run.info.run_id, register)
+        provenance["registered"] = f"models:/{register}@{logged_models.ALIAS}"
+        log(
+            f"registered as {register} version {version}, alias {logged_models.ALIAS}: models:/{register}@{logged_models.ALIAS}"
+        )
+    (out / "sweep_promoted.json").write_text(json.dumps(provenance, indent=2, default=str))
     return out
 
 

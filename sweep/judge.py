@@ -185,11 +185,12 @@ class Judge:
         if win_rate is not None:
             metrics[WIN_RATE] = win_rate
         if self.uri and self.run_id:
+            from .compat.mlflow_internals import table_offered_first
             from .tracking import client
 
-            client(self.uri).log_table(
-                self.run_id, data=self.table(judged, wins), artifact_file=f"{TABLE_DIR}/step-{step:06d}.json"
-            )
+            path = f"{TABLE_DIR}/step-{step:06d}.json"
+            client(self.uri).log_table(self.run_id, data=self.table(judged, wins), artifact_file=path)
+            table_offered_first(client(self.uri), self.run_id, path)  # the UI compares the latest answers
         self.seconds += time.time() - t0
         metrics["time/judge_s"] = self.seconds
         return metrics
@@ -206,10 +207,11 @@ class Judge:
 
     def table(self, judged: Judged, wins: list[float | None]):
         """The per-prompt table of an evaluation: the trial's answers and scores beside the base
-        model's (`base`, `base_<scorer>`, `base_score`) and the outcome of each comparison."""
+        model's (`base`, `base_<scorer>`, `base_score`) and the outcome of each comparison. The
+        answer is the column after the prompt: what MLflow's evaluation view compares by default."""
         df = self.frame(judged)
         base = self.frame(self.base).drop(columns=["prompt", "length"])
-        df.insert(1, "base", base.pop("answer"))
+        df.insert(2, "base", base.pop("answer"))
         for column in base:
             df[f"base_{column}"] = base[column]
         df["outcome"] = ["win" if w == 1 else "tie" if w == 0.5 else "loss" if w == 0 else None for w in wins]

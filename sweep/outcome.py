@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import tracking
+from . import data_record, logged_models, tracking
 from .spec import SweepSpec
 
 
@@ -48,6 +48,9 @@ def finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_p
             c.log_artifact(parent_run_id, str(path), artifact_path="plots")
     if spec.save == "best":
         keep_best_adapter(summary, results_dir / "trials", c)
+    if spec.save != "none":  # the Models tab shows each adapter with the metrics it was ranked by
+        adapters = logged_models.sweep_adapters(c, sweep.experiment_id, parent_run_id)
+        logged_models.link_metrics(c, adapters, data_record.evaluation_split(sweep.parent))
     c.set_tag(parent_run_id, tracking.TAG_NOTE, tracking.sweep_description(spec, _winner(summary, spec, n_points)))
     outcome = SweepOutcome(sweep, results_dir, summary, n_failed, interrupted)
     c.set_terminated(parent_run_id, status=outcome.status)
@@ -68,13 +71,14 @@ def _winner(summary, spec: SweepSpec, n_points: int) -> str:
 
 def keep_best_adapter(summary, trials_dir: Path, client) -> None:
     """`save: best`: every trial saved its adapter; keep only the best finished trial's, on disk
-    and as its MLflow run's `adapter/` artifact, so disk use stays bounded by one adapter."""
+    and as a logged model of its run, so disk use stays bounded by one adapter."""
     import shutil
 
     done = summary[summary["status"] == "FINISHED"]  # ranked, best first
     best = done.iloc[0] if len(done) else None
     for adapter in trials_dir.glob("*/adapter"):
         if best is not None and adapter.parent.name == best["trial_id"]:
-            client.log_artifacts(best["run_id"], str(adapter), tracking.ADAPTER)
+            run = client.get_run(best["run_id"])
+            logged_models.log_adapter(client, run, adapter, int(run.data.metrics.get("global_step", 0)))
         else:
             shutil.rmtree(adapter, ignore_errors=True)

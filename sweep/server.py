@@ -84,10 +84,12 @@ def start_mlflow_server(
     artifacts_dir: Path,
     workers: int | None = None,
     auth: tuple[str, str] | None = None,
+    echo: bool = True,
 ) -> subprocess.Popen:
     """`mlflow server` on `store_uri`, proxying artifacts to `artifacts_dir` (so remote trials can
     upload through it), with MLflow's basic authentication where `auth` names the admin (its
-    users kept beside the artifacts). Returns once it answers /health."""
+    users kept beside the artifacts). Returns once it answers /health. `echo`: its warnings
+    pass on to our stderr (else only its last lines, if it exits)."""
     env = {
         **os.environ,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # ~6 s start instead of ~14 s
@@ -120,7 +122,8 @@ def start_mlflow_server(
         *app,
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    tail = _drain(proc.stderr)
+    tail = _drain(proc.stderr, echo)
+    proc.last_lines = None if echo else tail  # said by serve_until_interrupted if it dies
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -137,16 +140,16 @@ def start_mlflow_server(
     raise RuntimeError(f"mlflow server did not answer on {url} within 90 s")
 
 
-def _drain(stream) -> collections.deque:
+def _drain(stream, echo: bool) -> collections.deque:
     """Read the server's stderr for as long as it runs: a full pipe would block its next log
-    line, and every request with it. Its last lines are kept for an error message; its
-    warnings and errors (not its INFO chatter) pass on to ours."""
+    line, and every request with it. Its last lines are kept for an error message; with `echo`,
+    its warnings and errors (not its INFO chatter) pass on to ours."""
     tail: collections.deque = collections.deque(maxlen=40)
 
     def pump():
         for line in stream:
             tail.append(line)
-            if " INFO" not in line[:32]:
+            if echo and " INFO" not in line[:32]:
                 sys.stderr.write(line)
 
     threading.Thread(target=pump, daemon=True).start()
@@ -163,6 +166,9 @@ def serve_until_interrupted(proc: subprocess.Popen) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         proc.wait()
+        if proc.returncode and getattr(proc, "last_lines", None):
+            time.sleep(0.2)  # the drain thread's last lines
+            sys.stderr.write("".join(proc.last_lines))
         return proc.returncode or 0
     except KeyboardInterrupt:
         proc.terminate()

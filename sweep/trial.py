@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import prepare, secrets, startup, tracking, trial_run, warm_model
+from . import logged_models, prepare, secrets, startup, tracking, trial_run, warm_model
 from .axes import resolved_section
 from .compat.hf_internals import planned_rows_usable, shared_reference_usable
 from .metric_sender import MetricSender
@@ -442,7 +442,8 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
             adapter = str(Path(args.output_dir) / tracking.ADAPTER)
             trainer.model.save_pretrained(adapter)
             if run_id is not None and spec.save == "all":  # `best`: the driver logs the winner's at the end
-                tracking.client(ctx.store_uri()).log_artifacts(run_id, adapter, tracking.ADAPTER)
+                c = tracking.client(ctx.store_uri())
+                logged_models.log_adapter(c, c.get_run(run_id), adapter, trainer.state.global_step)
     finally:
         warm_model.release_base_model(trainer.model)  # the adapter off; the next trial checks the base first
         if spec.scheduler.pauses:  # ours, not ones the spec asked for: Ray Tune holds the copy it resumes from

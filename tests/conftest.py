@@ -4,6 +4,7 @@ a private cache, sweeps run real Ray and MLflow in subprocesses, trials run real
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,6 +232,42 @@ class SweepServer:
         a while (seconds, under load), long enough for short trials to end their runs."""
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+
+
+def chromium(p):
+    """Debian's chromium, headless, driven by Playwright; a missing browser fails the test
+    unless the person running the tests says so."""
+    if not shutil.which("chromium"):
+        if os.environ.get("SWEEP_ALLOW_NO_BROWSER") != "1":
+            pytest.fail(
+                "Debian's chromium is not installed (the README's set-up: sudo apt-get install chromium); "
+                "set SWEEP_ALLOW_NO_BROWSER=1 to skip the browser tests where they cannot run"
+            )
+        pytest.skip("no chromium, and SWEEP_ALLOW_NO_BROWSER=1")
+    return p.chromium.launch(
+        executable_path=shutil.which("chromium"),
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    )
+
+
+def runs_table(page) -> list[dict[str, str]]:
+    """MLflow's runs table as shown, top row first: each row's cells by column id (MLflow's
+    `metrics.`key``, `params.`key``, `attributes.`Dataset``), and `name`, the run's name."""
+    rows: dict[int, dict[str, str]] = {}
+    for row in page.query_selector_all(".ag-row"):  # a row's pinned and scrolled parts share its index
+        cells = rows.setdefault(int(row.get_attribute("row-index")), {})
+        for cell in row.query_selector_all(".ag-cell"):
+            cells[cell.get_attribute("col-id")] = cell.inner_text().strip()
+    for cells in rows.values():
+        cells["name"] = cells.get("attributes.`Run Name`", "").splitlines()[-1]  # after its colour chip
+    return [rows[i] for i in sorted(rows)]
 
 
 def mlflow_store(cwd: Path, name: str):

@@ -256,7 +256,7 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
         loaded = sorted(saved) == sorted(on) and all(torch.equal(saved[k], on[k].cpu()) for k in saved)
         pickle.dump({"trials": trials, "steps": steps, "best": (best.trial, best.point, best.metrics, str(adapter_dir)),
                      "answers": answers, "importance": sweep.importance("beta_grid").table,
-                     "datasets": sweep.datasets("beta_grid"),
+                     "datasets": sweep.datasets("beta_grid"), "models": (sweep.models("beta_grid"), best.adapter_uri),
                      "loaded": (loaded, type(tokenizer).__name__)}, open("nb.pkl", "wb"))
     """)
     proc = subprocess.run(
@@ -294,6 +294,11 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
         ("training", "builtin:prefs train", 2000),
         ("evaluation", "builtin:prefs eval", 200),
     ]
+
+    models, best_adapter = nb["models"]  # what the UI's Models tab lists, in pandas: an adapter per trial, ranked
+    assert list(models["trial"]) == list(csv["trial"]) and set(models["model_type"]) == {"LoRA adapter"}
+    assert (models["eval_judge/score"].to_numpy() == csv["eval_judge/score"].to_numpy()).all()
+    assert best_adapter == models.iloc[0]["model_uri"] and best_adapter.startswith("models:/m-")
 
     c, parents, _ = mlflow_store(tmp_path, "beta_grid")
     base = parents[0].data.metrics["base_judge/score"]

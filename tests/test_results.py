@@ -4,17 +4,27 @@ recomputed from saved adapters, the best model merged out, and generations side 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pandas as pd
 import pytest
 
-from .conftest import cli_in_process, mlflow_store, run_cli, small_spec, write_spec
+from sweep import api as sweep_api
+from sweep import data_record, logged_models
+from sweep.evaluation import generate_samples
+
+from .conftest import REPO, chromium, cli_in_process, mlflow_store, run_cli, small_spec, write_spec
 
 
 @pytest.fixture(scope="session")
 def seeded(tmp_path_factory, tiny_model_path):
-    """A real seeded sweep: 2 betas x 3 seeds, each trial logging 3 generations."""
+    """A real seeded sweep: 2 betas x 3 seeds, each trial logging 3 generations and judging 6
+    held-out answers at each of its 2 evaluations."""
     cwd = tmp_path_factory.mktemp("seeded")
     # Ranked by margin: after 8 steps both betas move every pair the same way, so sign-based
     # accuracy ties them; margins scale with beta and separate them.
@@ -23,6 +33,7 @@ def seeded(tmp_path_factory, tiny_model_path):
         axes={"beta": [0.01, 0.5]},
         seeds=[0, 1, 2],
         samples={"prompts": 3, "max_new_tokens": 16},
+        judge={"prompts": 6, "scorers": ["builtin:verifiable"], "max_new_tokens": 8, "batch_size": 6},
         save="all",
         train={"max_steps": 8, "eval_steps": 4},
         metric="eval_rewards/margins",
@@ -105,7 +116,8 @@ def test_evaluate_recomputes_logged_metrics_and_names_a_trial_whose_adapter_chan
 
     # The best trial's stored adapter altered after it was logged: evaluate must see it, not echo the log.
     best = next(r for r in children if r.info.run_name == seeded_report["trials"][0]["trial"])
-    weights = Path(urlparse(best.info.artifact_uri).path) / "adapter" / "adapter_model.safetensors"
+    stored = logged_models.adapter_of(mlflow_store(cwd, "seeded")[0], best)  # a logged model of the run
+    weights = Path(urlparse(stored.artifact_location).path) / "adapter_model.safetensors"
     original = weights.read_bytes()
     try:
         save_file({k: v * 10 if "lora_B" in k else v for k, v in load_file(weights).items()}, weights)
@@ -127,7 +139,7 @@ def test_promote_merges_the_best_adapter_into_a_loadable_model(seeded, seeded_re
 
     cwd, _ = seeded
     out = cwd / "promoted"
-    proc = run_cli("promote", "seeded", "--out", str(out), cwd=cwd)
+    proc = run_cli("promote", "seeded", "--out", str(out), "--register", "seeded-best", cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     provenance = json.loads((out / "sweep_promoted.json").read_text())
     assert provenance["sweep"] == "seeded" and provenance["trial"] == seeded_report["trials"][0]["trial"]  # the best
@@ -149,7 +161,131 @@ def test_promote_merges_the_best_adapter_into_a_loadable_model(seeded, seeded_re
         assert torch.allclose(logits, adapted(**ids).logits, atol=1e-5)  # merging changed nothing the adapter does
         assert not torch.allclose(logits, base(**ids).logits, atol=1e-4)  # and the adapter does something
     assert run.info.status == "FINISHED" and run.data.tags["sweep.promoted_to"] == str(out.resolve())
-    assert "MLmodel" in {a.path.split("/")[-1] for a in c.list_artifacts(run.info.run_id, "promoted_model")}
+
+    # In MLflow: the merged model is a logged model of the trial's run, with the metric it was ranked
+    # by, registered under alias `best`; MLflow's own loader, in a process that never imports sweep,
+    # gets a model that answers as the best trial's adapter on its base does.
+    models = sweep_api.models("seeded", results_dir=cwd / "results")
+    (merged_row,) = models[models["model_type"] == "merged model"].to_dict("records")
+    assert merged_row["trial"] == provenance["trial"] and merged_row["registered"] == "seeded-best@best v1"
+    assert merged_row["eval_rewards/margins"] == pytest.approx(run.data.metrics["eval_rewards/margins"])
+    assert sorted(models[models["model_type"] == "LoRA adapter"]["trial"]) == sorted(r.info.run_name for r in children)
+    prompt = [{"role": "user", "content": "Reverse the word: lamp"}]
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_REGISTERED, json.dumps(prompt)],
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'results' / 'mlflow.db'}"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    model, tokenizer = sweep_api.best("seeded", results_dir=cwd / "results").load()
+    expected = generate_samples(model, tokenizer, [prompt], max_new_tokens=16)["answer"][0]
+    assert json.loads(loaded.stdout.splitlines()[-1]) == expected and expected
+
+
+# MLflow's transformers flavor loads the registered model by alias; greedy answer as JSON.
+LOAD_REGISTERED = """
+import json, sys
+import mlflow
+parts = mlflow.transformers.load_model("models:/seeded-best@best", return_type="components")
+model, tokenizer = parts["model"], parts["tokenizer"]
+ids = tokenizer.apply_chat_template(json.loads(sys.argv[1]), add_generation_prompt=True, return_tensors="pt", return_dict=True)
+out = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+assert "sweep" not in sys.modules
+print(json.dumps(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()))
+"""
+
+
+def test_each_kept_adapter_is_an_mlflow_logged_model_with_the_metrics_it_was_ranked_by(seeded, seeded_report):
+    """The Models tab of the experiment: one logged model per trial's adapter, its swept values
+    as params, its final held-out metrics linked (on the evaluation split) without adding a point
+    to the run's history; `sweep.models` lists them in the ranking's order."""
+    cwd, _ = seeded
+    c, parents, children = mlflow_store(cwd, "seeded")
+    models = sweep_api.models("seeded", results_dir=cwd / "results")
+    adapters = models[models["model_type"] == "LoRA adapter"]
+    assert list(adapters["trial"]) == [t["trial"] for t in seeded_report["trials"]]
+    evaluation = data_record.evaluation_split(parents[0])
+    assert evaluation is not None
+    for run in children:
+        model = logged_models.adapter_of(c, run)
+        assert model.params == {k: v for k, v in run.data.params.items() if k.startswith("sweep.")}
+        linked = {m.key: m for m in model.metrics}
+        margins = linked["eval_rewards/margins"]
+        assert margins.value == pytest.approx(run.data.metrics["eval_rewards/margins"])
+        assert (margins.dataset_name, margins.dataset_digest) == evaluation
+        assert [m.step for m in c.get_metric_history(run.info.run_id, "eval_rewards/margins")] == [4, 8]
+
+
+def test_the_mlflow_ui_shows_judged_answers_side_by_side_and_the_kept_adapters(seeded, seeded_report):
+    """The other two URLs `sweep ui` prints, each opened with no click: the trials' latest judged
+    answers side by side, prompt by prompt (MLflow's evaluation view); the Models tab, listing
+    each trial's adapter with its source run."""
+    from playwright.sync_api import sync_playwright
+
+    cwd, _ = seeded
+    c, _, children = mlflow_store(cwd, "seeded")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONPATH": str(REPO)}
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "ui", "seeded"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ui.stdout.readline()
+        urls = dict(line.strip().split(": ", 1) for line in (ui.stderr.readline(), ui.stderr.readline()))
+        best, second = (next(r for r in children if r.info.run_name == t["trial"]) for t in seeded_report["trials"][:2])
+        answers = {
+            run.info.run_name: pd.DataFrame(
+                **json.load(open(c.download_artifacts(run.info.run_id, "judge/step-000008.json", str(cwd / "got"))))
+            )
+            for run in (best, second)
+        }
+        with sync_playwright() as p:
+            browser = chromium(p)
+            page = browser.new_page(viewport={"width": 1600, "height": 3000})  # every prompt's row drawn
+            page.goto(urls["judged answers side by side"])
+            page.get_by_text("judge/step-000008.json").wait_for(timeout=60_000)  # the latest evaluation's
+            for prompt in answers[best.info.run_name]["prompt"]:
+                page.get_by_text(prompt, exact=True).first.wait_for(timeout=30_000)
+            text = " ".join(page.inner_text("body").split())
+            page.goto(urls["models"])
+            page.get_by_text(f"adapter-{best.data.tags['sweep.trial_id']}", exact=True).wait_for(timeout=60_000)
+            models = page.inner_text("body")
+            browser.close()
+        assert "Group by: prompt" in text and "Compare: answer" in text  # each trial's answer, prompt by prompt
+        for name, table in answers.items():  # two trials' columns, each with its answers
+            assert name in text and all(" ".join(a.split()) in text for a in table["answer"] if a)
+        for run in children:
+            assert f"adapter-{run.data.tags['sweep.trial_id']}" in models and run.info.run_name in models
+    finally:
+        ui.send_signal(signal.SIGINT)
+        ui.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["promote", "seeded", "--out", "x", "--register", "team/best"], "--register"),
+        (["promote", "seeded", "--out", "x", "--register", "v1@best"], "--register"),
+        (["promote", "seeded"], "--out"),
+        (["report", "seeded", "--top", "three"], "--top"),
+        (["report", "seeded", "--format", "xml"], "--format"),
+    ],
+)
+def test_bad_arguments_are_one_line_naming_the_argument(argv, named, capsys):
+    from sweep.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and named in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_generations_are_logged_and_shown_beside_the_base_model(seeded, seeded_report):

@@ -24,7 +24,18 @@ from PIL import Image
 
 from sweep.server import free_port
 
-from .conftest import NO_RAY, REPO, SweepServer, cli_in_process, mlflow_store, run_cli, small_spec, write_spec
+from .conftest import (
+    NO_RAY,
+    REPO,
+    SweepServer,
+    chromium,
+    cli_in_process,
+    mlflow_store,
+    run_cli,
+    runs_table,
+    small_spec,
+    write_spec,
+)
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -292,29 +303,6 @@ def _worker_node_raylet(cmdline: list[str], gcs_port: str) -> bool:
     )
 
 
-def _browser(p):
-    """Debian's chromium, headless, driven by Playwright; a missing browser fails the test
-    unless the person running the tests says so."""
-    if not shutil.which("chromium"):
-        if os.environ.get("SWEEP_ALLOW_NO_BROWSER") != "1":
-            pytest.fail(
-                "Debian's chromium is not installed (the README's set-up: sudo apt-get install chromium); "
-                "set SWEEP_ALLOW_NO_BROWSER=1 to skip the browser tests where they cannot run"
-            )
-        pytest.skip("no chromium, and SWEEP_ALLOW_NO_BROWSER=1")
-    return p.chromium.launch(
-        executable_path=shutil.which("chromium"),
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-        ],
-    )
-
-
 def test_report_html_is_one_page_a_browser_renders_offline(grid_sweep, sweeps_dir, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -327,7 +315,7 @@ def test_report_html_is_one_page_a_browser_renders_offline(grid_sweep, sweeps_di
     attached = [a.path for a in c.list_artifacts(parents[0].info.run_id, "report")]
     assert "report/grid.html" in attached
     with sync_playwright() as p:
-        browser = _browser(p)
+        browser = chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.route(
             "**/*",
@@ -353,7 +341,10 @@ def test_report_html_is_one_page_a_browser_renders_offline(grid_sweep, sweeps_di
     assert img.height > 2000 and len(set(img.getdata())) > 50  # tables and figures drawn, not a blank page
 
 
-def test_sweep_ui_shows_the_sweep_in_a_real_browser(grid_sweep, sweeps_dir):
+def test_sweep_ui_lands_on_the_trials_ranked_in_a_real_browser(grid_sweep, sweeps_dir):
+    """`sweep ui NAME` prints one URL (MLflow's notices only with --verbose); opened with no
+    click, it shows the sweep's trials (not one collapsed parent row), best first, the ranking
+    metric and the swept values in view, the Dataset column naming the data."""
     from playwright.sync_api import sync_playwright
 
     ui = subprocess.Popen(
@@ -366,25 +357,44 @@ def test_sweep_ui_shows_the_sweep_in_a_real_browser(grid_sweep, sweeps_dir):
     )
     try:
         url = ui.stdout.readline().strip()
-        m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/#/experiments/(\d+)/runs", url)
+        m = re.fullmatch(
+            r"http://127\.0\.0\.1:(\d+)/#/experiments/(\d+)/runs\?workflowType=machine_learning&viewStateShareKey=\S+",
+            url,
+        )
         assert m, url + ui.stderr.read()[-2000:]
         _, parents, children = mlflow_store(sweeps_dir, "grid")
+        metric = "metrics.`eval_rewards/accuracies`"  # the default ranking metric
         with sync_playwright() as p:
-            browser = _browser(p)
+            browser = chromium(p)
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(url)
-            parent_link = page.locator(f'a[href$="/runs/{parents[0].info.run_id}"]')
-            parent_link.wait_for(timeout=60_000)
-            assert parent_link.inner_text().strip() == "grid"
-            # expand the parent row: its children are nested under it
-            parent_link.locator("xpath=ancestor::div[.//button][1]//button").first.click()
             for run in children:
-                page.get_by_text(run.info.run_name, exact=True).wait_for(timeout=30_000)
+                page.get_by_text(run.info.run_name, exact=True).wait_for(timeout=60_000)
+            time.sleep(1)  # the cells' values follow the rows
+            rows = runs_table(page)
+            in_view = {
+                e.get_attribute("col-id")
+                for e in page.query_selector_all(".ag-header-cell")
+                if (box := e.bounding_box()) and box["x"] + box["width"] <= 1600
+            }
             browser.close()
+        assert {metric, "params.`sweep.loss_type`", "params.`sweep.beta`", "attributes.`Dataset`"} <= in_view
+        by_name = {r.info.run_name: r for r in children}
+        assert sorted(row["name"] for row in rows) == sorted(by_name) and parents[0].info.run_name not in by_name
+        shown = [float(row[metric]) for row in rows]
+        assert shown == sorted(shown, reverse=True)  # best first
+        for row in rows:
+            run = by_name[row["name"]]
+            assert float(row[metric]) == pytest.approx(run.data.metrics["eval_rewards/accuracies"])
+            assert row["params.`sweep.beta`"] == run.data.params["sweep.beta"]
+            assert row["params.`sweep.loss_type`"] == run.data.params["sweep.loss_type"]
+            assert "builtin:prefs train" in row["attributes.`Dataset`"]
     finally:
         ui.send_signal(signal.SIGINT)
         code = ui.wait(timeout=30)
     assert code == 0
+    said = ui.stderr.read()
+    assert "Warning" not in said and "[MLflow]" not in said, said  # no server notices without --verbose
     with socket.socket() as s:  # the server is gone with it
         assert s.connect_ex(("127.0.0.1", int(m.group(1)))) != 0
 

@@ -376,10 +376,12 @@ def test_a_sweep_through_a_postgres_backed_server_down_15_s_loses_nothing(tmp_pa
         best = pd.read_csv(tmp_path / "results" / name / "summary.csv").iloc[0]
         adapters = [p.parent.name for p in (tmp_path / "results" / name / "trials").glob("*/adapter")]
         assert adapters == [best["trial_id"]]
-        with_adapter = [
-            r.info.run_id for r in children if any(a.path == "adapter" for a in c.list_artifacts(r.info.run_id))
-        ]
-        assert with_adapter == [best["run_id"]]
+        # In MLflow, one logged model: the best trial's adapter, with the metric it was ranked by.
+        (model,) = c.search_logged_models([exp.experiment_id])
+        assert model.source_run_id == best["run_id"] and model.model_type == "LoRA adapter"
+        metric = "eval_rewards/accuracies"  # the default ranking metric
+        assert {m.key: m.value for m in model.metrics}[metric] == pytest.approx(best[metric])
+        assert not any(a.path == "adapter" for r in children for a in c.list_artifacts(r.info.run_id))
     finally:
         if sweep.poll() is None:
             sweep.kill()

@@ -152,3 +152,19 @@ def child_runs(client, experiment_id: str, parent_run_id: str, metrics=(), tags=
         )
         for row in found
     ]
+
+
+LOGGED_TABLES_TAG = "mlflow.loggedArtifacts"  # a run's tables (`log_table`), in the order MLflow's UI offers them
+
+
+def table_offered_first(client, run_id: str, path: str) -> None:
+    """MLflow's evaluation view (runs compared by their logged tables) opens on the first table
+    of the runs' `mlflow.loggedArtifacts` tag, the oldest logged: put `path` first instead."""
+    if not usable("opening MLflow's evaluation view on the latest judged answers", "mlflow"):
+        return
+    import json
+
+    tables = json.loads(client.get_run(run_id).data.tags.get(LOGGED_TABLES_TAG, "[]"))
+    first = [t for t in tables if t.get("path") == path]
+    if first:
+        client.set_tag(run_id, LOGGED_TABLES_TAG, json.dumps(first + [t for t in tables if t.get("path") != path]))
