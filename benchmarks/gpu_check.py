@@ -219,6 +219,8 @@ def trial_rows(folder: Path, name: str) -> list[dict]:
     """Per trial, from MLflow and its log: what the table shows."""
     from mlflow.tracking import MlflowClient
 
+    from sweep import logged_models
+
     client = MlflowClient(f"sqlite:///{folder / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`sweep.kind` = 'trial'")
@@ -243,7 +245,7 @@ def trial_rows(folder: Path, name: str) -> list[dict]:
                 "eval_rewards/accuracies": m.get("eval_rewards/accuracies"),
                 "verified_eval_rewards/accuracies": m.get("verified_eval_rewards/accuracies"),
                 "samples_logged": any(a.path == "samples.json" for a in client.list_artifacts(r.info.run_id)),
-                "adapter_saved": any(a.path == "adapter" for a in client.list_artifacts(r.info.run_id)),
+                "adapter_saved": logged_models.adapter_of(client, r) is not None,  # a logged model of the run
                 "error": r.data.tags.get("sweep.error", "")[:300] or None,
             }
         )

@@ -277,7 +277,9 @@ def promote(uri: str, run, out: Path, sweep_name: str, register: str | None = No
         )
         step = int(run.data.metrics.get("global_step", 0))
         model_id = logged_models.log_merged(c, run, Path(tmp) / "model", step)
-    logged_models.link_metrics(c, [c.get_logged_model(model_id)], data_record.evaluation_split(run))
+    logged_models.link_metrics(
+        c, [c.get_logged_model(model_id)], list(run.data.metrics), data_record.evaluation_split(run)
+    )
     provenance["mlflow_model"] = f"models:/{model_id}"
     c.set_tag(run.info.run_id, "sweep.promoted_to", str(out.resolve()))
     log(f"promoted {run.info.run_name} to {out} and to MLflow model models:/{model_id}")

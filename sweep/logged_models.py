@@ -18,6 +18,7 @@ ADAPTER_TYPE = "LoRA adapter"  # the Models tab's "Model type" of a trial's adap
 MERGED_TYPE = "merged model"  # `promote`: the adapter merged into its base, an MLflow transformers model
 TAG_PARENT = "sweep.parent_run_id"  # which sweep a logged model belongs to (they live per experiment)
 TAG_TRIAL = "sweep.trial"  # the trial's name (its swept values), which a model's name cannot hold
+TAG_STEP = "sweep.step"  # the trial's step the model was logged at: its metrics are those of that step
 ALIAS = "best"
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # a logged model's registered versions, as MLflow records them
 
@@ -46,7 +47,11 @@ def _log(client, run, folder, step: int, model_type: str, kind: str) -> str:
         run.info.experiment_id,
         name=f"{kind}-{run.data.tags.get(tracking.TAG_TRIAL_ID, run.info.run_id)}",
         source_run_id=run.info.run_id,
-        tags={TAG_PARENT: run.data.tags.get("mlflow.parentRunId", ""), TAG_TRIAL: run.info.run_name},
+        tags={
+            TAG_PARENT: run.data.tags.get("mlflow.parentRunId", ""),
+            TAG_TRIAL: run.info.run_name,
+            TAG_STEP: str(step),
+        },
         params={k: v for k, v in run.data.params.items() if k.startswith(tracking.SWEPT_PREFIX)},
         model_type=model_type,
     )
@@ -99,8 +104,8 @@ def download_adapter(uri: str, run, dst: str | Path | None = None) -> Path:
     raise LookupError(f"trial {run.info.run_name} has no saved adapter (run the sweep with `save: all` or `best`)")
 
 
-def sweep_adapters(client, experiment_id: str, parent_run_id: str) -> list:
-    """Every adapter logged by the sweep's trials, oldest first."""
+def sweep_models(client, experiment_id: str, parent_run_id: str) -> list:
+    """Every model logged for the sweep's trials (adapters, merged models), oldest first."""
     found, token = [], None
     while True:
         page = client.search_logged_models(
@@ -112,20 +117,20 @@ def sweep_adapters(client, experiment_id: str, parent_run_id: str) -> list:
             return sorted(found, key=lambda m: m.creation_timestamp)
 
 
-def link_metrics(client, models, evaluation: tuple[str, str] | None = None) -> None:
-    """Link each adapter to its trial's held-out metrics at the step it was logged, as MLflow's own
-    `log_model` does: each point is logged again with the model's id and its original timestamp, so
-    the run's history gains no point. Held-out metrics name the evaluation split they were measured on."""
+def link_metrics(client, models, keys, evaluation: tuple[str, str] | None = None) -> None:
+    """Link each model without metrics to its trial's metrics `keys` at the step it was logged, as
+    MLflow's own `log_model` does: each point is logged again with the model's id and its original
+    timestamp, so the run's history gains no point. Named `evaluation`: the (name, digest) of the
+    split held-out (`eval_*`) metrics were measured on."""
     from mlflow.entities import Metric
 
     from .compat.mlflow_internals import metric_histories
 
     name, digest = evaluation or (None, None)
-    runs = {m.source_run_id: (m, client.get_run(m.source_run_id)) for m in models if not m.metrics}
-    keys = {k for _, run in runs.values() for k in run.data.metrics if k.startswith("eval_")}
-    histories = metric_histories(client, list(runs), keys)
-    for run_id, (model, run) in runs.items():
-        step = next((o.step for o in run.outputs.model_outputs if o.model_id == model.model_id), None)
+    unlinked = {m.source_run_id: m for m in models if not m.metrics}
+    histories = metric_histories(client, list(unlinked), keys)
+    for run_id, model in unlinked.items():
+        step = int(model.tags.get(TAG_STEP, -1))
         points = [
             Metric(
                 key,
@@ -133,14 +138,12 @@ def link_metrics(client, models, evaluation: tuple[str, str] | None = None) -> N
                 p.timestamp,
                 p.step,
                 model_id=model.model_id,
-                dataset_name=name,
-                dataset_digest=digest,
+                **({"dataset_name": name, "dataset_digest": digest} if key.startswith("eval_") else {}),
                 run_id=run_id,
             )
-            for (rid, key), history in histories.items()
-            if rid == run_id
-            for p in history[-1:]
-            if step is None or p.step == step
+            for key in keys
+            for p in histories.get((run_id, key), [])[-1:]  # the latest point, if at the model's step
+            if p.step == step
         ]
         if points:
             client.log_batch(run_id, metrics=points)
@@ -149,9 +152,9 @@ def link_metrics(client, models, evaluation: tuple[str, str] | None = None) -> N
 def register(uri: str, model_id: str, run_id: str, name: str) -> str:
     """A new version of registered model `name` (created if new) from logged model `model_id`,
     given alias `best`; returns the version."""
-    c = tracking.client(uri)
     from mlflow.exceptions import MlflowException
 
+    c = tracking.client(uri)
     try:
         c.create_registered_model(name)
     except MlflowException as e:
@@ -173,7 +176,7 @@ def frame(client, sweep, ranked_run_ids: list[str]) -> pd.DataFrame:
     with each model's ranking metric and the registered versions made from it (`NAME@best v2`)."""
     import pandas as pd
 
-    models = sweep_adapters(client, sweep.experiment_id, sweep.parent_run_id)
+    models = sweep_models(client, sweep.experiment_id, sweep.parent_run_id)
     registered = _registered(client, models)
     rows = [
         {

@@ -49,8 +49,9 @@ def finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_p
     if spec.save == "best":
         keep_best_adapter(summary, results_dir / "trials", c)
     if spec.save != "none":  # the Models tab shows each adapter with the metrics it was ranked by
-        adapters = logged_models.sweep_adapters(c, sweep.experiment_id, parent_run_id)
-        logged_models.link_metrics(c, adapters, data_record.evaluation_split(sweep.parent))
+        models = logged_models.sweep_models(c, sweep.experiment_id, parent_run_id)
+        ranked_by = [k for k in summary.columns if k.startswith("eval_")]
+        logged_models.link_metrics(c, models, ranked_by, data_record.evaluation_split(sweep.parent))
     c.set_tag(parent_run_id, tracking.TAG_NOTE, tracking.sweep_description(spec, _winner(summary, spec, n_points)))
     outcome = SweepOutcome(sweep, results_dir, summary, n_failed, interrupted)
     c.set_terminated(parent_run_id, status=outcome.status)

@@ -639,7 +639,7 @@ REVERTS = [
     _r(
         "adapters kept without their metrics linked",
         "sweep/outcome.py",
-        "        logged_models.link_metrics(c, adapters, data_record.evaluation_split(sweep.parent))",
+        "        logged_models.link_metrics(c, models, ranked_by, data_record.evaluation_split(sweep.parent))",
         "        pass",
         "test_results.py::test_each_kept_adapter_is_an_mlflow_logged_model_with_the_metrics_it_was_ranked_by",
         "test_api.py::test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export",

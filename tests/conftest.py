@@ -3,11 +3,13 @@ a private cache, sweeps run real Ray and MLflow in subprocesses, trials run real
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -257,6 +259,18 @@ def chromium(p):
     )
 
 
+# MLflow opens its assistant panel over a third of the page on a browser's first visit to a local
+# server (a person closes it once); a fresh headless profile is always on its first visit.
+ASSISTANT_SEEN = "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true')"
+
+
+def ui_page(browser, height: int = 1000):
+    """A page 1600 pixels wide in a browser that has seen MLflow's assistant panel once."""
+    context = browser.new_context(viewport={"width": 1600, "height": height})
+    context.add_init_script(ASSISTANT_SEEN)
+    return context.new_page()
+
+
 def runs_table(page) -> list[dict[str, str]]:
     """MLflow's runs table as shown, top row first: each row's cells by column id (MLflow's
     `metrics.`key``, `params.`key``, `attributes.`Dataset``), and `name`, the run's name."""
@@ -268,6 +282,54 @@ def runs_table(page) -> list[dict[str, str]]:
     for cells in rows.values():
         cells["name"] = cells.get("attributes.`Run Name`", "").splitlines()[-1]  # after its colour chip
     return [rows[i] for i in sorted(rows)]
+
+
+@contextlib.contextmanager
+def sweep_ui(cwd: Path, name: str):
+    """`python -m sweep ui NAME` in `cwd`: yields (the process, {page: URL}) with the runs URL it
+    prints on stdout and the judged answers' and Models tab's on stderr; stops it with Ctrl-C."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "sweep", "ui", name]
+    ui = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        urls = {"runs": ui.stdout.readline().strip()}
+        for _ in range(2):
+            label, _, url = ui.stderr.readline().strip().partition(": ")
+            urls[label] = url
+        yield ui, urls
+    finally:
+        ui.send_signal(signal.SIGINT)
+        ui.wait(timeout=30)
+
+
+def landing_rows(page, url: str, children, metric: str, axes) -> list[dict[str, str]]:
+    """Open `url` (what `sweep ui` prints) with no click and check what it shows: the trials (not
+    their parent), best first by `metric`, each row's metric and swept values those of its run,
+    the metric, the swept values and the Dataset column in view. Returns the rows."""
+    page.goto(url)
+    for run in children:
+        page.get_by_text(run.info.run_name, exact=True).wait_for(timeout=60_000)
+    time.sleep(1)  # the cells' values follow the rows
+    rows = runs_table(page)
+    width = page.viewport_size["width"]
+    in_view = {
+        e.get_attribute("col-id")
+        for e in page.query_selector_all(".ag-header-cell")
+        if (box := e.bounding_box()) and box["x"] + box["width"] <= width
+    }
+    column = f"metrics.`{metric}`"
+    swept = [f"params.`sweep.{axis}`" for axis in axes]
+    assert {column, *swept, "attributes.`Dataset`"} <= in_view, in_view
+    by_name = {r.info.run_name: r for r in children}
+    assert sorted(row["name"] for row in rows) == sorted(by_name)
+    shown = [float(row[column]) for row in rows]
+    assert shown == sorted(shown, reverse=True)  # best first
+    for row in rows:
+        run = by_name[row["name"]]
+        assert float(row[column]) == pytest.approx(run.data.metrics[metric])
+        assert all(row[p] == run.data.params[p[len("params.`") : -1]] for p in swept)
+        assert "builtin:prefs train" in row["attributes.`Dataset`"]
+    return rows
 
 
 def mlflow_store(cwd: Path, name: str):

@@ -18,7 +18,7 @@ from sweep.cli import main
 from sweep.overrides import apply_overrides
 from sweep.spec import SpecError
 
-from .conftest import REPO, cli_in_process, mlflow_store
+from .conftest import REPO, chromium, cli_in_process, landing_rows, mlflow_store, sweep_ui, ui_page
 
 # ---- fast: pure functions and in-process commands -----------------------------------------------
 
@@ -300,7 +300,20 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
     assert (models["eval_judge/score"].to_numpy() == csv["eval_judge/score"].to_numpy()).all()
     assert best_adapter == models.iloc[0]["model_uri"] and best_adapter.startswith("models:/m-")
 
-    c, parents, _ = mlflow_store(tmp_path, "beta_grid")
+    # The same sweep in the MLflow UI, as `sweep ui` opens it: the 8 trials ranked, each with its adapter.
+    from playwright.sync_api import sync_playwright
+
+    c, parents, children = mlflow_store(tmp_path, "beta_grid")
+    with sweep_ui(tmp_path, "beta_grid") as (_, urls), sync_playwright() as p:
+        browser = chromium(p)
+        page = ui_page(browser)
+        rows = landing_rows(page, urls["runs"], children, "eval_judge/score", ["loss_type", "beta"])
+        browser.close()
+    assert [row["name"] for row in rows][0] in set(
+        csv[csv["eval_judge/score"] == csv["eval_judge/score"].max()]["trial"]
+    )
+    assert all(row["attributes.`Models`"].startswith("adapter-") for row in rows)
+
     base = parents[0].data.metrics["base_judge/score"]
     best, worst = csv.iloc[0], csv.iloc[-1]  # ranked by eval_judge/score
     assert list(csv["eval_judge/score"]) == sorted(csv["eval_judge/score"], reverse=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from sweep import api as sweep_api
 from sweep import data_record, logged_models
 from sweep.evaluation import generate_samples
 
-from .conftest import REPO, chromium, cli_in_process, mlflow_store, run_cli, small_spec, write_spec
+from .conftest import chromium, cli_in_process, mlflow_store, run_cli, small_spec, sweep_ui, ui_page, write_spec
 
 
 @pytest.fixture(scope="session")
@@ -227,45 +226,31 @@ def test_the_mlflow_ui_shows_judged_answers_side_by_side_and_the_kept_adapters(s
 
     cwd, _ = seeded
     c, _, children = mlflow_store(cwd, "seeded")
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONPATH": str(REPO)}
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "sweep", "ui", "seeded"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        ui.stdout.readline()
-        urls = dict(line.strip().split(": ", 1) for line in (ui.stderr.readline(), ui.stderr.readline()))
-        best, second = (next(r for r in children if r.info.run_name == t["trial"]) for t in seeded_report["trials"][:2])
-        answers = {
-            run.info.run_name: pd.DataFrame(
-                **json.load(open(c.download_artifacts(run.info.run_id, "judge/step-000008.json", str(cwd / "got"))))
-            )
-            for run in (best, second)
-        }
-        with sync_playwright() as p:
-            browser = chromium(p)
-            page = browser.new_page(viewport={"width": 1600, "height": 3000})  # every prompt's row drawn
-            page.goto(urls["judged answers side by side"])
-            page.get_by_text("judge/step-000008.json").wait_for(timeout=60_000)  # the latest evaluation's
-            for prompt in answers[best.info.run_name]["prompt"]:
-                page.get_by_text(prompt, exact=True).first.wait_for(timeout=30_000)
-            text = " ".join(page.inner_text("body").split())
-            page.goto(urls["models"])
-            page.get_by_text(f"adapter-{best.data.tags['sweep.trial_id']}", exact=True).wait_for(timeout=60_000)
-            models = page.inner_text("body")
-            browser.close()
-        assert "Group by: prompt" in text and "Compare: answer" in text  # each trial's answer, prompt by prompt
-        for name, table in answers.items():  # two trials' columns, each with its answers
-            assert name in text and all(" ".join(a.split()) in text for a in table["answer"] if a)
+    best, second = (next(r for r in children if r.info.run_name == t["trial"]) for t in seeded_report["trials"][:2])
+    answers = {
+        run.info.run_name: pd.DataFrame(
+            **json.load(open(c.download_artifacts(run.info.run_id, "judge/step-000008.json", str(cwd / "got"))))
+        )
+        for run in (best, second)
+    }
+    with sweep_ui(cwd, "seeded") as (_, urls), sync_playwright() as p:
+        browser = chromium(p)
+        page = ui_page(browser, height=3000)  # every prompt's row drawn
+        page.goto(urls["judged answers side by side"])
+        page.get_by_text("judge/step-000008.json").wait_for(timeout=60_000)  # the latest evaluation's
+        for prompt in answers[best.info.run_name]["prompt"]:
+            page.get_by_text(prompt, exact=True).first.wait_for(timeout=30_000)
+        text = " ".join(page.inner_text("body").split())
+        page.goto(urls["models"])
         for run in children:
-            assert f"adapter-{run.data.tags['sweep.trial_id']}" in models and run.info.run_name in models
-    finally:
-        ui.send_signal(signal.SIGINT)
-        ui.wait(timeout=30)
+            page.get_by_text(f"adapter-{run.data.tags['sweep.trial_id']}", exact=True).wait_for(timeout=60_000)
+        models = page.inner_text("body")
+        browser.close()
+    assert "Group by: prompt" in text and "Compare: answer" in text  # each trial's answer, prompt by prompt
+    for name, table in answers.items():  # two trials' columns, each with its answers
+        assert name in text and all(" ".join(a.split()) in text for a in table["answer"] if a)
+    for run in children:
+        assert f"adapter-{run.data.tags['sweep.trial_id']}" in models and run.info.run_name in models
 
 
 @pytest.mark.parametrize(

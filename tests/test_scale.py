@@ -9,7 +9,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,10 +29,12 @@ from .conftest import (
     SweepServer,
     chromium,
     cli_in_process,
+    landing_rows,
     mlflow_store,
     run_cli,
-    runs_table,
     small_spec,
+    sweep_ui,
+    ui_page,
     write_spec,
 )
 
@@ -344,55 +345,24 @@ def test_report_html_is_one_page_a_browser_renders_offline(grid_sweep, sweeps_di
 def test_sweep_ui_lands_on_the_trials_ranked_in_a_real_browser(grid_sweep, sweeps_dir):
     """`sweep ui NAME` prints one URL (MLflow's notices only with --verbose); opened with no
     click, it shows the sweep's trials (not one collapsed parent row), best first, the ranking
-    metric and the swept values in view, the Dataset column naming the data."""
+    metric and the swept values in view, the Dataset column naming the data. Ctrl-C stops the
+    server with it."""
     from playwright.sync_api import sync_playwright
 
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "sweep", "ui", "grid"],
-        cwd=sweeps_dir,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = ui.stdout.readline().strip()
+    with sweep_ui(sweeps_dir, "grid") as (ui, urls):
         m = re.fullmatch(
             r"http://127\.0\.0\.1:(\d+)/#/experiments/(\d+)/runs\?workflowType=machine_learning&viewStateShareKey=\S+",
-            url,
+            urls["runs"],
         )
-        assert m, url + ui.stderr.read()[-2000:]
+        assert m, urls
         _, parents, children = mlflow_store(sweeps_dir, "grid")
-        metric = "metrics.`eval_rewards/accuracies`"  # the default ranking metric
         with sync_playwright() as p:
             browser = chromium(p)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(url)
-            for run in children:
-                page.get_by_text(run.info.run_name, exact=True).wait_for(timeout=60_000)
-            time.sleep(1)  # the cells' values follow the rows
-            rows = runs_table(page)
-            in_view = {
-                e.get_attribute("col-id")
-                for e in page.query_selector_all(".ag-header-cell")
-                if (box := e.bounding_box()) and box["x"] + box["width"] <= 1600
-            }
+            page = ui_page(browser)
+            rows = landing_rows(page, urls["runs"], children, "eval_rewards/accuracies", ["loss_type", "beta"])
             browser.close()
-        assert {metric, "params.`sweep.loss_type`", "params.`sweep.beta`", "attributes.`Dataset`"} <= in_view
-        by_name = {r.info.run_name: r for r in children}
-        assert sorted(row["name"] for row in rows) == sorted(by_name) and parents[0].info.run_name not in by_name
-        shown = [float(row[metric]) for row in rows]
-        assert shown == sorted(shown, reverse=True)  # best first
-        for row in rows:
-            run = by_name[row["name"]]
-            assert float(row[metric]) == pytest.approx(run.data.metrics["eval_rewards/accuracies"])
-            assert row["params.`sweep.beta`"] == run.data.params["sweep.beta"]
-            assert row["params.`sweep.loss_type`"] == run.data.params["sweep.loss_type"]
-            assert "builtin:prefs train" in row["attributes.`Dataset`"]
-    finally:
-        ui.send_signal(signal.SIGINT)
-        code = ui.wait(timeout=30)
-    assert code == 0
+        assert parents[0].info.run_name not in {row["name"] for row in rows}
+    assert ui.returncode == 0
     said = ui.stderr.read()
     assert "Warning" not in said and "[MLflow]" not in said, said  # no server notices without --verbose
     with socket.socket() as s:  # the server is gone with it
