@@ -28,6 +28,7 @@ __all__ = [
     "promote",
     "best",
     "importance",
+    "pareto",
     "report",
     "status",
     "list_sweeps",

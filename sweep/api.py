@@ -242,6 +242,22 @@ def importance(
     return axis_importance(trials(sweep), sweep.axes, metric or sweep.metric, sweep.mode)
 
 
+def pareto(
+    name: str | Sweep,
+    objectives: dict[str, str] | None = None,
+    tracking_uri: str | None = None,
+    results_dir: str | Path = "results",
+) -> pd.DataFrame:
+    """The finished trials no other finished trial beats on every objective ({metric: "max" or
+    "min"}; default: the ranking metric and, where judged, `eval_judge/length`, shorter better),
+    ranked by the sweep's metric: the report's Pareto front."""
+    from .statistics import objectives_for, pareto_front
+
+    sweep = open_sweep(name, tracking_uri, results_dir)
+    df = reports.rank(trials(sweep), sweep.metric, sweep.mode)
+    return pareto_front(df, objectives or objectives_for(df, sweep.metric, sweep.mode))
+
+
 def report(
     name: str | Sweep,
     metric: str | None = None,

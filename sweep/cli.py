@@ -133,7 +133,7 @@ def cmd_report(args) -> int:
     from . import reports, store
 
     sweep = store.find_sweep(_store(args), args.name)
-    found = reports.findings(sweep, args.metric)  # once, for the text, the figures and the page
+    found = reports.findings(sweep, args.metric, dict(args.objective or []) or None)  # once, for every output
     print(reports.report(sweep, fmt=args.format, found=found))
     if args.samples:
         table = reports.samples_frame(sweep, top=args.top)
@@ -143,7 +143,16 @@ def cmd_report(args) -> int:
         from .plots import write_plots
 
         history = reports.history_frame(sweep, metrics=list(reports.CURVES))
-        for path in write_plots(found.trials, history, found.metric, Path(args.plots), sweep.name, axes=sweep.axes):
+        written = write_plots(
+            found.trials,
+            history,
+            found.metric,
+            Path(args.plots),
+            sweep.name,
+            axes=sweep.axes,
+            objectives=found.objectives,
+        )
+        for path in written:
             print(f"wrote {path}", file=sys.stderr)
     if args.html:
         from .html_report import write_html
@@ -400,6 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", action="store_true", help="also show the top trials' generations beside the base model's"
     )
     p.add_argument("--top", type=int, default=3, help="trials whose samples to show (default: 3)")
+    p.add_argument(
+        "--objective",
+        action="append",
+        type=_objective,
+        metavar="METRIC:max|min",
+        help="an objective of the Pareto front, repeatable (default: the ranking metric and, where judged, "
+        "eval_judge/length:min)",
+    )
     store_options(p)
     p.set_defaults(func=cmd_report)
 
@@ -503,6 +520,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {full}: free space, then run the same command again", file=sys.stderr, flush=True)
         return EXIT_TRIALS_FAILED
+
+
+def _objective(value: str) -> tuple[str, str]:
+    metric, _, how = value.rpartition(":")
+    if not metric or how not in ("max", "min"):
+        raise argparse.ArgumentTypeError(f"{value!r}: an objective is METRIC:max or METRIC:min")
+    return metric, how
 
 
 def _registered_name(value: str) -> str:

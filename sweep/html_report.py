@@ -60,9 +60,13 @@ def write_html(
             sections.append(_p(f.base_line()))
         if f.agreement is not None:
             sections.append(_p(reports.describe_agreement(f.agreement)))
+        if f.front_line():
+            sections += [f"<h2>{_e(f.front_line())}</h2>", _table(f.front[f.front_columns])]
         with tempfile.TemporaryDirectory() as tmp:
             history = reports.history_frame(sweep, metrics=list(reports.CURVES))
-            figures = write_plots(f.trials, history, f.metric, Path(tmp), sweep.name, axes=sweep.axes)
+            figures = write_plots(
+                f.trials, history, f.metric, Path(tmp), sweep.name, axes=sweep.axes, objectives=f.objectives
+            )
             if figures:
                 sections.append("<h2>figures</h2>")
                 sections += [_img(fig) for fig in figures]

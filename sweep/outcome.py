@@ -34,6 +34,7 @@ def finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_p
     """Summary CSV and plots (on disk and on the parent run), adapters to keep, parent status."""
     from . import reports, store
     from .plots import write_plots
+    from .statistics import objectives_for
 
     sweep = store.sweep_from_run(uri, parent_run_id)
     summary = reports.trials_frame(sweep, all_metrics=True)
@@ -44,7 +45,8 @@ def finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_p
     c.log_artifact(parent_run_id, str(results_dir / tracking.SUMMARY))
     if len(summary):
         history = reports.history_frame(sweep, metrics=list(reports.CURVES))
-        for path in write_plots(summary, history, spec.metric, results_dir / "plots", spec.name):
+        objectives = objectives_for(summary, spec.metric, spec.mode)
+        for path in write_plots(summary, history, spec.metric, results_dir / "plots", spec.name, objectives=objectives):
             c.log_artifact(parent_run_id, str(path), artifact_path="plots")
     if spec.save == "best":
         keep_best_adapter(summary, results_dir / "trials", c)

@@ -17,9 +17,16 @@ MAX_CURVES = 12  # training curves of the best trials only: beyond a dozen lines
 
 
 def write_plots(
-    df: pd.DataFrame, history: pd.DataFrame, metric: str, out_dir: Path, title: str, axes: list[str] | None = None
+    df: pd.DataFrame,
+    history: pd.DataFrame,
+    metric: str,
+    out_dir: Path,
+    title: str,
+    axes: list[str] | None = None,
+    objectives: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Every figure that the sweep's axes allow; returns the files written."""
+    """Every figure that the sweep's axes allow (`objectives`: the Pareto front's, its first two
+    drawn against each other); returns the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     done = df[(df["status"] == "FINISHED")] if "status" in df else df
     written = []
@@ -32,6 +39,10 @@ def write_plots(
         written.append(parallel_coordinates(done, varied, metric, out_dir / "parallel_coordinates.png", title))
         if sum(_numeric(done[a]) for a in varied) >= 2:
             written.append(metric_by_axis(done, varied, metric, out_dir / f"{_slug(metric)}_by_axis.png", title))
+    if objectives and len(objectives) > 1:
+        x, y = list(objectives)[:2]
+        if {x, y} <= set(done) and done[[x, y]].notna().all(axis=1).sum() >= 2:
+            written.append(pareto_scatter(df, objectives, out_dir / "pareto_front.png", title))
     if len(history):
         capped = metric in done and len(done) > MAX_CURVES
         shown = done["trial"].head(MAX_CURVES) if capped else history["trial"]
@@ -149,6 +160,31 @@ def metric_vs(df: pd.DataFrame, x: str, metric: str, path: Path, title: str) -> 
     ax.set_title(f"{title}: {metric} vs {x}")
     ax.grid(alpha=0.3)
     ax.legend(title="loss_type" if "loss_type" in df else None)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def pareto_scatter(df: pd.DataFrame, objectives: dict[str, str], path: Path, title: str) -> Path:
+    """The finished trials on the first two objectives, the Pareto front over all of them ringed
+    and joined: the trials a person chooses among when both matter."""
+    from .statistics import pareto_front
+
+    (x, x_how), (y, y_how) = list(objectives.items())[:2]
+    done = df[(df["status"] == "FINISHED") & df[[x, y]].notna().all(axis=1)]
+    front = pareto_front(df, objectives).sort_values(x)
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    ax.scatter(done[x], done[y], color="tab:grey", alpha=0.6, label="trials")
+    ax.plot(front[x], front[y], color="tab:red", marker="o", fillstyle="none", markersize=10, label="Pareto front")
+    for (px, py), same in front.groupby([x, y], sort=False):  # tied trials share one label
+        names = "\n".join(map(str, same["trial"]))
+        ax.annotate(names, (px, py), fontsize=7, xytext=(-6, 6), textcoords="offset points", ha="right")
+    ax.set_xlabel(f"{x} ({'higher' if x_how == 'max' else 'lower'} better)")
+    ax.set_ylabel(f"{y} ({'higher' if y_how == 'max' else 'lower'} better)")
+    ax.set_title(f"{title}: the Pareto front")
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -21,8 +21,17 @@ import pandas as pd
 
 from . import tracking
 from .compat.mlflow_internals import metric_histories
+from .errors import SpecError, unknown
 from .judge import BASE_PREFIX, LENGTH, SCORE, WIN_RATE
-from .statistics import describe_agreement, finished, proxy_vs_judge, repeats_frame, separability
+from .statistics import (
+    describe_agreement,
+    finished,
+    objectives_for,
+    pareto_front,
+    proxy_vs_judge,
+    repeats_frame,
+    separability,
+)
 from .store import Sweep, SweepNotFound, artifact_table, find_run, status_counts
 
 # Final metrics shown on the terminal (export has every metric).
@@ -250,6 +259,22 @@ class Findings:
     agreement: dict[str, Any] | None  # proxy vs judge
     importance: Any  # analysis.Importance
     base: dict[str, float]  # the base model's judged metrics
+    objectives: dict[str, str]  # the trade-off shown: {metric: "max" or "min"}
+    front: pd.DataFrame  # the finished trials no other beats on every objective, ranked
+
+    @property
+    def front_columns(self) -> list[str]:
+        return [c for c in dict.fromkeys(["trial", *self.sweep.axes, *self.objectives]) if c in self.front]
+
+    def front_line(self) -> str:
+        """What the Pareto front is, in a line ("" where there is one objective only)."""
+        if len(self.objectives) < 2:
+            return ""
+        said = " and ".join(
+            f"{k} ({'higher' if how == 'max' else 'lower'} better)" for k, how in self.objectives.items()
+        )
+        done = int((self.trials["status"] == "FINISHED").sum()) if len(self.trials) else 0
+        return f"Pareto front over {said}: {len(self.front)} of {done} finished trials, none beaten on every one by another"
 
     @property
     def best_columns(self) -> list[str]:
@@ -271,12 +296,18 @@ class Findings:
         return f"the base model (adapter off) on the same prompts: {shown}" if self.base else ""
 
 
-def findings(sweep: Sweep, metric: str | None = None) -> Findings:
+def findings(sweep: Sweep, metric: str | None = None, objectives: dict[str, str] | None = None) -> Findings:
+    """`objectives`: the Pareto front's ({metric: "max" or "min"}); default: the ranking metric and,
+    where judged, the answers' length (`statistics.objectives_for`)."""
     from .analysis import axis_importance
 
     metric = metric or sweep.metric
-    df = rank(trials_frame(sweep), metric, sweep.mode)
+    df = trials_frame(sweep)
+    for field, name in [("--metric", metric), *(("--objective", m) for m in objectives or {})]:
+        _check_metric(df, field, name, sweep.axes)
+    df = rank(df, metric, sweep.mode)
     repeats = repeats_frame(df, sweep.axes, metric, sweep.mode)
+    objectives = objectives or objectives_for(df, metric, sweep.mode)
     return Findings(
         sweep=sweep,
         metric=metric,
@@ -288,7 +319,18 @@ def findings(sweep: Sweep, metric: str | None = None) -> Findings:
         agreement=proxy_vs_judge(df),
         importance=axis_importance(df, sweep.axes, metric, sweep.mode),
         base={k: v for k, v in sweep.parent.data.metrics.items() if k.startswith(BASE_PREFIX)},
+        objectives=objectives,
+        front=pareto_front(df, objectives),
     )
+
+
+def _check_metric(df: pd.DataFrame, field: str, metric: str, axes: list[str]) -> None:
+    """A metric to rank or weigh the trials by must be one they logged (once any has)."""
+    logged = [c for c in df.columns if c not in ("status", "trial", "trial_id", "run_id", "error", *axes)]
+    if len(df) and metric not in df:
+        raise SpecError(
+            field, unknown("metric", metric, logged, hint=None if len(logged) <= 20 else "a metric the trials logged")
+        )
 
 
 def report(sweep: Sweep, metric: str | None = None, fmt: str = "table", found: Findings | None = None) -> str:
@@ -317,6 +359,12 @@ def report(sweep: Sweep, metric: str | None = None, fmt: str = "table", found: F
                     "axes": json.loads(f.importance.table.to_json(orient="records")),
                 },
                 "base_model": f.base or None,
+                "pareto_front": {
+                    "objectives": f.objectives,
+                    "trials": json.loads(f.front[f.front_columns].to_json(orient="records")),
+                }
+                if len(f.objectives) > 1
+                else None,
             },
             indent=2,
         )
@@ -345,6 +393,8 @@ def report(sweep: Sweep, metric: str | None = None, fmt: str = "table", found: F
         parts += ["", f.base_line()]
     if f.agreement is not None:
         parts += ["", describe_agreement(f.agreement)]
+    if f.front_line():
+        parts += ["", heading(f.front_line()), render(f.front[f.front_columns], fmt)]
     return "\n".join(parts)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from .judge import SCORE
+from .judge import LENGTH, SCORE
 from .schema import DEFAULT_METRIC
 
 PROXY, JUDGED = DEFAULT_METRIC, SCORE  # the implicit-reward proxy and the judged generations
@@ -18,6 +18,29 @@ PROXY, JUDGED = DEFAULT_METRIC, SCORE  # the implicit-reward proxy and the judge
 def finished(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The FINISHED trials that have `metric` (an empty frame if none has it)."""
     return df[(df["status"] == "FINISHED") & df[metric].notna()] if metric in df else df.iloc[0:0]
+
+
+def objectives_for(df: pd.DataFrame, metric: str, mode: str) -> dict[str, str]:
+    """The trade-off a report shows by default: the ranking metric its way, and the judged
+    answers' length, shorter better (preference tuning's known drift to longer answers), where
+    the trials have it. {column: "max" or "min"}."""
+    chosen = {metric: mode}
+    if LENGTH in df and LENGTH != metric and df[LENGTH].notna().any():
+        chosen[LENGTH] = "min"
+    return chosen
+
+
+def pareto_front(df: pd.DataFrame, objectives: dict[str, str]) -> pd.DataFrame:
+    """The finished trials that no other finished trial beats on every objective ({column: "max"
+    or "min"}): none is at least as good on all of them and better on one. Rows in `df`'s order."""
+    import numpy as np
+
+    if not set(objectives) <= set(df.columns):
+        return df.iloc[0:0]
+    done = df[(df["status"] == "FINISHED") & df[list(objectives)].notna().all(axis=1)]
+    signed = np.column_stack([done[c].to_numpy(float) * (1 if how == "max" else -1) for c, how in objectives.items()])
+    beaten = [((signed >= row).all(axis=1) & (signed > row).any(axis=1)).any() for row in signed]
+    return done[~np.array(beaten, dtype=bool)]
 
 
 def repeats_frame(df: pd.DataFrame, axes: list[str], metric: str, mode: str) -> pd.DataFrame | None:

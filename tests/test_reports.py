@@ -171,6 +171,62 @@ def test_repeat_statistics_match_hand_computed_values():
     assert "NOT separable (paired t-test over 3 seeds p=0.622" in verdict
 
 
+def test_the_pareto_front_on_a_known_table():
+    """The trials no other finished trial beats on every objective, each objective its way; a
+    tie is beaten by no one; failed trials and missing values are never on it (no sweep needed)."""
+    from sweep.statistics import objectives_for, pareto_front
+
+    df = pd.DataFrame(
+        [  # (trial, status, score up, length down, kept up)
+            ("a", "FINISHED", 0.90, 9.0, 0.5),  # the best score: on the front
+            ("b", "FINISHED", 0.80, 3.0, 0.5),  # shorter than a, lower score: on it
+            ("c", "FINISHED", 0.80, 4.0, 0.5),  # beaten by b (same score, longer)
+            ("d", "FINISHED", 0.70, 3.0, 0.5),  # beaten by b (same length, lower score)
+            ("e", "FINISHED", 0.80, 3.0, 0.5),  # b's twin: neither beats the other
+            ("f", "FAILED", 0.99, 1.0, 0.9),  # would beat all, but did not finish
+            ("g", "FINISHED", 0.95, None, 0.9),  # no length: not comparable
+            ("h", "FINISHED", 0.60, 2.0, 0.1),  # the shortest: on it
+        ],
+        columns=["trial", "status", "score", "length", "kept"],
+    )
+    two = {"score": "max", "length": "min"}
+    assert list(pareto_front(df, two)["trial"]) == ["a", "b", "e", "h"]
+    # A third objective on which c beats b: c joins the front; d is still beaten by b.
+    assert list(
+        pareto_front(df.assign(kept=[0.5, 0.5, 0.6, 0.5, 0.5, 0.9, 0.9, 0.1]), two | {"kept": "max"})["trial"]
+    ) == ["a", "b", "c", "e", "h"]
+    assert pareto_front(df, {"score": "max", "nope": "min"}).empty
+    assert objectives_for(df, "score", "max") == {"score": "max"}  # no judged length: one objective
+    judged = df.rename(columns={"length": "eval_judge/length"})
+    assert objectives_for(judged, "score", "max") == {"score": "max", "eval_judge/length": "min"}
+
+
+def test_report_shows_the_pareto_front_and_refuses_metrics_no_trial_logged(grid_sweep, sweeps_dir, tmp_path):
+    """`report --objective` (repeatable) gives the front in the terminal, JSON and a figure; a
+    metric or objective no trial logged is one line naming it, exit 2."""
+    from sweep.statistics import pareto_front
+
+    args = ["--objective", "eval_rewards/accuracies:max", "--objective", "eval_loss:min"]
+    proc = cli_in_process("report", "grid", *args, "--format", "json", cwd=sweeps_dir)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    front = report["pareto_front"]
+    assert front["objectives"] == {"eval_rewards/accuracies": "max", "eval_loss": "min"}
+    expected = pareto_front(pd.DataFrame(report["trials"]), front["objectives"])
+    assert [t["trial"] for t in front["trials"]] == list(expected["trial"]) and len(expected)
+    page = tmp_path / "grid.html"
+    proc = cli_in_process("report", "grid", *args, "--plots", str(tmp_path), "--html", str(page), cwd=sweeps_dir)
+    said = "Pareto front over eval_rewards/accuracies (higher better) and eval_loss (lower better)"
+    assert proc.returncode == 0 and said in proc.stdout and said in page.read_text()
+    assert Image.open(tmp_path / "pareto_front.png").size[0] > 500 and "alt='pareto_front'" in page.read_text()
+    for bad, field in ((["--metric", "eval_los"], "--metric"), (["--objective", "eval_los:min"], "--objective")):
+        proc = cli_in_process("report", "grid", *bad, cwd=sweeps_dir)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            f"error: {field}: unknown metric 'eval_los'; did you mean 'eval_loss'?; valid: "
+            + proc.stderr.split("valid: ")[1].strip()
+        ]
+
+
 def test_readers_of_a_sweep_whose_every_trial_failed_say_so_and_go_on(tmp_path, tiny_model_path):
     """An honest record with nothing to rank: every reader exits 0, says in a line what it
     cannot compute, and never prints a traceback or an empty table's repr."""
