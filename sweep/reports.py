@@ -303,7 +303,8 @@ def findings(sweep: Sweep, metric: str | None = None, objectives: dict[str, str]
 
     metric = metric or sweep.metric
     df = trials_frame(sweep)
-    for field, name in [("--metric", metric), *(("--objective", m) for m in objectives or {})]:
+    asked = [("--metric", metric)] if metric != sweep.metric else []  # the spec's own may be logged by none yet
+    for field, name in asked + [("--objective", m) for m in objectives or {}]:
         _check_metric(df, field, name, sweep.axes)
     df = rank(df, metric, sweep.mode)
     repeats = repeats_frame(df, sweep.axes, metric, sweep.mode)
