@@ -25,6 +25,7 @@ __all__ = [
     "judgements",
     "datasets",
     "models",
+    "evaluate",
     "promote",
     "best",
     "importance",

@@ -157,6 +157,34 @@ def models(name: str | Sweep, tracking_uri: str | None = None, results_dir: str 
     return logged_models.frame(tracking.client(sweep.uri), sweep, list(ranked))
 
 
+def evaluate(
+    name: str | Sweep, trial: str | None = None, tracking_uri: str | None = None, results_dir: str | Path = "results"
+) -> pd.DataFrame:
+    """Recompute each finished trial's (or `trial`'s) held-out reward accuracy and margin from its
+    saved adapter and the base model, log them to its run as `verified_*`, and return one row per
+    trial: recomputed, logged, and their absolute difference, best trial first."""
+    from .evaluation import VERIFIED, verify
+
+    sweep = open_sweep(name, tracking_uri, results_dir)
+    if trial:
+        runs = [reports.find_trial(sweep, trial)]
+    else:  # the finished trials, best first, from one query (not one find_trial per trial)
+        by_id = {r.info.run_id: r for r in sweep.runs()}
+        df = reports.trials_frame(sweep, best=False)
+        runs = [by_id[rid] for rid in df.loc[df["status"] == "FINISHED", "run_id"]]
+    rows = []
+    for run in runs:
+        result = verify(sweep.uri, run)
+        row = {"trial": run.info.run_name}
+        for key in VERIFIED:
+            row[f"{key} (recomputed)"] = result[key]
+            if f"logged_{key}" in result:
+                row[f"{key} (logged)"] = result[f"logged_{key}"]
+                row[f"|diff| {key.split('/')[-1]}"] = abs(result[key] - result[f"logged_{key}"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def promote(
     name: str | Sweep,
     out: str | Path,

@@ -164,33 +164,15 @@ def cmd_report(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Recompute finished trials' held-out accuracy and margin from their saved adapters."""
-    import pandas as pd
+    from .api import evaluate
+    from .reports import render
 
-    from . import reports, store
-    from .evaluation import VERIFIED, verify
-
-    sweep = store.find_sweep(_store(args), args.name)
-    if args.trial:
-        runs = [reports.find_trial(sweep, args.trial)]
-    else:  # the finished trials, best first, from one query (not one find_trial per trial)
-        by_id = {r.info.run_id: r for r in sweep.runs()}
-        df = reports.trials_frame(sweep, best=False)
-        runs = [by_id[rid] for rid in df.loc[df["status"] == "FINISHED", "run_id"]]
-    if not runs:
-        print(f"{sweep.name} has no finished trial to evaluate", file=sys.stderr)
+    table = evaluate(args.name, args.trial, tracking_uri=args.tracking_uri, results_dir=args.results_dir)
+    if table.empty:
+        print(f"{args.name} has no finished trial to evaluate", file=sys.stderr)
         return EXIT_OK
-    rows, worst = [], 0.0
-    for run in runs:
-        result = verify(sweep.uri, run)
-        row = {"trial": run.info.run_name}
-        for key in VERIFIED:
-            row[f"{key} (recomputed)"] = result[key]
-            if f"logged_{key}" in result:
-                row[f"{key} (logged)"] = result[f"logged_{key}"]
-                row[f"|diff| {key.split('/')[-1]}"] = abs(result[key] - result[f"logged_{key}"])
-                worst = max(worst, row[f"|diff| {key.split('/')[-1]}"])
-        rows.append(row)
-    print(reports.render(pd.DataFrame(rows), args.format))
+    worst = float(table.filter(like="|diff|").max().max())
+    print(render(table, args.format))
     print(f"largest difference from the logged values: {worst:.2g} (logged to each run as verified_*)", file=sys.stderr)
     return EXIT_OK if worst <= args.tolerance else EXIT_TRIALS_FAILED
 
