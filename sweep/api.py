@@ -24,7 +24,8 @@ import pandas as pd
 
 from . import data_record, logged_models, reports, store, tracking
 from .checks import unusable_inputs
-from .spec import SpecError, SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file
+from .errors import SpecError
+from .spec import SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file
 from .startup import QUIET_ENV, restored_env
 from .store import Sweep
 

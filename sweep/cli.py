@@ -17,9 +17,10 @@ from pathlib import Path
 
 from . import secrets
 from .checks import unusable_inputs
+from .errors import SpecError
 from .points import point_id
 from .server import PASSWORD, USERNAME
-from .spec import SpecError, load_spec
+from .spec import load_spec
 from .tracking import StoreUnreachable
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -18,11 +18,12 @@ import ray
 from ray import tune
 
 from . import cluster, data_record, model, preflight, secrets, startup, tracking
+from .errors import SpecError
 from .files import write_atomic
 from .outcome import SweepOutcome, finish
 from .points import point_id, point_of_config
 from .progress import LiveView
-from .spec import SpecError, SweepSpec
+from .spec import SweepSpec
 from .trial import ConfigCheck, TrialContext, run_trial
 
 

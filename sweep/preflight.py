@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from . import data_record
 from .axes import resolved_section
-from .spec import SpecError, SweepSpec
+from .errors import SpecError
+from .spec import SweepSpec
 
 
 def prepare(spec: SweepSpec, points: list[dict], log):

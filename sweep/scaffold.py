@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from .spec import DatasetSpec, SpecError, SweepSpec, parse_spec
+from .errors import SpecError
+from .spec import DatasetSpec, SweepSpec, parse_spec
 
 # (name, columns the source must have, what the spec's `dataset:` needs for it), most specific first.
 LAYOUTS: list[tuple[str, set[str], dict[str, Any]]] = [
