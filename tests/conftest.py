@@ -287,15 +287,19 @@ def runs_table(page) -> list[dict[str, str]]:
 @contextlib.contextmanager
 def sweep_ui(cwd: Path, name: str):
     """`python -m sweep ui NAME` in `cwd`: yields (the process, {page: URL}) with the runs URL it
-    prints on stdout and the judged answers' and Models tab's on stderr; stops it with Ctrl-C."""
+    prints on stdout and the judged answers' and Models tab's on stderr (`urls["said"]`: every
+    line of stderr up to them); stops it with Ctrl-C."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "sweep", "ui", name]
     ui = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        urls = {"runs": ui.stdout.readline().strip()}
-        for _ in range(2):
-            label, _, url = ui.stderr.readline().strip().partition(": ")
+        urls = {"runs": ui.stdout.readline().strip(), "said": ""}
+        for line in iter(ui.stderr.readline, ""):
+            urls["said"] += line
+            label, _, url = line.strip().partition(": ")
             urls[label] = url
+            if label == "models":
+                break
         yield ui, urls
     finally:
         ui.send_signal(signal.SIGINT)

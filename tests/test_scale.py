@@ -363,7 +363,7 @@ def test_sweep_ui_lands_on_the_trials_ranked_in_a_real_browser(grid_sweep, sweep
             browser.close()
         assert parents[0].info.run_name not in {row["name"] for row in rows}
     assert ui.returncode == 0
-    said = ui.stderr.read()
+    said = urls["said"] + ui.stderr.read()
     assert "Warning" not in said and "[MLflow]" not in said, said  # no server notices without --verbose
     with socket.socket() as s:  # the server is gone with it
         assert s.connect_ex(("127.0.0.1", int(m.group(1)))) != 0
