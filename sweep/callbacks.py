@@ -104,8 +104,10 @@ class MetricsCallback(StepStats):
         report: Callable[..., None] | None,
         started: float | None = None,
         checkpoints: bool = False,
+        reported: Callable[[], dict] | None = None,
     ):
         self.sender, self.report, self.checkpoints = sender, report, checkpoints
+        self.reported = reported  # more for the scheduler at each eval, not for MLflow (e.g. per-prompt scores)
         self.pending: dict[str, float] | None = None  # an eval waiting for its checkpoint
         self.latest: dict[str, float] = {}
         self.timings: dict[str, float] = {"time/trial_start_unix": started or time.time()}
@@ -127,10 +129,11 @@ class MetricsCallback(StepStats):
             self.sender.log({**logs, "global_step": state.global_step}, state.global_step)
         is_eval = any(k.startswith("eval_") for k in logs)
         if self.report is not None and is_eval and state.global_step < state.max_steps:
+            result = {**self.latest, **(self.reported() if self.reported else {})}
             if self.checkpoints:
-                self.pending = dict(self.latest)
+                self.pending = result
             else:
-                self.report(dict(self.latest))
+                self.report(result)
 
     def on_save(self, args, state, control, **kwargs):
         if self.pending is not None:

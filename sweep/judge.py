@@ -158,6 +158,7 @@ class Judge:
         self.columns = columns_of(rows)
         self.base: Judged | None = None
         self.seconds = 0.0
+        self.last: Judged | None = None  # the latest evaluation's answers and scores
 
     def judge(self, model) -> Judged:
         answers, lengths = generate(
@@ -178,7 +179,7 @@ class Judge:
         t0 = time.time()
         if self.base is None:
             self.base = self._base(model)
-        judged = self.judge(model)
+        judged = self.last = self.judge(model)
         wins = outcomes(judged.totals, self.base.totals)
         metrics = judged.metrics(PREFIX)
         win_rate = _mean(wins)

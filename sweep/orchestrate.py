@@ -382,6 +382,10 @@ def _scheduler(spec: SweepSpec):
         from .compat.halving import SuccessiveHalving
 
         return SuccessiveHalving(spec.num_trials(), s)
+    if s.type == "paired":
+        from .paired_stopping import PairedStopping
+
+        return PairedStopping(s.level, s.grace_period)
     if s.type == "median":
         from ray.tune.schedulers import MedianStoppingRule
 

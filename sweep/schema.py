@@ -116,15 +116,19 @@ class Search:
 
 @dataclass(config=CONFIG)
 class Scheduler:
-    type: Literal["none", "asha", "median", "halving"] = "none"
+    type: Literal["none", "asha", "median", "halving", "paired"] = "none"
     """`none` (every trial runs to its end), `asha` (Ray Tune's ASHAScheduler) or `median`
     (Ray Tune's MedianStoppingRule): stop trials whose held-out `metric` trails, at each eval;
     `halving`: synchronous successive halving (Ray Tune's HyperBand, one bracket holding every
     trial): each trial pauses at a rung, checkpointed, until all have reached it, then the best
     1/reduction_factor resume from their checkpoints and the rest stop. Compares every trial
-    at every rung, where ASHA promotes the first to arrive: for grids of tens of points."""
+    at every rung, where ASHA promotes the first to arrive: for grids of tens of points;
+    `paired`: stop a trial whose judged answers are worse than the best trial's on the same
+    prompts (Wilcoxon signed-rank test at `level`); needs `judge:` at every evaluation."""
     grace_period: Annotated[Int, Field(ge=1)] = 1
     """Evaluations every trial gets before it may be stopped (halving: the first rung)."""
+    level: Annotated[Float, Field(gt=0, lt=1)] = 0.05
+    """paired: the test's significance level; a trial whose answers are worse at this level stops."""
     reduction_factor: Annotated[Float, Field(gt=1)] = 2
     """asha, halving: keep the top 1/reduction_factor of trials at each rung."""
 

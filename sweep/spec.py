@@ -171,6 +171,12 @@ def _validate(spec: SweepSpec) -> SweepSpec:
                 f"halving relies on Ray Tune internals of another version: {describe(differing('ray'))}; "
                 "use asha or median, or install that version",
             )
+    if spec.scheduler.type == "paired" and (not spec.judge.prompts or spec.judge.when != "eval"):
+        raise SpecError(
+            "scheduler.type",
+            "paired compares trials' judged answers prompt by prompt at every evaluation: set judge.prompts "
+            "and judge.scorers, judged at every evaluation (judge.when: eval), or choose asha or median",
+        )
     if spec.scheduler.pauses and spec.max_concurrent_trials is not None:
         # Ray Tune counts a paused trial as live, so a limit would keep the rest from ever reaching the rung.
         raise SpecError(

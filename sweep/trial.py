@@ -403,6 +403,10 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
     # and ORPO log rewards without a reference), and every trial the judge's metrics.
     paired = None if family.name == "dpo" else (data["eval"], tokenizer, args, cuda)
     judge = _judge(ctx, tokenizer, run_id) if spec.judge.prompts else None
+    if judge is not None and spec.scheduler.type == "paired":  # it compares trials prompt by prompt
+        from .paired_stopping import PER_PROMPT
+
+        callbacks[0].reported = lambda: {PER_PROMPT: list(judge.last.totals)} if judge.last else {}
     if paired is not None or judge is not None:
         trainer_class = _with_evaluations(trainer_class, family, paired, judge, at_end_only=spec.judge.when == "end")
     cache = cached = None

@@ -802,6 +802,28 @@ REVERTS = [
         "test_reports.py::test_report_shows_the_pareto_front_and_refuses_metrics_no_trial_logged",
     ),
     _r(
+        "paired stopping never stops",
+        "sweep/paired_stopping.py",
+        "        return TrialScheduler.STOP if p < self.level else TrialScheduler.CONTINUE",
+        "        return TrialScheduler.CONTINUE",
+        "test_judge.py::test_paired_stopping_stops_a_trial_worse_on_the_same_prompts_and_keeps_one_that_is_not",
+        "test_judge.py::test_paired_stopping_stops_the_trial_whose_answers_are_worse_in_a_sweep",
+    ),
+    _r(
+        "paired stopping tests two-sided: a better trial is stopped too",
+        "sweep/paired_stopping.py",
+        '    return float(wilcoxon(mine, theirs, alternative="less", zero_method="zsplit").pvalue)',
+        '    return float(wilcoxon(mine, theirs, alternative="two-sided", zero_method="zsplit").pvalue)',
+        "test_judge.py::test_paired_stopping_stops_a_trial_worse_on_the_same_prompts_and_keeps_one_that_is_not",
+    ),
+    _r(
+        "the trials report no per-prompt scores to the scheduler",
+        "sweep/trial.py",
+        "        callbacks[0].reported = lambda: {PER_PROMPT: list(judge.last.totals)} if judge.last else {}",
+        "        pass",
+        "test_judge.py::test_paired_stopping_stops_the_trial_whose_answers_are_worse_in_a_sweep",
+    ),
+    _r(
         "the HTML report links its figures",
         "sweep/html_report.py",
         "src='data:image/png;base64,{data}'",

@@ -414,3 +414,60 @@ def test_simpo_and_orpo_also_get_dpo_accuracy_against_the_base(tiny_model_path, 
                 run.data.tags[tracking.TAG_LOSS],
                 key,
             )
+
+
+def test_paired_stopping_stops_a_trial_worse_on_the_same_prompts_and_keeps_one_that_is_not():
+    """`scheduler: paired`'s decisions on known per-prompt scores (no sweep needed): the best
+    trial at an evaluation is the one to beat; a trial lower on many prompts and higher on none
+    stops once past its grace; one lower on a prompt and higher on another goes on."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from sweep.paired_stopping import ITERATION, PER_PROMPT, PairedStopping, worse_p_value
+
+    class Trial:  # what the scheduler reads of Ray Tune's trial
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    good = [1.0] * 15 + [0.5] * 5
+    bad = [0.0] * 10 + [1.0] * 5 + [0.5] * 5  # 10 prompts lower, none higher
+    close = [0.5] + [1.0] * 14 + [0.5] * 4 + [1.0]  # one lower, one higher
+    scheduler = PairedStopping(level=0.05, grace_period=2)
+
+    def result(trial, scores, evaluation):
+        return scheduler.on_trial_result(None, Trial(trial), {PER_PROMPT: scores, ITERATION: evaluation})
+
+    assert result("good", good, 1) == TrialScheduler.CONTINUE  # the first to reach evaluation 1: the best
+    assert result("bad", bad, 1) == TrialScheduler.CONTINUE  # worse, but within its grace period
+    assert result("good", good, 2) == TrialScheduler.CONTINUE
+    assert result("close", close, 2) == TrialScheduler.CONTINUE  # not worse at 5%
+    assert result("bad", bad, 2) == TrialScheduler.STOP
+    assert result("better", [1.0] * 20, 2) == TrialScheduler.CONTINUE and scheduler.best[2][2] == "better"
+    # Every one of 10 prompts lower, by distinct amounts: exactly one of 2^10 sign patterns is as extreme.
+    assert worse_p_value([0.0] * 10, [0.1 * i for i in range(1, 11)]) == pytest.approx(1 / 1024)
+    assert worse_p_value(good, good) == 1.0  # nothing to test
+
+
+def test_paired_stopping_stops_the_trial_whose_answers_are_worse_in_a_sweep(tmp_path, tiny_model_path):
+    """A sweep with `scheduler: paired`, one trial at a time: lr=1e-7 answers as the base model
+    does, worse on the same prompts than lr=1e-3 (which ran first), and is stopped early; a spec
+    asking for `paired` without judging at every evaluation is refused in one line."""
+    spec = small_spec(
+        "paired",
+        axes={"learning_rate": [1.0e-3, 1.0e-7]},
+        max_concurrent_trials=1,
+        train={"max_steps": 18, "eval_steps": 6},
+        scheduler={"type": "paired", "grace_period": 1},
+        judge={"prompts": 48, "scorers": ["builtin:verifiable"], "max_new_tokens": 12, "batch_size": 48},
+        metric="eval_judge/score",
+    )
+    del spec["train"]["learning_rate"]
+    proc = run_cli("run", str(write_spec(tmp_path / "p.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _, _, children = mlflow_store(tmp_path, "paired")
+    by_lr = {r.data.params["sweep.learning_rate"]: r for r in children}
+    assert by_lr["0.001"].info.status == "FINISHED" and by_lr["0.001"].data.metrics["global_step"] == 18
+    slow = by_lr["1e-07"]
+    assert slow.info.status == "KILLED" and slow.data.tags.get("sweep.stopped_early") == "true"
+    assert slow.data.metrics["global_step"] < 18 and "eval_judge/score" in slow.data.metrics
+    with pytest.raises(SpecError, match=r"^scheduler.type: paired compares trials' judged answers"):
+        parse_spec({**spec, "judge": {**spec["judge"], "when": "end"}})
