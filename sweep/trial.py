@@ -404,7 +404,7 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
     paired = None if family.name == "dpo" else (data["eval"], tokenizer, args, cuda)
     judge = _judge(ctx, tokenizer, run_id) if spec.judge.prompts else None
     if judge is not None and spec.scheduler.type == "paired":  # it compares trials prompt by prompt
-        from .paired_stopping import PER_PROMPT
+        from .paired_stopping import PER_PROMPT  # with Ray Tune's schedulers: only where one is used
 
         callbacks[0].reported = lambda: {PER_PROMPT: list(judge.last.totals)} if judge.last else {}
     if paired is not None or judge is not None:
