@@ -188,6 +188,25 @@ def readers_docs(d: dict) -> str:
     return "\n".join(rows)
 
 
+def early_stopping_judged_docs(d: dict) -> str:
+    """docs/benchmarks.md's table of early stopping on the default sweep, ranked by the judge."""
+    best = d["grid_best"]
+    rows = [
+        f"{d['machine']} CPU, {d['date']}, the default sweep ranked by `{d['metric']}`, run once each "
+        f"(`python benchmarks/early_stopping_judged.py`); the full grid's best: {', '.join(best['trials'])} "
+        f"({best['score']:.3g}):",
+        "",
+        "| scheduler | share of the grid's steps | stopped early | found | regret |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, s in d["schedulers"].items():
+        label = "the full grid" if name == "none" else f"`{name}`"
+        rows.append(
+            f"| {label} | {s['share_of_grid_steps']:.1%} | {s['stopped_early']} | {s['found']} | {s['regret']:.3g} |"
+        )
+    return "\n".join(rows)
+
+
 # A region `<!-- NAME: begin -->` ... `<!-- NAME: end -->` -> {document: its rendering}; its
 # JSON is benchmarks/NAME up to a `#` (one JSON may render several regions of a document).
 RENDERERS: dict[str, dict[str, Callable[[dict], str]]] = {
@@ -196,6 +215,7 @@ RENDERERS: dict[str, dict[str, Callable[[dict], str]]] = {
     "default_sweep.json#output": {"README.md": default_sweep_output},
     "default_sweep.json#figures": {"README.md": default_sweep_figures},
     "readers_at_scale.json": {"docs/benchmarks.md": readers_docs},
+    "early_stopping_judged.json": {"docs/benchmarks.md": early_stopping_judged_docs},
 }
 
 
