@@ -242,8 +242,9 @@ def test_the_mlflow_ui_shows_judged_answers_side_by_side_and_the_kept_adapters(s
             page.get_by_text(prompt, exact=True).first.wait_for(timeout=30_000)
         text = " ".join(page.inner_text("body").split())
         page.goto(urls["models"])
-        for run in children:
+        for run in children:  # each model's row, and its source run's name (shown once the runs are fetched)
             page.get_by_text(f"adapter-{run.data.tags['sweep.trial_id']}", exact=True).wait_for(timeout=60_000)
+            page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=60_000)
         models = page.inner_text("body")
         browser.close()
     assert "Group by: prompt" in text and "Compare: answer" in text  # each trial's answer, prompt by prompt
