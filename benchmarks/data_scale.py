@@ -82,7 +82,7 @@ def first_load(data: Path, cache: Path) -> float:
     """Seconds to read and format `data` the first time, into the datasets cache `cache` that
     the sweeps of this size then read it from (as a user's second sweep on a file does)."""
     code = (
-        "import sys\nfrom sweep.data import load_preference_data\nfrom sweep.spec import DatasetSpec\n"
+        "import sys\nfrom sweep.data import load_preference_data\nfrom sweep.spec.schema import DatasetSpec\n"
         "load_preference_data(DatasetSpec(path=sys.argv[1], max_eval_rows=200))"
     )
     t0 = time.time()

@@ -65,7 +65,7 @@ SHAPES = {  # transformers Qwen2Config fields
     ),
 }
 REWARD_SHAPE = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4)
-# What `auto` builds on CUDA (sweep.model.quantization_config with bf16 training), spelled out
+# What `auto` builds on CUDA (sweep.trial.model.quantization_config with bf16 training), spelled out
 # for the CPU smoke run; tests/test_gpu_shaped.py checks the two agree.
 GPU_CONFIGURATION = {
     "quantization": {
@@ -219,7 +219,7 @@ def trial_rows(folder: Path, name: str) -> list[dict]:
     """Per trial, from MLflow and its log: what the table shows."""
     from mlflow.tracking import MlflowClient
 
-    from sweep import logged_models
+    from sweep.record import logged_models
 
     client = MlflowClient(f"sqlite:///{folder / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(name)

@@ -130,7 +130,7 @@ class GpuMemoryWatch:
 
 
 def run_plain(work: Path, model: Path, data: Path, train: dict, quantization: dict | None) -> dict:
-    from sweep.trial import LORA_DEFAULTS
+    from sweep.trial.configs import LORA_DEFAULTS
 
     config = {
         "train": {**train, "output_dir": str(work / "plain"), "report_to": []},

@@ -42,7 +42,7 @@ def main() -> None:
     )
     from trl import DPOConfig, DPOTrainer
 
-    from sweep.callbacks import StepStats  # measures only
+    from sweep.trial.callbacks import StepStats  # measures only
 
     cuda = torch.cuda.is_available() and not cfg["train"].get("use_cpu")
     if not cuda:

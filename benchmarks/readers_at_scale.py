@@ -43,7 +43,8 @@ def build_record(work: Path, trials: int) -> None:
     sys.path.insert(0, str(REPO))
     from mlflow.entities import Metric, Param
 
-    from sweep import api, tracking
+    from sweep import api
+    from sweep.record import tracking
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -3,10 +3,10 @@
     python benchmarks/startup_gc.py            # ~2 min on 2 cores; writes benchmarks/startup_gc.json
 
 Each of a sweep's processes starts by importing the stack, and on 2 cores the start-up is
-bound by their CPU (sweep/startup.py). This runs, in fresh processes, alternated `--repeats`
+bound by their CPU (sweep/runtime/startup.py). This runs, in fresh processes, alternated `--repeats`
 times, with the collector on and paused as `sweep` pauses it:
 
-- worker: a warm worker's imports (sweep/warm.py's MODULES, bitsandbytes skipped as on CPU);
+- worker: a warm worker's imports (sweep/runtime/worker_preload.py's MODULES, bitsandbytes skipped as on CPU);
 - driver: `run`'s start-up before Tune: Ray Tune, MLflow and a new sqlite store, the builtin
   data, the tokenizer and the length check.
 
@@ -44,7 +44,7 @@ check_lengths(data, load_tokenizer(resolve_model_path("builtin:tiny")), 128, log
 """
 # Put before and after the code above: pause the collector as `sweep` does; print the
 # process's (CPU seconds, wall seconds) so far.
-PAUSE = "from sweep import startup\nstartup.pause()\n"
+PAUSE = "from sweep.runtime import startup\nstartup.pause()\n"
 TIMES = "import os, sys, time\nt = os.times()\nprint(t.user + t.system, time.time() - float(sys.argv[2]))\n"
 
 

@@ -104,7 +104,7 @@ def key(point: dict) -> str:
 
 def run_naive(work: Path, model: str) -> tuple[float, dict]:
     from sweep.builtin import BUILTIN_DATASETS
-    from sweep.trial import LORA_DEFAULTS, TRAIN_DEFAULTS
+    from sweep.trial.configs import LORA_DEFAULTS, TRAIN_DEFAULTS
 
     def one(i_point):
         i, point = i_point

@@ -36,8 +36,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sweep.metric_sender import MetricSender  # noqa: E402
-from sweep.server import free_port  # noqa: E402
+from sweep.record.server import free_port  # noqa: E402
+from sweep.trial.metric_sender import MetricSender  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" {print $4}' | gr
   pg_ctlcluster "$version" main start >&2
 port=$(pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" {print $3}')
 psql_admin() { runuser -u postgres -- psql -p "$port" -qtAX "$@"; }
-# Each `sweep server` worker may hold 80 connections (sweep/server.py's POOL): room for 4 workers.
+# Each `sweep server` worker may hold 80 connections (sweep/record/server.py's POOL): room for 4 workers.
 if [ "$(psql_admin -c 'SHOW max_connections')" -lt 400 ]; then
   echo "postgres.sh: raising max_connections to 400 (restarts the cluster)" >&2
   psql_admin -c "ALTER SYSTEM SET max_connections = 400" >&2

@@ -11,7 +11,7 @@ import os as _os
 # (cluster.py). Every trial imports this package before the stack, so the block is in place
 # before PEFT looks for bitsandbytes (model.skip_bitsandbytes says why).
 if _os.environ.get("SWEEP_SKIP_BITSANDBYTES") == "1":
-    from .model import skip_bitsandbytes
+    from .trial.model import skip_bitsandbytes
 
     skip_bitsandbytes()
 

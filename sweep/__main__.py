@@ -3,11 +3,11 @@ import os
 import sys
 
 if sys.argv[1:2] == ["run"]:  # until the sweep starts (orchestrate.run_sweep resumes it): startup.py
-    from . import startup
+    from .runtime import startup
 
     startup.pause()
 if sys.argv[1:2] in (["run"], ["plan"]):  # this process loads no model (trials run in Ray workers)
-    from .model import skip_bitsandbytes
+    from .trial.model import skip_bitsandbytes
 
     skip_bitsandbytes()
 

@@ -22,12 +22,20 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import data_record, logged_models, reports, store, tracking
-from .checks import unusable_inputs
 from .errors import SpecError
-from .spec import SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file
-from .startup import QUIET_ENV, restored_env
-from .store import Sweep
+from .record import dataset_inputs, logged_models, store, tracking
+from .record.store import Sweep
+from .reports import answers, tables
+from .reports import status as status_report
+from .reports.importance import axis_importance
+from .reports.statistics import objectives_for, pareto_front
+from .runtime import cluster
+from .runtime.startup import QUIET_ENV, restored_env
+from .spec.checks import unusable_inputs
+from .spec.load import SweepSpec, load_spec, needs_no_hub, parse_spec, read_spec_file
+from .spec.overrides import apply_overrides
+from .trial.finished import VERIFIED, load_trial, verify
+from .trial.finished import promote as merge_and_log
 
 SpecLike = str | os.PathLike | dict | SweepSpec
 
@@ -35,8 +43,6 @@ SpecLike = str | os.PathLike | dict | SweepSpec
 def load(spec: SpecLike, overrides: Sequence[str] = ()) -> SweepSpec:
     """A validated spec from a YAML path, a mapping (as the YAML would hold) or a spec object,
     with `key=value` overrides applied (`train.max_steps=5`, `axes.beta=[0.1,0.5]`)."""
-    from .overrides import apply_overrides
-
     if isinstance(spec, SweepSpec):
         if overrides:
             raise SpecError("--set", "overrides apply to a YAML path or a mapping, not to a spec object")
@@ -63,8 +69,6 @@ def run(
     Bad input raises `SpecError` before Ray starts. Environment variables set for the run
     (offline hub for the embedded default, Ray's auth mode) are restored afterwards; Ray is
     down when it returns."""
-    from . import cluster
-
     offline = needs_no_hub(_raw(spec, overrides))
     with restored_env("HF_HUB_OFFLINE", "RAY_AUTH_MODE", "TUNE_PRINT_ALL_TRIAL_ERRORS", *QUIET_ENV):
         if offline:
@@ -85,7 +89,7 @@ def run(
                 cluster.start(
                     None, verbose, quantized=cluster.may_have_cuda(), warm_workers=cluster.trials_at_once(resolved)
                 )
-            from .orchestrate import run_sweep
+            from .driver.orchestrate import run_sweep
 
             return run_sweep(
                 resolved,
@@ -110,7 +114,7 @@ def open_sweep(name: str | Sweep, tracking_uri: str | None = None, results_dir: 
 def trials(name: str | Sweep, tracking_uri: str | None = None, results_dir: str | Path = "results") -> pd.DataFrame:
     """One row per trial, best first: ids, status, swept values, every final metric, the best
     of the ranking metrics over each trial's history, steps, runtime, error (`export`'s CSV)."""
-    return reports.trials_frame(open_sweep(name, tracking_uri, results_dir), all_metrics=True)
+    return tables.trials_frame(open_sweep(name, tracking_uri, results_dir), all_metrics=True)
 
 
 def history(
@@ -120,16 +124,14 @@ def history(
     results_dir: str | Path = "results",
 ) -> pd.DataFrame:
     """Per-step metrics in long form: one row per (trial, metric, step) (`export --history`)."""
-    return reports.history_frame(
-        open_sweep(name, tracking_uri, results_dir), metrics=list(metrics) if metrics else None
-    )
+    return tables.history_frame(open_sweep(name, tracking_uri, results_dir), metrics=list(metrics) if metrics else None)
 
 
 def samples(
     name: str | Sweep, top: int = 3, tracking_uri: str | None = None, results_dir: str | Path = "results"
 ) -> pd.DataFrame:
     """The top trials' generations beside the base model's, one row per held-out prompt."""
-    return reports.samples_frame(open_sweep(name, tracking_uri, results_dir), top=top)
+    return answers.samples_frame(open_sweep(name, tracking_uri, results_dir), top=top)
 
 
 def judgements(
@@ -138,7 +140,7 @@ def judgements(
     """A trial's (default: the best's) last judged evaluation, one row per prompt: the prompt,
     the base model's answer, the trial's answer, every score of both, totals, win/tie/loss."""
     sweep = open_sweep(name, tracking_uri, results_dir)
-    table = reports.judged_frame(sweep, trial)
+    table = answers.judged_frame(sweep, trial)
     if table is None:
         raise LookupError(f"sweep {sweep.name} has no judged generations (its spec has no `judge:` section)")
     return table
@@ -147,14 +149,14 @@ def judgements(
 def datasets(name: str | Sweep, tracking_uri: str | None = None, results_dir: str | Path = "results") -> pd.DataFrame:
     """The data the sweep ran on, one row per split (context, name, digest, source, rows), as its
     parent run records it: what the MLflow UI's Dataset column shows."""
-    return data_record.frame(open_sweep(name, tracking_uri, results_dir).parent)
+    return dataset_inputs.frame(open_sweep(name, tracking_uri, results_dir).parent)
 
 
 def models(name: str | Sweep, tracking_uri: str | None = None, results_dir: str | Path = "results") -> pd.DataFrame:
     """The sweep's MLflow logged models (kept adapters, promoted merged models), best first, each
     with its ranking metric and registered versions: what the MLflow UI's Models tab lists."""
     sweep = open_sweep(name, tracking_uri, results_dir)
-    ranked = reports.trials_frame(sweep, best=False)["run_id"]
+    ranked = tables.trials_frame(sweep, best=False)["run_id"]
     return logged_models.frame(tracking.client(sweep.uri), sweep, list(ranked))
 
 
@@ -164,14 +166,12 @@ def evaluate(
     """Recompute each finished trial's (or `trial`'s) held-out reward accuracy and margin from its
     saved adapter and the base model, log them to its run as `verified_*`, and return one row per
     trial: recomputed, logged, and their absolute difference, best trial first."""
-    from .evaluation import VERIFIED, verify
-
     sweep = open_sweep(name, tracking_uri, results_dir)
     if trial:
-        runs = [reports.find_trial(sweep, trial)]
+        runs = [tables.find_trial(sweep, trial)]
     else:  # the finished trials, best first, from one query (not one find_trial per trial)
         by_id = {r.info.run_id: r for r in sweep.runs()}
-        df = reports.trials_frame(sweep, best=False)
+        df = tables.trials_frame(sweep, best=False)
         runs = [by_id[rid] for rid in df.loc[df["status"] == "FINISHED", "run_id"]]
     rows = []
     for run in runs:
@@ -198,12 +198,10 @@ def promote(
     """Merge the best (or `trial`'s) adapter into its base model; save it to `out` (a plain
     `from_pretrained` folder) and as an MLflow transformers model of the trial's run; `register`:
     also a version of that registered model, alias `best` (`models:/NAME@best`)."""
-    from .evaluation import promote as merge_and_log
-
     if register is not None:
         logged_models.registered_name(register)
     sweep = open_sweep(name, tracking_uri, results_dir)
-    run = reports.find_trial(sweep, trial)
+    run = tables.find_trial(sweep, trial)
     return merge_and_log(sweep.uri, run, Path(out), sweep.name, register=register, log=log)
 
 
@@ -229,8 +227,6 @@ class Best:
 
     def load(self):
         """The base model with this adapter on top, and its tokenizer: `(model, tokenizer)`."""
-        from .evaluation import load_trial
-
         loaded = load_trial(self.tracking_uri, tracking.client(self.tracking_uri).get_run(self.run_id))
         return loaded.model, loaded.tokenizer
 
@@ -240,7 +236,7 @@ def best(
 ) -> Best:
     """The best finished trial by `metric` (default: the sweep's ranking metric and mode)."""
     sweep = open_sweep(name, tracking_uri, results_dir)
-    df = reports.finished(reports.rank(trials(sweep), metric or sweep.metric, sweep.mode), metric or sweep.metric)
+    df = tables.finished(tables.rank(trials(sweep), metric or sweep.metric, sweep.mode), metric or sweep.metric)
     if df.empty:
         raise LookupError(f"sweep {sweep.name} has no finished trial with {metric or sweep.metric}")
     row = df.iloc[0]
@@ -265,8 +261,6 @@ def importance(
 ):
     """How much each swept axis moved the ranking metric over the finished trials (Optuna's
     fANOVA importance, summing to 1), as an `analysis.Importance` (`.table`, `.note`)."""
-    from .analysis import axis_importance
-
     sweep = open_sweep(name, tracking_uri, results_dir)
     return axis_importance(trials(sweep), sweep.axes, metric or sweep.metric, sweep.mode)
 
@@ -280,10 +274,8 @@ def pareto(
     """The finished trials no other finished trial beats on every objective ({metric: "max" or
     "min"}; default: the ranking metric and, where judged, `eval_judge/length`, shorter better),
     ranked by the sweep's metric: the report's Pareto front."""
-    from .statistics import objectives_for, pareto_front
-
     sweep = open_sweep(name, tracking_uri, results_dir)
-    df = reports.rank(trials(sweep), sweep.metric, sweep.mode)
+    df = tables.rank(trials(sweep), sweep.metric, sweep.mode)
     return pareto_front(df, objectives or objectives_for(df, sweep.metric, sweep.mode))
 
 
@@ -295,12 +287,12 @@ def report(
     results_dir: str | Path = "results",
 ) -> str:
     """The report `python -m sweep report` prints (`fmt`: table, markdown or json)."""
-    return reports.report(open_sweep(name, tracking_uri, results_dir), metric=metric, fmt=fmt)
+    return tables.report(open_sweep(name, tracking_uri, results_dir), metric=metric, fmt=fmt)
 
 
 def status(name: str | Sweep, tracking_uri: str | None = None, results_dir: str | Path = "results") -> str:
     """Where a sweep stands (counts, best so far, running trials' progress), from the store alone."""
-    return reports.status(open_sweep(name, tracking_uri, results_dir))
+    return status_report.status(open_sweep(name, tracking_uri, results_dir))
 
 
 def list_sweeps(tracking_uri: str | None = None, results_dir: str | Path = "results") -> pd.DataFrame:
@@ -321,8 +313,6 @@ def store_uri(tracking_uri: str | None = None, results_dir: str | Path = "result
 def _raw(spec: SpecLike, overrides: Sequence[str]) -> Any:
     """The spec as plain data, overrides applied, read before anything imports
     huggingface_hub (which reads HF_HUB_OFFLINE once)."""
-    from .overrides import apply_overrides
-
     if isinstance(spec, SweepSpec):
         return {"model": spec.model, "dataset": {"path": spec.dataset.path}}
     return apply_overrides(spec if isinstance(spec, dict) else read_spec_file(spec), overrides)

@@ -21,6 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .runtime.startup import keep_freed_memory
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUILTIN_DATASETS = {"prefs": ASSETS / "prefs"}
 BUILTIN_MODELS = ("tiny",)
@@ -131,8 +133,6 @@ def _build_tiny(out: Path, log) -> None:
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM, PrinterCallback
     from trl import SFTConfig, SFTTrainer
-
-    from .startup import keep_freed_memory
 
     keep_freed_memory()  # 700 steps of CPU training
     torch.manual_seed(RECIPE["seed"])

@@ -19,8 +19,9 @@ import codecs
 import re
 from pathlib import Path
 
+from .builtin import BUILTIN_DATASETS
 from .errors import SpecError
-from .schema import DatasetSpec
+from .spec.schema import DatasetSpec
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -207,8 +208,6 @@ def _load_source(ds: DatasetSpec):
 
     file = check_source(ds)
     if ds.path.startswith("builtin:"):
-        from .builtin import BUILTIN_DATASETS
-
         folder = BUILTIN_DATASETS[ds.path.removeprefix("builtin:")]
         files = {p.stem: str(p) for p in sorted(folder.glob("*.jsonl"))}
         return datasets.load_dataset("json", data_files=files)

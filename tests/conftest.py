@@ -184,7 +184,7 @@ class SweepServer:
     must survive."""
 
     def __init__(self, results_dir: Path, store: str | None = None):
-        from sweep.server import free_port
+        from sweep.record.server import free_port
 
         self.port = free_port()
         self.results_dir, self.store, self.proc = results_dir, store, None

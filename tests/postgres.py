@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-# Each `sweep server` worker may hold 80 connections (sweep/server.py's POOL).
+# Each `sweep server` worker may hold 80 connections (sweep/record/server.py's POOL).
 MAX_CONNECTIONS = 200
 
 

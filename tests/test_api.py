@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from sweep.analysis import axis_importance
 from sweep.cli import main
-from sweep.overrides import apply_overrides
-from sweep.spec import SpecError
+from sweep.reports.importance import axis_importance
+from sweep.spec.load import SpecError
+from sweep.spec.overrides import apply_overrides
 
 from .conftest import REPO, chromium, cli_in_process, landing_rows, mlflow_store, sweep_ui, ui_page
 
@@ -71,7 +71,7 @@ def test_plan_with_overrides_is_checked_like_the_file(capsys):
 def test_the_proxy_line_names_each_metrics_winner_or_says_they_agree():
     """The report's "proxy vs judge" line: Spearman's rho, and the winner of each metric when
     they differ (the default sweep's proxy picks its worst model), one winner when they agree."""
-    from sweep.statistics import describe_agreement, proxy_vs_judge
+    from sweep.reports.statistics import describe_agreement, proxy_vs_judge
 
     rows = [("a", 0.9, 0.2), ("b", 0.8, 0.5), ("c", 0.7, 0.9), ("d", 0.6, 0.8)]
     df = pd.DataFrame(
@@ -160,7 +160,7 @@ def test_init_gives_a_real_model_qlora_settings_and_ranks_by_answers_where_there
 ):
     """A hub model gets the QLoRA recipe's settings (the embedded model its own); a dataset with
     an `answer` column gets a verifiable judge and is ranked by it, one without by the proxy."""
-    from sweep.spec import load_spec
+    from sweep.spec.load import load_spec
 
     monkeypatch.chdir(tmp_path)
     rows = [
@@ -185,7 +185,7 @@ def test_init_gives_a_real_model_qlora_settings_and_ranks_by_answers_where_there
 
 def test_init_writes_a_spec_for_each_layout_that_plans_loads_and_runs(tmp_path, tiny_model_path, capsys, monkeypatch):
     from sweep.data import load_preference_data
-    from sweep.spec import load_spec
+    from sweep.spec.load import load_spec
 
     monkeypatch.chdir(tmp_path)
     for name, (rows, layout) in LAYOUTS.items():

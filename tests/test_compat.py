@@ -11,7 +11,7 @@ import pytest
 
 from sweep import compat
 from sweep.compat import ray_internals
-from sweep.spec import SpecError, parse_spec
+from sweep.spec.load import SpecError, parse_spec
 
 from .conftest import REPO, small_spec
 
@@ -24,17 +24,20 @@ def test_the_pinned_stack_is_the_one_the_internals_were_written_for():
 
 def test_no_private_attribute_of_a_library_outside_the_compat_package():
     """Every `x._name` (x not self, cls or one of sweep's own modules) and every `_keyword=`
-    argument in sweep/*.py: none outside sweep/compat/."""
-    own = {"self", "cls", "os", "atexit"} | {p.stem for p in (REPO / "sweep").glob("*.py")}
+    argument in sweep/**/*.py: none outside sweep/compat/."""
+    package = REPO / "sweep"
+    mine = [p for p in sorted(package.rglob("*.py")) if "compat" not in p.relative_to(package).parts]
+    assert len(mine) > 40 and any(p.parent != package for p in mine)  # every sub-package read
+    own = {"self", "cls", "os", "atexit"} | {p.stem for p in mine}
     outside = []
-    for path in sorted((REPO / "sweep").glob("*.py")):
+    for path in mine:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
                 base = node.value
                 if not (isinstance(base, ast.Name) and base.id in own):
-                    outside.append(f"{path.name}:{node.lineno}: .{node.attr}")
+                    outside.append(f"{path.relative_to(package)}:{node.lineno}: .{node.attr}")
             if isinstance(node, ast.keyword) and node.arg and node.arg.startswith("_"):
-                outside.append(f"{path.name}:{node.value.lineno}: {node.arg}=")
+                outside.append(f"{path.relative_to(package)}:{node.value.lineno}: {node.arg}=")
     assert outside == []
     # ...and the scan does see them where they are
     inside = [p for p in (REPO / "sweep" / "compat").glob("*.py") if PRIVATE.search(p.read_text())]
@@ -83,7 +86,7 @@ def test_with_the_pinned_ray_the_internals_are_used(capsys):
 def test_another_trl_trains_without_the_shared_reference(tiny_model_path, tmp_path, monkeypatch, capsys):
     """A trial with TRL at another version computes its own reference log-probs, says so once,
     and trains to the metrics of one that shared them."""
-    from sweep.trial import TrialContext, run_trial
+    from sweep.trial.run import TrialContext, run_trial
 
     spec = parse_spec(small_spec("t", results_dir=str(tmp_path), train={"max_steps": 4, "eval_steps": 4}))
     ctx = TrialContext(spec=spec, model_path=str(tiny_model_path))

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from sweep.data import check_source, load_preference_data, split_transcripts
-from sweep.spec import DatasetSpec, SpecError, parse_spec
+from sweep.spec.load import DatasetSpec, SpecError, parse_spec
 
 
 def _jsonl(path, rows):
@@ -192,7 +192,7 @@ def test_the_driver_reads_a_plain_tokenizer_without_importing_torch(tiny_model_p
     from .conftest import REPO
 
     probe = (
-        "import json, sys\nfrom sweep.model import load_tokenizer\n"
+        "import json, sys\nfrom sweep.trial.model import load_tokenizer\n"
         f"t = load_tokenizer({str(tiny_model_path)!r})\n"
         "m = [{'role': 'user', 'content': 'What is 2+2?'}]\n"
         "print(json.dumps(['torch' in sys.modules, type(t).__name__, t.pad_token,"

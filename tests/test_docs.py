@@ -61,11 +61,11 @@ def test_a_region_edited_by_hand_is_told_apart_from_its_rendering(tmp_path, monk
 def test_the_spec_field_reference_is_the_rendering_of_the_schema():
     """docs/spec.md's tables are `python -m sweep schema --markdown`: a field added to the
     schema, or a help string changed, shows up there or this fails."""
-    from sweep.schema_export import rendered_spec_doc
+    from sweep.spec.export import rendered_spec_doc
 
     doc = (REPO / "docs" / "spec.md").read_text()
     assert rendered_spec_doc(doc) == doc, (
-        "re-render: python -c 'from sweep.schema_export import write_spec_doc; write_spec_doc()'"
+        "re-render: python -c 'from sweep.spec.export import write_spec_doc; write_spec_doc()'"
     )
     assert "| `reduction_factor` | number (> 1) | 2 |" in doc  # the tables are there, not an empty section
 

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from sweep import warm_model
-from sweep.spec import parse_spec
+from sweep.spec.load import parse_spec
+from sweep.trial import kept_model
 
 from .conftest import REPO, small_spec
 
@@ -42,7 +42,7 @@ def cuda_reported(monkeypatch):
 
 
 def _configs(tmp_path, loss_type, cuda, **overrides):
-    from sweep.trial import build_configs
+    from sweep.trial.configs import build_configs
 
     spec = parse_spec(small_spec("cfg", axes={"loss_type": [loss_type]}, **overrides))
     return build_configs(spec, {"loss_type": loss_type}, tmp_path, cuda)
@@ -77,7 +77,7 @@ def test_a_trial_given_no_gpu_is_kept_off_the_gpus(cuda_reported, monkeypatch):
     """Ray 2.60 leaves CUDA_VISIBLE_DEVICES alone for a zero-GPU actor (ray#54868)."""
     import os
 
-    from sweep.model import uses_cuda
+    from sweep.trial.model import uses_cuda
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert uses_cuda(None) and uses_cuda(0.5) and uses_cuda(1)
@@ -89,7 +89,7 @@ def test_the_base_model_loads_onto_the_trials_gpu_quantized_or_not():
     import torch
     from transformers import BitsAndBytesConfig
 
-    from sweep.model import base_model_kwargs
+    from sweep.trial.model import base_model_kwargs
 
     bnb = BitsAndBytesConfig(load_in_4bit=True)
     assert base_model_kwargs(bnb, cuda=True, bf16=True) == {
@@ -108,7 +108,7 @@ def test_peak_gpu_memory_counts_this_trial_only(cuda_reported, monkeypatch):
     import torch
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from sweep.callbacks import StepStats
+    from sweep.trial.callbacks import StepStats
 
     calls = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
@@ -139,44 +139,44 @@ def test_the_warm_base_check_sees_dtype_casts_the_gpu_digest_alone_would_miss(mo
     the old per-tensor sums), so a base left in fp32 by a CPO trial passed as unchanged."""
     import torch
 
-    monkeypatch.setattr(warm_model, "_digest", warm_model.device_digest)  # as on a GPU
+    monkeypatch.setattr(kept_model, "_digest", kept_model.device_digest)  # as on a GPU
     model = _small_causal_lm().to(torch.bfloat16)
-    before = warm_model.weights_fingerprint(model)
+    before = kept_model.weights_fingerprint(model)
     norm = model.model.norm
     norm.to(torch.float32)  # prepare_model_for_kbit_training does this to every norm
-    assert warm_model.weights_fingerprint(model) != before
+    assert kept_model.weights_fingerprint(model) != before
     norm.to(torch.bfloat16)
-    assert warm_model.weights_fingerprint(model) == before  # bf16 -> fp32 -> bf16 is exact
+    assert kept_model.weights_fingerprint(model) == before  # bf16 -> fp32 -> bf16 is exact
 
     weight = model.model.layers[0].mlp.up_proj.weight
     with torch.no_grad():
         weight[0, 0], weight[0, 1] = weight[0, 1].clone(), weight[0, 0].clone()  # two words swapped
-    assert warm_model.weights_fingerprint(model) != before
+    assert kept_model.weights_fingerprint(model) != before
 
 
 def test_the_gpu_digest_reads_a_tensor_in_bounded_chunks(monkeypatch):
     import torch
 
     t = torch.randn(1000, 37)
-    whole = warm_model.device_digest(t)
-    monkeypatch.setattr(warm_model, "CHUNK", 7)  # 5,286 chunks of 7 words: the same digest
-    assert warm_model.device_digest(t) == whole
+    whole = kept_model.device_digest(t)
+    monkeypatch.setattr(kept_model, "CHUNK", 7)  # 5,286 chunks of 7 words: the same digest
+    assert kept_model.device_digest(t) == whole
     flipped = t.clone()
     flipped.view(torch.int32)[500, 3] ^= 1  # one bit
-    assert warm_model.device_digest(flipped) != whole
+    assert kept_model.device_digest(flipped) != whole
     odd = torch.arange(7, dtype=torch.uint8)  # a size no 4-byte word divides: read byte by byte
-    assert warm_model.device_digest(odd) != warm_model.device_digest(odd.flip(0))
+    assert kept_model.device_digest(odd) != kept_model.device_digest(odd.flip(0))
 
 
 def test_warm_workers_on_a_node_with_several_gpus_do_not_start_cuda_before_ray_picks_theirs(monkeypatch):
     """bitsandbytes (TRL -> PEFT -> bitsandbytes) asks CUDA for every device as it loads: a worker
     that preloaded it would see all GPUs whatever CUDA_VISIBLE_DEVICES Ray sets for its trial."""
-    from sweep import warm
+    from sweep.runtime import worker_preload
 
     for nodes, skip, has_trl in ((2, "0", False), (2, "1", True), (1, "0", True), (0, "0", True)):
-        monkeypatch.setattr(warm.glob, "glob", lambda pattern, n=nodes: [f"/dev/nvidia{i}" for i in range(n)])
+        monkeypatch.setattr(worker_preload.glob, "glob", lambda pattern, n=nodes: [f"/dev/nvidia{i}" for i in range(n)])
         monkeypatch.setenv("SWEEP_SKIP_BITSANDBYTES", skip)
-        preloaded = warm.modules()
+        preloaded = worker_preload.modules()
         assert any(m.startswith("trl.") for m in preloaded) is has_trl, (nodes, skip)
         assert "mlflow.tracking" in preloaded
 
@@ -185,7 +185,7 @@ def test_warm_workers_on_a_node_with_several_gpus_do_not_start_cuda_before_ray_p
 
 
 def _four_bit_bf16():
-    from sweep.model import quantization_config
+    from sweep.trial.model import quantization_config
 
     return quantization_config(gpu_check.GPU_CONFIGURATION["quantization"], cuda=False)
 
@@ -198,9 +198,9 @@ def test_evaluating_a_4bit_trial_leaves_its_weights_and_optimizer_dtypes_alone(t
     from peft import LoraConfig, get_peft_model
 
     from sweep.data import load_preference_data
-    from sweep.evaluation import PairedEval
-    from sweep.model import load_base_model, load_tokenizer
-    from sweep.spec import DatasetSpec
+    from sweep.spec.load import DatasetSpec
+    from sweep.trial.evaluation import PairedEval
+    from sweep.trial.model import load_base_model, load_tokenizer
 
     base = load_base_model(str(tiny_model_path), _four_bit_bf16(), cuda=False, bf16=True)
     model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear"))
@@ -224,28 +224,28 @@ def test_a_warm_base_left_by_a_cpo_trial_is_put_back_as_loaded_and_reused(tiny_m
 
     said = []
     bnb = _four_bit_bf16()
-    warm_model._BASE.clear()
+    kept_model._BASE.clear()
     try:
-        base = warm_model.base_model(str(tiny_model_path), bnb, cuda=False, bf16=True, log=said.append)
-        loaded = warm_model.weights_fingerprint(base)
+        base = kept_model.base_model(str(tiny_model_path), bnb, cuda=False, bf16=True, log=said.append)
+        loaded = kept_model.weights_fingerprint(base)
         prepared = prepare_model_for_kbit_training(base, use_gradient_checkpointing=True)  # as CPOTrainer does
         model = get_peft_model(prepared, LoraConfig(r=4, target_modules="all-linear"))
         peft_casting_to_bf16(model)
-        assert warm_model.weights_fingerprint(base) != loaded and base.is_activation_checkpointing
-        warm_model.release_base_model(model)
-        again = warm_model.base_model(str(tiny_model_path), bnb, cuda=False, bf16=True, log=said.append)
+        assert kept_model.weights_fingerprint(base) != loaded and base.is_activation_checkpointing
+        kept_model.release_base_model(model)
+        again = kept_model.base_model(str(tiny_model_path), bnb, cuda=False, bf16=True, log=said.append)
         assert again is base and said == ["base model: reused from this worker's previous trial"]
-        assert warm_model.weights_fingerprint(again) == loaded
+        assert kept_model.weights_fingerprint(again) == loaded
         assert not again.is_activation_checkpointing
     finally:
-        warm_model._BASE.clear()
+        kept_model._BASE.clear()
 
 
 def test_shared_caches_tell_a_4bit_base_from_a_16bit_one(tiny_model_path):
     """The judge's cached base answers and the reference log-probs key on `model_identity`:
     a 4-bit and a bf16 load of the same weights answer differently."""
-    from sweep.model import load_base_model
-    from sweep.prepare import model_identity
+    from sweep.runtime.shared_cache import model_identity
+    from sweep.trial.model import load_base_model
 
     path = str(tiny_model_path)
     four_bit = load_base_model(path, _four_bit_bf16(), cuda=False, bf16=True)
@@ -352,7 +352,7 @@ def test_a_judges_reward_model_runs_on_the_judged_models_device(cuda_reported, t
     import torch
     from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
 
-    from sweep import scorers
+    from sweep.trial import scorers
 
     path = tmp_path / "rm"
     config = AutoConfig.from_pretrained(tiny_model_path)
@@ -384,7 +384,7 @@ def test_a_judges_reward_model_runs_on_the_judged_models_device(cuda_reported, t
 def test_plan_says_what_a_trial_trains_in_on_each_device_as_the_configs_build_it(cuda_reported, tmp_path, overrides):
     """`plan`'s `training:` line, read back, matches what `build_configs` gives on a GPU with and
     without native bf16 and on a CPU."""
-    from sweep.model import describe_training
+    from sweep.trial.model import describe_training
 
     def built(cuda: bool) -> str:
         _, args, _, bnb = _configs(tmp_path, "sigmoid", cuda, **overrides)

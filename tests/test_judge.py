@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep import judge, scorers
-from sweep.spec import SpecError, parse_spec
+from sweep.spec.load import SpecError, parse_spec
+from sweep.trial import judge, scorers
 
 from .conftest import cli_in_process, mlflow_store, run_cli, small_spec, write_spec
 
@@ -142,7 +142,7 @@ def test_bad_scorers_are_spec_errors(tmp_path, tiny_model_path, monkeypatch):
     """Validating a spec checks every scorer but runs no user code; a `module:function` is
     imported and checked where a run needs it (`check_functions`: `run`, `plan --import-scorers`),
     from beside the spec or the working directory, after the installed packages."""
-    from sweep.scorers import check_functions
+    from sweep.trial.scorers import check_functions
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
@@ -210,8 +210,8 @@ def _table(c, run_id: str, path: str) -> pd.DataFrame:
 def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(
     tmp_path, tiny_model_path, reward_model, monkeypatch
 ):
-    from sweep import tracking
-    from sweep.trial import TrialContext, run_trial
+    from sweep.record import tracking
+    from sweep.trial.run import TrialContext, run_trial
 
     (tmp_path / "my_scorers.py").write_text(textwrap.dedent(RECORDING_SCORER))
     monkeypatch.setenv("SCORER_LOG", str(tmp_path / "calls.jsonl"))
@@ -374,10 +374,10 @@ def test_simpo_and_orpo_also_get_dpo_accuracy_against_the_base(tiny_model_path, 
     """Every family has both yardsticks: their own reference-free rewards are kept under their
     family's name, and `eval_rewards/*` is DPO's implicit reward against the base model, which
     `evaluate` recomputes from the saved adapter."""
-    from sweep import tracking
-    from sweep.evaluation import VERIFIED, verify
-    from sweep.points import point_id
-    from sweep.trial import TrialContext, run_trial
+    from sweep.record import tracking
+    from sweep.spec.points import point_id
+    from sweep.trial.finished import VERIFIED, verify
+    from sweep.trial.run import TrialContext, run_trial
 
     spec = parse_spec(
         small_spec(
@@ -422,7 +422,7 @@ def test_paired_stopping_stops_a_trial_worse_on_the_same_prompts_and_keeps_one_t
     stops once past its grace; one lower on a prompt and higher on another goes on."""
     from ray.tune.schedulers import TrialScheduler
 
-    from sweep.paired_stopping import ITERATION, PER_PROMPT, PairedStopping, worse_p_value
+    from sweep.driver.paired_stopping import ITERATION, PER_PROMPT, PairedStopping, worse_p_value
 
     class Trial:  # what the scheduler reads of Ray Tune's trial
         def __init__(self, trial_id):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep import logged_models
+from sweep.record import logged_models
 
 from .conftest import REPO, cli_in_process, mlflow_store, run_cli, small_spec, write_spec
 
@@ -238,7 +238,7 @@ def test_secrets_never_reach_mlflow_logs_or_exports(grid_sweep, failing_sweep, s
         assert not [r for r in records if secret in r], secret
         assert [p for p in written if secret.encode() in p.read_bytes()] == [], secret
     assert "warning: train.model_init_kwargs.token: a credential written in the spec (masked" in grid_sweep.stdout
-    from sweep.tracking import flat_params
+    from sweep.record.tracking import flat_params
 
     params = flat_params(
         {"hub_token": "x", "api_key": "y", "beta": 0.1, "model_init_kwargs": {"token": "z", "dtype": "bf16"}}
@@ -267,7 +267,7 @@ def test_a_killed_worker_is_a_failed_trial_with_its_cause(tmp_path, tiny_model_p
     130: nobody interrupted it). `run --retry-failed` then completes it: each attempt is its
     own run and each point ends with one FINISHED run."""
 
-    from sweep.points import point_id
+    from sweep.spec.points import point_id
 
     spec = small_spec(
         "worker_kill",

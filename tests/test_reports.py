@@ -145,7 +145,7 @@ def test_unknown_sweep_is_a_clear_error(grid_sweep, sweeps_dir):
 def test_repeat_statistics_match_hand_computed_values():
     """Sample std, a Student-t 95% interval (not a normal one) and the paired t-test verdict
     at p < 0.05, on known numbers (no sweep needed)."""
-    from sweep.statistics import repeats_frame, separability
+    from sweep.reports.statistics import repeats_frame, separability
 
     def trials(values: dict[float, list[float]]) -> pd.DataFrame:
         rows = [
@@ -174,7 +174,7 @@ def test_repeat_statistics_match_hand_computed_values():
 def test_the_pareto_front_on_a_known_table():
     """The trials no other finished trial beats on every objective, each objective its way; a
     tie is beaten by no one; failed trials and missing values are never on it (no sweep needed)."""
-    from sweep.statistics import objectives_for, pareto_front
+    from sweep.reports.statistics import objectives_for, pareto_front
 
     df = pd.DataFrame(
         [  # (trial, status, score up, length down, kept up)
@@ -204,7 +204,7 @@ def test_the_pareto_front_on_a_known_table():
 def test_report_shows_the_pareto_front_and_refuses_metrics_no_trial_logged(grid_sweep, sweeps_dir, tmp_path):
     """`report --objective` (repeatable) gives the front in the terminal, JSON and a figure; a
     metric or objective no trial logged is one line naming it, exit 2."""
-    from sweep.statistics import pareto_front
+    from sweep.reports.statistics import pareto_front
 
     args = ["--objective", "eval_rewards/accuracies:max", "--objective", "eval_loss:min"]
     proc = cli_in_process("report", "grid", *args, "--format", "json", cwd=sweeps_dir)
@@ -258,7 +258,7 @@ def test_readers_of_a_sweep_whose_every_trial_failed_say_so_and_go_on(tmp_path, 
 def test_what_mattered_says_the_axes_cannot_be_told_apart_instead_of_crashing(last):
     """fANOVA raises on metrics with no variance to share out (exactly equal, or equal but for
     float noise: "zero total variance in all trees"); the report says so in a line."""
-    from sweep.analysis import axis_importance, describe
+    from sweep.reports.importance import axis_importance, describe
 
     df = pd.DataFrame(
         {"status": ["FINISHED"] * 4, "beta": [0.1, 0.1, 0.5, 0.5], "r": [4, 8, 4, 8], "m": [0.5, 0.5, 0.5, last]}

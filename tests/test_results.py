@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from sweep import api as sweep_api
-from sweep import data_record, logged_models
-from sweep.evaluation import generate_samples
+from sweep.record import dataset_inputs, logged_models
+from sweep.trial.evaluation import generate_samples
 
 from .conftest import chromium, cli_in_process, mlflow_store, run_cli, small_spec, sweep_ui, ui_page, write_spec
 
@@ -133,8 +133,8 @@ def test_promote_merges_the_best_adapter_into_a_loadable_model(seeded, seeded_re
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sweep.evaluation import load_trial
-    from sweep.model import resolve_model_path
+    from sweep.trial.finished import load_trial
+    from sweep.trial.model import resolve_model_path
 
     cwd, _ = seeded
     out = cwd / "promoted"
@@ -206,7 +206,7 @@ def test_each_kept_adapter_is_an_mlflow_logged_model_with_the_metrics_it_was_ran
     models = sweep_api.models("seeded", results_dir=cwd / "results")
     adapters = models[models["model_type"] == "LoRA adapter"]
     assert list(adapters["trial"]) == [t["trial"] for t in seeded_report["trials"]]
-    evaluation = data_record.evaluation_split(parents[0])
+    evaluation = dataset_inputs.evaluation_split(parents[0])
     assert evaluation is not None
     for run in children:
         model = logged_models.adapter_of(c, run)
@@ -265,7 +265,7 @@ def test_the_mlflow_ui_shows_judged_answers_side_by_side_and_the_kept_adapters(s
     ],
 )
 def test_bad_arguments_are_one_line_naming_the_argument(argv, named, capsys):
-    from sweep.cli import build_parser
+    from sweep.cli.parser import build_parser
 
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(argv)

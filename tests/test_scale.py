@@ -21,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from sweep.server import free_port
+from sweep.record.server import free_port
 
 from .conftest import (
     NO_RAY,

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sweep import cli
-from sweep.schema import json_schema
-from sweep.schema_export import full_json_schema
-from sweep.spec import SpecError, parse_spec
+from sweep.spec.export import full_json_schema
+from sweep.spec.load import SpecError, parse_spec
+from sweep.spec.schema import json_schema
 
 from .conftest import REPO
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sweep import secrets, tracking
-from sweep.spec import parse_spec
-from sweep.trial import build_configs
+from sweep import secrets
+from sweep.record import tracking
+from sweep.spec.load import parse_spec
+from sweep.trial.configs import build_configs
 
 from .conftest import small_spec
 

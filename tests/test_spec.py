@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from sweep.cli import main
-from sweep.families import DPO_LOSS_TYPES
-from sweep.points import point_id
-from sweep.spec import SpecError, load_spec, parse_spec
+from sweep.spec.families import DPO_LOSS_TYPES
+from sweep.spec.load import SpecError, load_spec, parse_spec
+from sweep.spec.points import point_id
 
 from .conftest import REPO, imported_modules, run_cli, small_spec, write_spec
 
@@ -43,7 +43,7 @@ def test_fields_of_all_three_configs_are_settable_by_their_own_names():
     )
     assert spec.train["learning_rate"] == pytest.approx(5e-4)  # YAML reads 5e-4 as a string
     assert len(spec.points()) == 4
-    from sweep.trial import build_configs
+    from sweep.trial.configs import build_configs
 
     _, args, lora, bnb = build_configs(
         spec, {"beta": 0.1, "r": 4, "bnb_4bit_quant_type": "fp4"}, Path("/tmp/x"), cuda=False
@@ -67,8 +67,8 @@ def test_loss_type_list_matches_installed_trl():
 def test_the_cached_catalogue_is_what_the_installed_libraries_say(tmp_path, monkeypatch):
     """The driver checks specs against a JSON catalogue of the configs' fields; it must hold
     exactly what TRL/PEFT/transformers say, and a damaged cache file is rebuilt."""
-    from sweep import catalogue
-    from sweep.families import FAMILIES
+    from sweep.spec import catalogue
+    from sweep.spec.families import FAMILIES
 
     configs = tuple((name, family.config) for name, family in FAMILIES.items())
     monkeypatch.setenv("SWEEP_CACHE", str(tmp_path))
@@ -96,7 +96,7 @@ def test_a_spec_is_checked_without_importing_the_trainers(tmp_path):
     bad = write_spec(tmp_path / "bad.yaml", small_spec("bad", train={"eval_strategy": "sometimes"}))
     script = (
         "import sys\n"
-        "from sweep.spec import SpecError, load_spec\n"
+        "from sweep.spec.load import SpecError, load_spec\n"
         f"print(len(load_spec({str(good)!r}).points()))\n"
         f"try:\n    load_spec({str(bad)!r})\nexcept SpecError as e:\n    print(e)\n"
         "print(sorted(m for m in ('trl', 'peft', 'torch', 'transformers') if m in sys.modules))\n"
@@ -302,12 +302,12 @@ def test_every_shipped_spec_plans_offline(name, count, capsys):
 
 
 def test_hf_study_sweeps_three_families_and_routes_their_fields():
-    from sweep.families import family_of
+    from sweep.spec.families import family_of
 
     spec = load_spec(REPO / "search_spaces" / "hf_pref_tuning.yaml")
     assert {family_of(p["loss_type"]).name for p in spec.points()} == {"dpo", "kto"}
     assert sorted({p["beta"] for p in spec.points()}) == [round(0.1 * i, 1) for i in range(1, 10)]
-    from sweep.trial import build_configs
+    from sweep.trial.configs import build_configs
 
     family, args, _, _ = build_configs(
         spec, {"loss_type": "kto", "beta": 0.3, "max_steps": 200}, Path("/tmp/x"), cuda=False
@@ -453,7 +453,8 @@ def test_bad_data_exits_2_and_writes_nothing(
     # up, never while its processes fork (orchestrate.py)
     import ray
 
-    from sweep import cluster, data
+    from sweep import data
+    from sweep.runtime import cluster
 
     ray_up_at_load, load, started, start = [], data.load_preference_data, [], cluster.start
     monkeypatch.setattr(
@@ -605,7 +606,7 @@ def test_warm_workers_are_as_many_as_trials_can_run_at_once_and_no_more(monkeypa
     """One per trial that can run at once: the CPUs over `resources.cpu`, at most
     `max_concurrent_trials` and the sweep's trials (an unused warm worker imports the stack
     for nothing)."""
-    from sweep import cluster
+    from sweep.runtime import cluster
 
     monkeypatch.setattr(cluster.os, "cpu_count", lambda: 8)
     monkeypatch.setattr(cluster, "may_have_cuda", lambda: False)
@@ -633,7 +634,7 @@ def test_a_points_configs_built_once_are_not_built_again(tmp_path, monkeypatch):
     """`run` builds every point's configs in a process of its own before any trial; a point
     built before without a problem (same libraries, same sections) is not built again, and a
     refused one is checked every time."""
-    from sweep.trial import ConfigCheck
+    from sweep.trial.configs import ConfigCheck
 
     monkeypatch.setenv("SWEEP_CACHE", str(tmp_path / "cache"))
     good = parse_spec(small_spec("good", axes={"beta": [0.1, 0.5]}))
@@ -650,7 +651,7 @@ def test_a_points_configs_built_once_are_not_built_again(tmp_path, monkeypatch):
 
 def test_a_randint_axis_draws_both_of_its_ends():
     """`r: {randint: [4, 5]}` includes 5: Ray Tune's upper bound is exclusive, the spec's is not."""
-    from sweep.orchestrate import param_space
+    from sweep.driver.orchestrate import param_space
 
     spec = small_spec("ends", axes={"r": {"randint": [4, 5]}}, search={"method": "random", "num_samples": 2})
     drawn = param_space(parse_spec(spec))["r"].sample(size=200)
@@ -673,7 +674,7 @@ def test_null_in_an_override_clears_the_field_and_overrides_change_the_fingerpri
 def test_loss_type_cpo_is_cpos_sigmoid_loss_with_behaviour_cloning_and_simpo_is_without(tmp_path):
     """`cpo` trains CPOTrainer's sigmoid loss with its `cpo_alpha` BC term; `simpo` is CPO's
     simpo loss with `cpo_alpha: 0` unless the spec sets it."""
-    from sweep.trial import build_configs
+    from sweep.trial.configs import build_configs
 
     spec = parse_spec(small_spec("cpo", axes={"loss_type": ["cpo", "simpo"]}))
     family, config, _, _ = build_configs(spec, {"loss_type": "cpo"}, tmp_path, cuda=False)

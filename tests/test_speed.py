@@ -15,9 +15,10 @@ import sys
 import pandas as pd
 import pytest
 
-from sweep import prepare, warm_model
-from sweep.spec import parse_spec
-from sweep.trial import TrialContext, run_trial
+from sweep.runtime import planned_rows, shared_cache
+from sweep.spec.load import parse_spec
+from sweep.trial import kept_model
+from sweep.trial.run import TrialContext, run_trial
 
 from .conftest import REPO, imported_modules, mlflow_store, run_cli, small_spec, write_spec
 
@@ -57,8 +58,8 @@ def _probe(code: str, cwd, *args: str) -> subprocess.CompletedProcess:
 def _computed_rows(cache, split: str = "train", column: str = "ref_chosen_logps") -> set[int]:
     """Rows of the cached `split` that have a reference value (not NaN): train rows by their
     index in the train split, eval rows by position."""
-    cached = prepare.load_reference(cache)[split]
-    ids = cached[prepare.ROW] if prepare.ROW in cached.column_names else range(len(cached))
+    cached = shared_cache.load_reference(cache)[split]
+    ids = cached[planned_rows.ROW] if planned_rows.ROW in cached.column_names else range(len(cached))
     return {i for i, v in zip(ids, cached[column], strict=True) if not math.isnan(v)}
 
 
@@ -67,7 +68,7 @@ def test_cpu_training_keeps_freed_memory_for_the_next_step(tmp_path):
     zero-filled again); after `keep_freed_memory`, which CPU trials call, it stays for reuse."""
     probe = (
         "import sys\n"
-        "from sweep.startup import keep_freed_memory\n"
+        "from sweep.runtime.startup import keep_freed_memory\n"
         "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096\n"
         "applied = keep_freed_memory() if sys.argv[1] == 'keep' else None\n"
         "block = bytearray(64 << 20)\n"
@@ -109,7 +110,7 @@ def test_shared_reference_is_computed_once_and_changes_no_metric(tiny_model_path
         again = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "loss_type": "sigmoid"})
         assert "time/reference_computed_s" in again, damage
         assert all(again[k] == pytest.approx(first[k], abs=1e-6) for k in COMPARED), damage
-        assert prepare.load_reference(cache) is not None  # whole again
+        assert shared_cache.load_reference(cache) is not None  # whole again
     # Another seed reads other rows: only those are computed, into the same cache.
     reseeded = _trial(tmp_path, tiny_model_path, {"beta": 0.3, "loss_type": "sigmoid", "seed": 3})
     assert "time/reference_computed_s" in reseeded and len(_caches(tmp_path)) == 1
@@ -134,16 +135,16 @@ def test_a_trial_tokenises_only_the_rows_it_reads_and_trains_as_over_the_whole_s
 
     def cached(results) -> dict[int, list[float]]:  # the DPO cache's rows (KTO's has its own)
         (split,) = (
-            c for c in map(prepare.load_reference, _caches(results)) if "ref_chosen_logps" in c["train"].features
+            c for c in map(shared_cache.load_reference, _caches(results)) if "ref_chosen_logps" in c["train"].features
         )
         split = split["train"]
-        columns = zip(split[prepare.ROW], split["ref_chosen_logps"], split["ref_rejected_logps"], strict=True)
+        columns = zip(split[planned_rows.ROW], split["ref_chosen_logps"], split["ref_rejected_logps"], strict=True)
         return {row: [c, r] for row, c, r in columns}
 
     # KTO without a KL term draws its unpaired rows at random too
     points = [{"beta": 0.3}, {"beta": 0.3, "seed": 3}, {"beta": 0.3, "loss_type": "apo_zero_unpaired"}]
     with monkeypatch.context() as m:
-        m.setattr(prepare, "plan_rows", lambda n, args: None)  # every row, as TRL alone tokenises them
+        m.setattr(planned_rows, "plan_rows", lambda n, args: None)  # every row, as TRL alone tokenises them
         whole = [_trial(tmp_path / "whole", tiny_model_path, p) for p in points]
     everything = cached(tmp_path / "whole")
     assert len(everything) == 400
@@ -156,9 +157,9 @@ def test_a_trial_tokenises_only_the_rows_it_reads_and_trains_as_over_the_whole_s
         assert first[k] == pytest.approx(whole[0][k], abs=1e-6), k
 
     computed = []
-    ref_values = prepare._ref_values
+    ref_values = shared_cache._ref_values
     monkeypatch.setattr(
-        prepare, "_ref_values", lambda t, split, rows: computed.append(len(rows)) or ref_values(t, split, rows)
+        shared_cache, "_ref_values", lambda t, split, rows: computed.append(len(rows)) or ref_values(t, split, rows)
     )
     longer = _trial(tmp_path / "planned", tiny_model_path, {**points[0], "max_steps": 16})
     assert "time/reference_computed_s" in longer and longer["global_step"] == 16
@@ -189,13 +190,15 @@ def test_trials_starting_together_split_the_reference_pass(tiny_model_path, tmp_
     """The pass is cut into parts; a part another trial holds (one that started at the same
     time) is waited for and read, not computed again, and the values are the same."""
     computed = []
-    ref_values = prepare._ref_values
+    ref_values = shared_cache._ref_values
 
     def recorded(trainer, split, rows):  # the rows' ids, as parts are named
-        computed.append(list(split.select(rows)[prepare.ROW]) if prepare.ROW in split.column_names else list(rows))
+        computed.append(
+            list(split.select(rows)[planned_rows.ROW]) if planned_rows.ROW in split.column_names else list(rows)
+        )
         return ref_values(trainer, split, rows)
 
-    monkeypatch.setattr(prepare, "_ref_values", recorded)
+    monkeypatch.setattr(shared_cache, "_ref_values", recorded)
     point = {"beta": 0.3, "loss_type": "sigmoid", "per_device_eval_batch_size": 8}
     alone = _trial(tmp_path / "a", tiny_model_path, point)
     parts, computed[:] = list(computed), []
@@ -204,7 +207,9 @@ def test_trials_starting_together_split_the_reference_pass(tiny_model_path, tmp_
     assert sorted(sum(parts[:4], [])) == sorted(_computed_rows(cache))
 
     # Another trial (a process) holds the first part when this one starts, and writes it 3 s later.
-    lock, result = prepare.part_files(prepare.parts_folder(tmp_path / "b" / "cache" / cache.name), "train", parts[0])
+    lock, result = shared_cache.part_files(
+        shared_cache.parts_folder(tmp_path / "b" / "cache" / cache.name), "train", parts[0]
+    )
     lock.parent.mkdir(parents=True)
     other = subprocess.Popen(
         [
@@ -213,7 +218,7 @@ def test_trials_starting_together_split_the_reference_pass(tiny_model_path, tmp_
             "import sys, time, shutil; from filelock import FileLock\n"
             "with FileLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(3); shutil.copy(sys.argv[2], sys.argv[3])",
             str(lock),
-            str(prepare.part_files(prepare.parts_folder(cache), "train", parts[0])[1]),
+            str(shared_cache.part_files(shared_cache.parts_folder(cache), "train", parts[0])[1]),
             str(result),
         ],
         stdout=subprocess.PIPE,
@@ -262,9 +267,9 @@ def test_kto_shares_its_reference_and_its_kl_term_changes_no_metric(tiny_model_p
 def test_a_trainer_reading_beyond_its_planned_rows_fails_loudly(tiny_model_path, tmp_path, monkeypatch):
     """Were a plan ever shorter than what the trainer's sampler reads, the trial fails before
     its first step; it never trains on a stand-in row or a row without reference log-probs."""
-    plan_rows = prepare.plan_rows
+    plan_rows = planned_rows.plan_rows
     monkeypatch.setattr(
-        prepare, "plan_rows", lambda n, args: dataclasses.replace(plan_rows(n, args), needed=args.max_steps * 4)
+        planned_rows, "plan_rows", lambda n, args: dataclasses.replace(plan_rows(n, args), needed=args.max_steps * 4)
     )
     with pytest.raises(RuntimeError, match="the trainer reads train row 63, beyond the 32 planned"):
         _trial(tmp_path, tiny_model_path, {"beta": 0.3})
@@ -275,21 +280,21 @@ def test_warm_worker_reuses_the_base_model_and_reloads_it_when_its_weights_chang
     from transformers import AutoModelForCausalLM
 
     first = _trial(tmp_path, tiny_model_path, {"beta": 0.1})
-    ((cached, fingerprint, _),) = warm_model._BASE.values()
-    fresh = warm_model.weights_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_model_path))
-    assert fingerprint == fresh and warm_model.weights_fingerprint(cached) == fresh  # trained on, unchanged
+    ((cached, fingerprint, _),) = kept_model._BASE.values()
+    fresh = kept_model.weights_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_model_path))
+    assert fingerprint == fresh and kept_model.weights_fingerprint(cached) == fresh  # trained on, unchanged
     assert not any("lora" in name for name, _ in cached.named_parameters())  # the adapter is off
     _trial(tmp_path, tiny_model_path, {"beta": 0.5, "loss_type": "kto"})
-    assert next(iter(warm_model._BASE.values()))[0] is cached  # the next trial used the same object
-    assert warm_model.weights_fingerprint(cached) == fresh
+    assert next(iter(kept_model._BASE.values()))[0] is cached  # the next trial used the same object
+    assert kept_model.weights_fingerprint(cached) == fresh
 
     # A trial that died half-way may leave the kept model altered: the next one loads it afresh
     # and trains exactly as on a fresh model.
     with torch.no_grad():
         next(cached.parameters()).add_(0.01)
     again = _trial(tmp_path, tiny_model_path, {"beta": 0.1})
-    ((reloaded, _, _),) = warm_model._BASE.values()
-    assert reloaded is not cached and warm_model.weights_fingerprint(reloaded) == fresh
+    ((reloaded, _, _),) = kept_model._BASE.values()
+    assert reloaded is not cached and kept_model.weights_fingerprint(reloaded) == fresh
     keys = ("loss", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")
     assert {k: again[k] for k in keys} == {k: first[k] for k in keys}
 
@@ -406,7 +411,7 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
     """bitsandbytes costs every process that imports the stack ~1.3 s (PEFT imports it):
     the driver of `run`/`plan` and the workers of a sweep that never quantizes skip it, and
     a sweep that quantizes somewhere keeps it."""
-    from sweep.model import quantizes
+    from sweep.trial.model import quantizes
 
     def spec(**changes):
         return parse_spec(small_spec("bnb", results_dir=str(tmp_path), **changes))
@@ -438,14 +443,14 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
     # A Ray started without it (`run` starts one as soon as the spec is valid, on a guess
     # about GPUs) is started again when the sweep turns out to quantize.
     probe = (
-        "from sweep import cluster\n"
+        "from sweep.runtime import cluster\n"
         "import os, sys\n"
         "for quantized in (False, True):\n"
         "    cluster.start(None, quantized=quantized).result()\n"
         "    import ray\n"
         "    @ray.remote\n"
         "    def loaded():\n"
-        "        import sys, sweep.orchestrate, sweep.callbacks\n"
+        "        import sys, sweep.driver.orchestrate, sweep.trial.callbacks\n"
         "        return 'peft' in sys.modules, sys.modules.get('bitsandbytes') is not None\n"
         "    print(quantized, *ray.get(loaded.remote()), 'SWEEP_SKIP_BITSANDBYTES' in os.environ)\n"
         "cluster.stop()\n"
@@ -460,14 +465,14 @@ def test_processes_that_load_no_quantized_model_skip_bitsandbytes(tmp_path):
 @pytest.mark.integration
 def test_trials_run_in_the_workers_ray_prestarted_with_the_stack_imported(tmp_path):
     """A local Ray prestarts its workers, and as many as trials may run at once import the
-    stack while the driver reads the spec, checks the data and opens MLflow (sweep/warm.py);
+    stack while the driver reads the spec, checks the data and opens MLflow (sweep/runtime/worker_preload.py);
     the rest stay light. Tune's trials must then run in them, not in fresh processes that
     start importing only once a trial is scheduled (~2 s to the first step on 2 cores).
     Ray Tune 2.60 gives every trial actor a runtime_env, which keeps it off prestarted
     workers: the run without `trials_on_prestarted_workers` shows that."""
     probe = (
         "import os, sys, time\n"
-        "from sweep import cluster\n"
+        "from sweep.runtime import cluster\n"
         "cluster.start(None, quantized=False, warm_workers=1).result()\n"
         "import psutil\n"
         "from ray import tune\n"
@@ -499,7 +504,7 @@ def test_trials_run_in_the_workers_ray_prestarted_with_the_stack_imported(tmp_pa
     )
     out = _probe(probe, tmp_path, str(tmp_path))
     said = [line for line in out.stdout.splitlines() if line.startswith(("warm", "cold"))]
-    # The warm worker imported with its garbage collector paused (sweep/startup.py), then
+    # The warm worker imported with its garbage collector paused (sweep/runtime/startup.py), then
     # turned it back on for the trials, with what it imported frozen out of its scans.
     assert said == ["warm workers 1", "warm True True", "warm gc True True", "cold False"], (
         out.stdout + out.stderr[-3000:]
@@ -508,11 +513,11 @@ def test_trials_run_in_the_workers_ray_prestarted_with_the_stack_imported(tmp_pa
 
 def test_start_up_pauses_the_garbage_collector_and_resumes_it_frozen():
     """`run`'s driver and the warm workers import the stack with the collector off
-    (sweep/startup.py); it must come back on, or a sweep running for days never frees a
+    (sweep/runtime/startup.py); it must come back on, or a sweep running for days never frees a
     cycle, and only if start-up turned it off (an embedding program's choice stands)."""
     import gc
 
-    from sweep import startup
+    from sweep.runtime import startup
 
     frozen = gc.get_freeze_count()
     try:
@@ -541,7 +546,7 @@ def test_a_local_ray_stops_its_autoscaler_monitor_before_the_gcs(tmp_path):
     probe = (
         "import psutil\n"
         "from ray._private import node\n"
-        "from sweep import cluster\n"
+        "from sweep.runtime import cluster\n"
         "cluster.start(None, quantized=False).result()\n"
         "started = psutil.Process().children(recursive=True)\n"
         "order = []\n"

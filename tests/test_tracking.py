@@ -21,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep import tracking
-from sweep.metric_sender import MetricSender
-from sweep.spec import parse_spec
-from sweep.trial import TrialContext, run_trial
+from sweep.record import tracking
+from sweep.spec.load import parse_spec
+from sweep.trial.metric_sender import MetricSender
+from sweep.trial.run import TrialContext, run_trial
 
 from .conftest import REPO, SweepServer, run_cli, small_spec, write_spec
 from .postgres import local_postgres
@@ -267,7 +267,7 @@ def test_a_sender_gives_up_after_its_bound_and_counts_what_it_dropped(monkeypatc
 
 
 def test_store_faults_and_dead_workers_are_told_in_one_short_line():
-    from sweep.progress import failure_cause
+    from sweep.driver.failures import failure_cause
 
     refused = ConnectionError(
         "API request to endpoint /api/2.0/mlflow/runs/update failed with exception HTTPConnectionPool("
@@ -284,8 +284,9 @@ def test_store_faults_and_dead_workers_are_told_in_one_short_line():
         "sqlite:///r/mlflow.db", "x", OSError("(sqlite3.OperationalError) database or disk is full")
     )
     assert str(full) == "tracking store failed: sqlite:///r/mlflow.db: x (disk is full)"
-    ray_text = "Failure # 1\nTraceback (most recent call last):\n  File ...\nsweep.tracking.StoreUnreachable: " + str(
-        error
+    ray_text = (
+        "Failure # 1\nTraceback (most recent call last):\n  File ...\nsweep.record.tracking.StoreUnreachable: "
+        + str(error)
     )
     assert failure_cause(ray_text) == str(error)  # sweep's own error, without its class path
     assert failure_cause("Traceback ...\n  File ...\nValueError: bad value\n") == "ValueError: bad value"
@@ -298,7 +299,7 @@ def test_store_faults_and_dead_workers_are_told_in_one_short_line():
 def test_a_full_disk_is_named_whichever_write_hit_it():
     import errno
 
-    from sweep.progress import disk_full
+    from sweep.driver.failures import disk_full
 
     try:
         try:
@@ -469,7 +470,7 @@ def test_a_server_others_can_reach_needs_credentials(command, tmp_path, monkeypa
     def started(*args, **kwargs):  # (without the check, the test ends here instead of serving on 0.0.0.0)
         raise AssertionError("a server others can reach was started without credentials")
 
-    monkeypatch.setattr("sweep.server.start_mlflow_server", started)
+    monkeypatch.setattr("sweep.record.server.start_mlflow_server", started)
     assert main([command, "--host", "0.0.0.0", "--port", "1", "--results-dir", str(store)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --host: a server on 0.0.0.0 can be reached by others and needs credentials")
@@ -484,7 +485,7 @@ def test_an_authenticated_server_refuses_strangers_and_takes_a_sweep(tmp_path, t
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from sweep.server import free_port
+    from sweep.record.server import free_port
 
     password = "pw-" + uuid.uuid4().hex
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "sweeper")

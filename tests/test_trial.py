@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from sweep.spec import parse_spec
-from sweep.trial import TrialContext, run_trial
+from sweep.spec.load import parse_spec
+from sweep.trial.run import TrialContext, run_trial
 
 from .conftest import small_spec
 
@@ -32,7 +32,7 @@ CORE_METRICS = [
 
 
 def test_trial_runs_without_ray_or_mlflow(tiny_model_path, tmp_path, monkeypatch):
-    from sweep import startup
+    from sweep.runtime import startup
 
     train = {"max_steps": 20, "eval_steps": 10, "include_num_input_tokens_seen": "non_padding"}
     spec = parse_spec(small_spec("standalone", results_dir=str(tmp_path), train=train))
@@ -72,7 +72,7 @@ def _four_bit(tmp_path, name, evals: bool):
 
 
 def test_4bit_cpu_eval_keeps_training(tiny_model_path, tmp_path, monkeypatch):
-    """Regression test for the bitsandbytes 0.50.2 CPU bug (see sweep.model.disable_bnb_cpu_repack):
+    """Regression test for the bitsandbytes 0.50.2 CPU bug (see sweep.trial.model.disable_bnb_cpu_repack):
     after an eval, 4-bit training must still update the adapter, so a run with evals every 2
     steps trains exactly like a run without evals."""
     import bitsandbytes.nn.modules as bnb_modules
@@ -88,10 +88,10 @@ def test_4bit_cpu_eval_keeps_training(tiny_model_path, tmp_path, monkeypatch):
     if not bnb_modules.has_avx512bf16():
         pytest.skip("this CPU lacks AVX512-BF16: the bug cannot show here")
     # Without the workaround the bug is real on this CPU: evals change (stall) training.
-    monkeypatch.setattr("sweep.model.disable_bnb_cpu_repack", lambda model: 0)
-    from sweep import warm_model
+    monkeypatch.setattr("sweep.trial.model.disable_bnb_cpu_repack", lambda model: 0)
+    from sweep.trial import kept_model
 
-    warm_model._BASE.clear()  # a freshly loaded base: the warm one already carries the workaround's flag
+    kept_model._BASE.clear()  # a freshly loaded base: the warm one already carries the workaround's flag
     broken = run_trial(ctx(_four_bit(tmp_path, "q_broken", True)), {"beta": 0.5})
     assert broken["train_loss"] != pytest.approx(without["train_loss"], abs=1e-6)
 
@@ -99,8 +99,8 @@ def test_4bit_cpu_eval_keeps_training(tiny_model_path, tmp_path, monkeypatch):
 def test_failure_reasons_name_oom_and_nonfinite():
     import torch
 
-    from sweep.callbacks import NonFiniteLoss
-    from sweep.trial import failure_reason
+    from sweep.trial.callbacks import NonFiniteLoss
+    from sweep.trial.run import failure_reason
 
     oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)")
     assert failure_reason(oom).startswith("CUDA out of memory: ")
@@ -151,8 +151,8 @@ def test_paired_eval_measures_against_the_base_model_not_a_copy_of_the_adapter(t
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sweep.data import load_preference_data
-    from sweep.evaluation import PairedEval
-    from sweep.spec import DatasetSpec
+    from sweep.spec.load import DatasetSpec
+    from sweep.trial.evaluation import PairedEval
 
     pairs = load_preference_data(DatasetSpec(max_eval_rows=32))["eval"]
     model = get_peft_model(

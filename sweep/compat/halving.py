@@ -12,7 +12,7 @@ So this subclass puts every trial in one `_Bracket` (Tune's own) and mends the e
 single bracket meets (ray 2.60.0, pinned; tests/test_speed.py and test_reliability.py):
 - a bracket halves as soon as all trials *added so far* reach the rung; Tune adds trials
   lazily (a searcher may hand them out one at a time), so it waits for all `n_trials`;
-- a trial's last report (it has finished training; see `FINAL`) is never paused: a trial
+- a trial's last report (it has finished training; see `final_key`) is never paused: a trial
   resumed from an earlier checkpoint would train again;
 - `HyperBandScheduler.on_trial_remove` stops re-checking a bracket after its first halving
   (`is_being_processed` is set and never cleared), so when the last trial a rung waited for
@@ -31,24 +31,21 @@ from ray.tune.schedulers import HyperBandScheduler, TrialScheduler
 from ray.tune.schedulers.hyperband import _Bracket
 from ray.tune.search import BasicVariantGenerator
 
-from ..spec import Scheduler
-from ..trial import FINAL
-
 
 class SuccessiveHalving(HyperBandScheduler):
     """Every trial runs `grace_period` evaluations; at each rung (grace x reduction_factor^k
     evaluations) the best 1/reduction_factor of them go on, until one would be left."""
 
-    def __init__(self, n_trials: int, scheduler: Scheduler):
-        rungs = scheduler.halving_rungs(n_trials)  # what `plan` shows
-        eta = scheduler.reduction_factor
-        last = int(rungs[-1][0] * eta) if rungs else scheduler.grace_period  # where the last halving leads
+    def __init__(self, n_trials: int, rungs: list, grace_period: int, eta: int, final_key: str):
+        """`rungs`: the spec's `Scheduler.halving_rungs` (what `plan` shows); `final_key`: set in a
+        trial's last report (`sweep.trial.run.FINAL`)."""
+        last = int(rungs[-1][0] * eta) if rungs else grace_period  # where the last halving leads
         super().__init__(time_attr="training_iteration", max_t=last, reduction_factor=eta, stop_last_trials=False)
-        self.n_trials = n_trials
+        self.n_trials, self.final_key = n_trials, final_key
         self.bracket = _Bracket(
             time_attr="training_iteration",
             max_trials=n_trials,
-            init_t_attr=scheduler.grace_period,
+            init_t_attr=grace_period,
             max_t_attr=last,
             eta=eta,
             s=len(rungs),
@@ -71,7 +68,7 @@ class SuccessiveHalving(HyperBandScheduler):
         self._trial_info[trial] = self.bracket, 0
 
     def on_trial_result(self, tune_controller, trial, result):
-        if result.get(FINAL):
+        if result.get(self.final_key):
             return TrialScheduler.CONTINUE  # it ends now; on_trial_complete takes it out of the bracket
         self.bracket.update_trial_stats(trial, result)
         if self.bracket.continue_trial(trial):

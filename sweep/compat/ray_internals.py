@@ -11,13 +11,13 @@ WARM_WORKERS = "warm workers (the stack preloaded in Ray's prestarted workers)"
 
 
 def local_init_kwargs() -> dict:
-    """`ray.init` arguments of a local Ray whose workers preload `sweep.warm` ({} where Ray's
+    """`ray.init` arguments of a local Ray whose workers preload `sweep.runtime.worker_preload` ({} where Ray's
     version differs: trials then start in fresh workers)."""
     if not usable(WARM_WORKERS, "ray"):
         return {}
     return {
         "_system_config": {
-            "preload_python_modules": ["sweep.warm"],
+            "preload_python_modules": ["sweep.runtime.worker_preload"],
             # Ray kills idle workers beyond the CPUs left free after a keep-alive of 1 s;
             # Tune's placement groups reserve the CPUs a moment before its trials ask for
             # workers, so the warm ones were killed in that gap (tests/test_speed.py).
