@@ -66,7 +66,7 @@ SHAPES = {  # transformers Qwen2Config fields
 }
 REWARD_SHAPE = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4)
 # What `auto` builds on CUDA (sweep.trial.model.quantization_config with bf16 training), spelled out
-# for the CPU smoke run; tests/test_gpu_shaped.py checks the two agree.
+# for the CPU smoke run; tests/{unit/trial,integration}/test_gpu_shaped.py checks the two agree.
 GPU_CONFIGURATION = {
     "quantization": {
         "mode": "4bit",

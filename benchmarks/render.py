@@ -1,7 +1,7 @@
 """Every measured figure the README and docs/benchmarks.md quote, rendered from the benchmark JSON:
 
     python benchmarks/render.py           # rewrite each rendered region from its JSON
-    python benchmarks/render.py --check   # exit 1 naming each region that differs (tests/test_docs.py)
+    python benchmarks/render.py --check   # exit 1 naming each region that differs (tests/unit/test_docs.py)
 
 A region is the text between `<!-- NAME: begin -->` and `<!-- NAME: end -->`; RENDERERS says
 which function renders it, in which document, from which JSON. Each rendering carries the date, the

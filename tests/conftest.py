@@ -4,6 +4,7 @@ a private cache, sweeps run real Ray and MLflow in subprocesses, trials run real
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -348,10 +349,59 @@ def mlflow_store(cwd: Path, name: str):
     return c, parents, children
 
 
-# Tests in two tiers. `python -m pytest -m "not integration"` is the fast loop: pure functions
-# and in-process checks, no Ray, no MLflow store, no training (under a minute on 2 cores). The
-# integration tier builds the embedded model and runs real sweeps; a test is in it when it uses
-# one of these fixtures or is marked `@pytest.mark.integration` itself.
+# ---- helpers shared by a unit and an integration test file --------------------------------
+
+
+def write_jsonl(path: Path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def checkout_env() -> dict[str, str]:
+    """This process's environment with this checkout importable and no tracking URI set."""
+    return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONPATH": str(REPO)}
+
+
+def probe(code: str, cwd, *args: str) -> subprocess.CompletedProcess:
+    """`code` run in a fresh Python process (its own Ray) with this checkout importable."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+# loss_type -> the family (TRL trainer) that trains it, one of each
+FAMILIES = {"sigmoid": "dpo", "ipo": "dpo", "kto": "kto", "simpo": "cpo", "cpo": "cpo", "orpo": "orpo"}
+
+
+@pytest.fixture
+def cuda_reported(monkeypatch):
+    """torch says a CUDA GPU is here (with native bf16: `cuda_reported.bf16 = False` for a T4).
+    The stack is imported first: bitsandbytes binds CUDA kernels as it loads when it sees a GPU."""
+    import bitsandbytes  # noqa: F401
+    import peft  # noqa: F401
+    import torch
+    import trl  # noqa: F401
+
+    class Reported:
+        bf16 = True
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)  # TrainingArguments picks cuda:0
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: Reported.bf16)
+    return Reported
+
+
+# Tests in two tiers, by folder: tests/unit is the fast loop (pure functions and in-process
+# checks: no Ray, no MLflow store, no training; under a minute on 2 cores), tests/integration
+# builds the embedded model and runs real sweeps (marked `integration` here, so `-m integration`
+# and `-m "not integration"` pick them). A unit test asking for one of these fixtures (they build
+# or run something) is refused at collection: it belongs in tests/integration.
 INTEGRATION_FIXTURES = {
     "tiny_model_path",
     "grid_sweep",
@@ -390,8 +440,14 @@ XDIST_GROUPS = {
 def pytest_collection_modifyitems(config, items):
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if INTEGRATION_FIXTURES & fixtures:
+        tier = item.path.relative_to(REPO / "tests").parts[0]
+        if tier == "integration":
             item.add_marker(pytest.mark.integration)
+        elif tier != "unit":
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in tests/unit or tests/integration")
+        elif INTEGRATION_FIXTURES & fixtures:
+            used = ", ".join(sorted(INTEGRATION_FIXTURES & fixtures))
+            raise pytest.UsageError(f"{item.nodeid} uses {used}: an integration test, move it to tests/integration")
         if item.get_closest_marker("timeout") is None:
             tier = "integration" if item.get_closest_marker("integration") else "fast"
             item.add_marker(pytest.mark.timeout(TIME_LIMITS_S[tier]))

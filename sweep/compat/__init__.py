@@ -25,7 +25,7 @@ each for speed or for a scheduler Ray Tune does not offer:
 `WRITTEN_FOR` holds the versions each was written and tested against (the pinned stack);
 where the installed version differs, each speed-up turns itself off with one warning line and
 the sweep runs correctly without it, and `scheduler: halving` is refused: never an
-`AttributeError` in the middle of a sweep. `tests/test_compat.py` fakes other versions.
+`AttributeError` in the middle of a sweep. `tests/unit/compat/test_compat.py` fakes other versions.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ holding every trial, and asynchronous ASHA promotes whoever reaches a rung first
 of tens of points that lets early arrivals through before the rest are in.
 
 So this subclass puts every trial in one `_Bracket` (Tune's own) and mends the edges that
-single bracket meets (ray 2.60.0, pinned; tests/test_speed.py and test_reliability.py):
+single bracket meets (ray 2.60.0, pinned; tests/integration/test_speed.py and test_reliability.py):
 - a bracket halves as soon as all trials *added so far* reach the rung; Tune adds trials
   lazily (a searcher may hand them out one at a time), so it waits for all `n_trials`;
 - a trial's last report (it has finished training; see `final_key`) is never paused: a trial

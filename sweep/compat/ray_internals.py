@@ -20,7 +20,7 @@ def local_init_kwargs() -> dict:
             "preload_python_modules": ["sweep.runtime.worker_preload"],
             # Ray kills idle workers beyond the CPUs left free after a keep-alive of 1 s;
             # Tune's placement groups reserve the CPUs a moment before its trials ask for
-            # workers, so the warm ones were killed in that gap (tests/test_speed.py).
+            # workers, so the warm ones were killed in that gap (tests/integration/test_speed.py).
             "idle_worker_killing_time_threshold_ms": 10 * 60 * 1000,
         }
     }

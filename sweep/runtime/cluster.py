@@ -183,7 +183,7 @@ def set_auth_mode(address: str | None) -> None:
     asking for it keeps it on without the line. An explicit address: `ray start --head`
     turns token auth on and keeps the token in ~/.ray/auth_token, but ray.init never enables
     it by itself for an address (ray/_private/worker.py), so `--address` to such a head fails
-    with InvalidAuthToken; where a token is at hand, ask for it (tests/test_scale.py)."""
+    with InvalidAuthToken; where a token is at hand, ask for it (tests/integration/test_scale.py)."""
     if "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:
         return
     if address_of(address) is None:
@@ -222,7 +222,7 @@ def may_have_cuda() -> bool:
 def trials_on_prestarted_workers(address: str | None):
     """Let Ray Tune's trial actors run in the workers a local Ray prestarted (and preloaded)
     rather than in fresh ones (`compat.ray_internals`); with `--address` Tune's behaviour is
-    kept. tests/test_speed.py checks both sides."""
+    kept. tests/integration/test_speed.py checks both sides."""
     if address_of(address):
         yield
         return

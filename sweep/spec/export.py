@@ -1,6 +1,6 @@
 """The spec's schema as others read it: a JSON Schema for editors (`sweep schema`), with the
 trainers' own config fields typed from the installed libraries, and the field reference in
-docs/spec.md (rendered from the same schema; tests/test_docs.py checks it is current)."""
+docs/spec.md (rendered from the same schema; tests/unit/test_docs.py checks it is current)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from typing import Any
 from .catalogue import catalogue, import_path
 
 # DPOTrainer loss names in TRL 1.16 (its `_compute_loss`; the config accepts any string and
-# fails only at the first step, so we check up front). tests/test_spec.py checks this list
+# fails only at the first step, so we check up front). tests/unit/spec/test_load.py checks this list
 # against the installed TRL.
 DPO_LOSS_TYPES = (
     "sigmoid",

@@ -173,7 +173,7 @@ def disable_bnb_cpu_repack(model) -> int:
     The first eval-mode forward repacks 4-bit weights into an inference layout; after that,
     training silently gets no LoRA gradients ("bitsandbytes::gemv_4bit: an autograd kernel
     was not registered"). Turning the repack off keeps training correct; a run with evals
-    then matches a run without (tests/test_trial.py::test_4bit_cpu_eval_keeps_training).
+    then matches a run without (tests/integration/test_trial.py::test_4bit_cpu_eval_keeps_training).
     Returns the number of 4-bit layers patched.
     """
     try:

@@ -1,0 +1,378 @@
+"""Judged generations: scorers, the per-prompt table, the base model's answers shared per sweep,
+ranking and halving by a generation metric, and bad scorers refused before anything trains."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweep.spec.load import SpecError, parse_spec
+from sweep.trial import judge
+from tests.conftest import cli_in_process, mlflow_store, run_cli, small_spec, write_spec
+
+RECORDING_SCORER = '''
+import json, os
+
+def brevity(prompts, completions, answer, task, **kwargs):
+    """1 / (1 + words); records what it was given."""
+    with open(os.environ["SCORER_LOG"], "a") as f:
+        f.write(json.dumps({"keys": sorted(["prompts", "completions", "answer", "task", *kwargs]),
+                            "prompts": prompts, "completions": completions, "answer": answer}) + "\\n")
+    return [1.0 / (1 + len(c[0]["content"].split())) if c[0]["content"] else None for c in completions]
+'''
+
+
+@pytest.fixture(scope="session")
+def reward_model(tmp_path_factory, tiny_model_path):
+    """A tiny one-label sequence classifier with the builtin tokenizer: a reward model offline."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    path = tmp_path_factory.mktemp("rm") / "tiny-rm"
+    config = AutoConfig.from_pretrained(tiny_model_path)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(path)
+    return path
+
+
+def _model_dir(tmp_path: Path, name: str, config: str) -> Path:
+    """A folder that looks like a saved model, with `config` as its config.json."""
+    (tmp_path / name).mkdir(exist_ok=True)
+    (tmp_path / name / "config.json").write_text(config)
+    return tmp_path / name
+
+
+def _bad_scorer_cases(tmp_path: Path, tiny_model_path: Path):
+    (tmp_path / "scorers_ok.py").write_text("def no_completions(prompts, answer):\n    return [1.0] * len(prompts)\n")
+    return [
+        ("missing module", ["no_such_module:grade"], "judge.scorers[0]", "cannot import 'no_such_module'"),
+        ("missing function", ["scorers_ok:nothing_here"], "judge.scorers[0]", "has no function 'nothing_here'"),
+        ("wrong signature", ["scorers_ok:no_completions"], "judge.scorers[0]", "must take prompts and completions"),
+        (
+            "a causal LM, not a reward model",
+            [str(tiny_model_path)],
+            "judge.scorers[0]",
+            "is not a sequence-classification",
+        ),
+        ("no such path", ["./no/such/rm"], "judge.scorers[0]", "no such directory"),
+        (
+            "config.json not JSON",
+            [str(_model_dir(tmp_path, "not-json", "{oops"))],
+            "judge.scorers[0]",
+            "not readable JSON",
+        ),
+        ("config.json a list", [str(_model_dir(tmp_path, "a-list", "[1, 2]"))], "judge.scorers[0]", "holds a list"),
+        (
+            "architectures not a list",
+            [str(_model_dir(tmp_path, "odd-archs", '{"architectures": 5}'))],
+            "judge.scorers[0]",
+            "is not a sequence-classification",
+        ),
+        ("unknown builtin", ["builtin:exactish"], "judge.scorers[0]", "valid: builtin:verifiable"),
+        ("no scorer", [], "judge.scorers", "needs at least one scorer"),
+    ]
+
+
+def test_bad_scorers_are_spec_errors(tmp_path, tiny_model_path, monkeypatch):
+    """Validating a spec checks every scorer but runs no user code; a `module:function` is
+    imported and checked where a run needs it (`check_functions`: `run`, `plan --import-scorers`),
+    from beside the spec or the working directory, after the installed packages."""
+    from sweep.trial.scorers import check_functions
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for case, bad, field, message in _bad_scorer_cases(tmp_path, tiny_model_path):
+        with pytest.raises(SpecError) as e:
+            spec = parse_spec(
+                small_spec("bad", judge={"prompts": 8, "scorers": bad}), source=str(tmp_path / "bad.yaml")
+            )
+            check_functions(spec.judge.scorers, spec.import_paths())  # (a function's module is imported only here)
+        assert e.value.field == field and message in str(e.value), case
+    (tmp_path / "scorers_loud.py").write_text(
+        "import pathlib\npathlib.Path('imported').touch()\ndef grade(prompts, completions, **kw):\n    return [1.0] * len(prompts)\n"
+    )
+    spec = parse_spec(small_spec("ok", judge={"prompts": 8, "scorers": ["scorers_loud:grade"]}), source="bad.yaml")
+    assert not (tmp_path / "imported").exists()  # validated, not imported
+    before = list(sys.path)
+    check_functions(spec.judge.scorers, spec.import_paths())
+    assert (tmp_path / "imported").exists() and sys.path[: len(before)] == before  # appended, never in front
+    with pytest.raises(SpecError, match="is not produced by this sweep's judge"):
+        parse_spec(
+            small_spec("bad", judge={"prompts": 8, "scorers": ["builtin:verifiable"]}, metric="eval_judge/brevity")
+        )
+    with pytest.raises(SpecError, match="judge at every evaluation"):
+        parse_spec(
+            small_spec(
+                "bad",
+                judge={"prompts": 8, "scorers": ["builtin:verifiable"], "when": "end"},
+                metric="eval_judge/score",
+                scheduler={"type": "asha"},
+            )
+        )
+
+
+def test_bad_scorer_ends_the_run_with_one_line_before_anything_is_written(tmp_path, tiny_model_path):
+    (tmp_path / "scorers_bad.py").write_text(
+        "def words(prompts, completions, **kw):\n    return ['many'] * len(completions)\n"
+    )
+    spec = small_spec("bad_scorer", judge={"prompts": 8, "scorers": ["scorers_bad:words"]})
+    proc = run_cli("run", str(write_spec(tmp_path / "bad_scorer.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (
+        "error: judge.scorers[0]: scorers_bad:words returned a non-numeric score 'many'; scores are floats or None"
+    )
+    assert not (tmp_path / "results").exists()
+    missing = str(
+        write_spec(
+            tmp_path / "bad_plan.yaml", small_spec("bad_scorer", judge={"prompts": 8, "scorers": ["scorers_bad:nope"]})
+        )
+    )
+    proc = run_cli("plan", missing, cwd=tmp_path)  # offline validation: no user code runs
+    assert proc.returncode == 0 and "imported when the sweep runs" in proc.stdout, proc.stderr
+    proc = run_cli("plan", missing, "--import-scorers", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "judge.scorers[0]: module 'scorers_bad' has no function 'nope'" in proc.stderr
+
+
+def _table(c, run_id: str, path: str) -> pd.DataFrame:
+    data = json.loads(Path(c.download_artifacts(run_id, path)).read_text())
+    return pd.DataFrame(data["data"], columns=data["columns"])
+
+
+def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(
+    tmp_path, tiny_model_path, reward_model, monkeypatch
+):
+    from sweep.record import tracking
+    from sweep.trial.run import TrialContext, run_trial
+
+    (tmp_path / "my_scorers.py").write_text(textwrap.dedent(RECORDING_SCORER))
+    monkeypatch.setenv("SCORER_LOG", str(tmp_path / "calls.jsonl"))
+    raw = small_spec(
+        "judged",
+        results_dir=str(tmp_path / "results"),
+        train={"max_steps": 8, "eval_steps": 4},
+        judge={
+            "prompts": 12,
+            "max_new_tokens": 16,
+            "batch_size": 5,
+            "scorers": [
+                "builtin:verifiable",
+                {"function": "my_scorers:brevity", "weight": 0.5},
+                {"reward_model": str(reward_model), "name": "rm", "weight": 0.25},
+            ],
+        },
+    )
+    spec = parse_spec(raw, source=str(tmp_path / "judged.yaml"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = tracking.ensure_experiment(uri, "judged", tmp_path / "artifacts")
+    parent = tracking.start_parent_run(uri, experiment, spec)
+    ctx = TrialContext(
+        spec=spec,
+        model_path=str(tiny_model_path),
+        tracking_uri=uri,
+        experiment_id=experiment,
+        parent_run_id=parent,
+        cache_dir=str(tmp_path / "cache"),
+        import_paths=spec.import_paths(),
+    )
+    finals = [run_trial(ctx, {"beta": beta}) for beta in (0.1, 0.5)]
+
+    calls = [json.loads(line) for line in open(tmp_path / "calls.jsonl")]
+    # the callable: GRPO's keyword arguments, message lists for a chat dataset, the dataset's other columns
+    assert calls[0]["keys"] == ["answer", "chosen", "completions", "flaw", "prompts", "rejected", "task"]
+    assert calls[0]["prompts"][0][0]["role"] == "user" and calls[0]["completions"][0][0]["role"] == "assistant"
+    # the base model's answers were scored once for the sweep: 1 + 2 evaluations x 2 trials
+    assert len(calls) == 1 + 2 * 2
+    c = tracking.client(uri)
+    base = c.get_run(parent).data.metrics
+    base_table = _table(c, parent, judge.BASE_TABLE)
+    assert base["base_judge/score"] == pytest.approx(base_table["score"].mean())
+    assert len(list((tmp_path / "cache").glob("judge-*.json"))) == 1
+
+    runs = tracking.trial_runs(uri, experiment, parent)
+    assert len(runs) == 2
+    for run, final in zip(runs, finals):
+        history = {
+            k: {m.step: m.value for m in c.get_metric_history(run.info.run_id, k)}
+            for k in (
+                "eval_judge/score",
+                "eval_judge/win_rate",
+                "eval_judge/length",
+                "eval_judge/verifiable",
+                "eval_judge/brevity",
+                "eval_judge/rm",
+            )
+        }
+        assert all(sorted(h) == [4, 8] for h in history.values()), history
+        assert final["eval_judge/score"] == history["eval_judge/score"][8]
+        for step in (4, 8):
+            table = _table(c, run.info.run_id, f"judge/step-{step:06d}.json")
+            assert len(table) == 12 and list(table["base"]) == list(base_table["answer"])
+            # every metric re-derives from the table: weighted totals, means, wins with ties at half
+            total = table["verifiable"] + 0.5 * table["brevity"].fillna(0) + 0.25 * table["rm"]
+            assert list(table["score"]) == pytest.approx(list(total))
+            assert history["eval_judge/score"][step] == pytest.approx(table["score"].mean())
+            assert history["eval_judge/rm"][step] == pytest.approx(table["rm"].mean())
+            wins = [1.0 if s > b else 0.5 if s == b else 0.0 for s, b in zip(table["score"], table["base_score"])]
+            assert history["eval_judge/win_rate"][step] == pytest.approx(sum(wins) / len(wins))
+            assert list(table["outcome"]) == [{1.0: "win", 0.5: "tie", 0.0: "loss"}[w] for w in wins]
+            assert history["eval_judge/length"][step] == pytest.approx(table["length"].mean())
+
+
+def test_a_sweep_judges_with_a_callable_beside_its_spec_and_a_local_reward_model(
+    tmp_path, tiny_model_path, reward_model, monkeypatch
+):
+    """End to end through Ray: the callable is imported in the trials' workers from the spec's
+    folder (not the working directory), the reward model is loaded there."""
+    spec_dir, cwd = tmp_path / "specs", tmp_path / "work"
+    spec_dir.mkdir(), cwd.mkdir()
+    (spec_dir / "my_scorers.py").write_text(textwrap.dedent(RECORDING_SCORER))
+    spec = small_spec(
+        "judged_sweep",
+        max_concurrent_trials=1,
+        train={"max_steps": 6, "eval_steps": 6},
+        judge={
+            "prompts": 10,
+            "max_new_tokens": 12,
+            "when": "end",
+            "scorers": ["builtin:verifiable", "my_scorers:brevity", {"reward_model": str(reward_model), "name": "rm"}],
+        },
+    )
+    monkeypatch.setenv("SCORER_LOG", str(tmp_path / "calls.jsonl"))  # the trials' workers inherit it
+    proc = run_cli("run", str(write_spec(spec_dir / "judged.yaml", spec)), cwd=cwd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    c, parents, children = mlflow_store(cwd, "judged_sweep")
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    for run in children:
+        for key in (
+            "eval_judge/verifiable",
+            "eval_judge/brevity",
+            "eval_judge/rm",
+            "eval_judge/score",
+            "eval_judge/win_rate",
+        ):
+            assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [6], key
+    assert "base_judge/rm" in parents[0].data.metrics
+    # the driver's probe (2 rows), the base model's answers once, each trial's final evaluation
+    assert sorted(len(json.loads(line)["completions"]) for line in open(tmp_path / "calls.jsonl")) == [2, 10, 10, 10]
+
+
+def test_halving_ranks_trials_by_what_they_say(tmp_path, tiny_model_path):
+    """beta=10 keeps the policy at its hedging SFT reference: the judge ranks it last where
+    held-out reward accuracy ranks it first. Halving by the judge's score stops it at the first rung."""
+    spec = small_spec(
+        "halving_judged",
+        axes={"beta": [0.01, 0.1, 1.0, 10.0]},
+        dataset={"max_train_rows": None, "max_eval_rows": 200},
+        train={
+            "max_steps": 40,
+            "eval_steps": 20,
+            "per_device_train_batch_size": 16,
+            "warmup_steps": 5,
+            "logging_steps": 5,
+            "per_device_eval_batch_size": 50,
+        },
+        judge={"prompts": 60, "scorers": ["builtin:verifiable"], "max_new_tokens": 24, "batch_size": 60},
+        scheduler={"type": "halving", "grace_period": 1, "reduction_factor": 2},
+        metric="eval_judge/score",
+    )
+    proc = run_cli("run", str(write_spec(tmp_path / "h.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    c, _, children = mlflow_store(tmp_path, "halving_judged")
+    first = {}  # beta -> (judge score, reward accuracy) at the first rung, and how far it trained
+    for run in children:
+        history = {
+            k: {m.step: m.value for m in c.get_metric_history(run.info.run_id, k)}
+            for k in ("eval_judge/score", "eval_rewards/accuracies")
+        }
+        first[float(run.data.params["sweep.beta"])] = (
+            history["eval_judge/score"][20],
+            history["eval_rewards/accuracies"][20],
+            int(run.data.metrics["global_step"]),
+        )
+    went_on = {b for b, (_, _, steps) in first.items() if steps == 40}
+    stopped = set(first) - went_on
+    assert len(went_on) == 2 and min(first[b][0] for b in went_on) >= max(first[b][0] for b in stopped)
+    assert 10.0 in stopped and max(first, key=lambda b: first[b][1]) == 10.0  # the proxy would have kept it
+    report = cli_in_process("report", "halving_judged", "--format", "json", cwd=tmp_path)
+    ranked = json.loads(report.stdout)
+    assert ranked["ranked_by"] == "eval_judge/score" and ranked["trials"][0]["beta"] in went_on
+
+
+def test_simpo_and_orpo_also_get_dpo_accuracy_against_the_base(tiny_model_path, tmp_path):
+    """Every family has both yardsticks: their own reference-free rewards are kept under their
+    family's name, and `eval_rewards/*` is DPO's implicit reward against the base model, which
+    `evaluate` recomputes from the saved adapter."""
+    from sweep.record import tracking
+    from sweep.spec.points import point_id
+    from sweep.trial.finished import VERIFIED, verify
+    from sweep.trial.run import TrialContext, run_trial
+
+    spec = parse_spec(
+        small_spec(
+            "families",
+            results_dir=str(tmp_path),
+            axes={"loss_type": ["simpo", "orpo"]},
+            train={"max_steps": 4, "eval_steps": 4},
+            save="all",
+        )
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = tracking.ensure_experiment(uri, "families", tmp_path / "artifacts")
+    parent = tracking.start_parent_run(uri, experiment, spec)
+    ctx = TrialContext(spec, str(tiny_model_path), uri, experiment, parent, str(tmp_path / "trials"))
+    reports = []
+    for loss, family, trainer in (("simpo", "cpo", "CPOTrainer"), ("orpo", "orpo", "ORPOTrainer")):
+        metrics = run_trial(ctx, {"loss_type": loss}, report=reports.append)
+        saved = json.loads((tmp_path / "trials" / point_id({"loss_type": loss}) / tracking.TRIAL_CONFIG).read_text())
+        assert saved["trainer"].endswith(trainer), (loss, saved["trainer"])
+        # The same core names as DPO trials: every family lands in one table, ranked by one metric.
+        for key in ("loss", "rewards/chosen", "rewards/rejected", "eval_loss"):
+            assert key in metrics, (loss, key)
+        assert reports[-1]["global_step"] == 4 and "eval_rewards/accuracies" in reports[-1]
+        assert f"eval_{family}/rewards/accuracies" in metrics and f"eval_{family}/rewards/margins" in metrics, loss
+        assert 0 <= metrics["eval_rewards/accuracies"] <= 1
+        # DPO's margin is beta x a log-ratio to the base: 4 small LoRA steps keep it far below the family's own
+        assert abs(metrics["eval_rewards/margins"]) < abs(metrics[f"eval_{family}/rewards/margins"]), loss
+    runs = tracking.trial_runs(uri, experiment, parent)
+    assert sorted(r.data.tags[tracking.TAG_LOSS] for r in runs) == ["orpo", "simpo"]
+    for run in runs:  # what `sweep evaluate` does for each trial
+        result = verify(uri, run, log=lambda *_: None)
+        for key in VERIFIED:
+            assert result[key] == pytest.approx(result[f"logged_{key}"], abs=1e-3), (
+                run.data.tags[tracking.TAG_LOSS],
+                key,
+            )
+
+
+def test_paired_stopping_stops_the_trial_whose_answers_are_worse_in_a_sweep(tmp_path, tiny_model_path):
+    """A sweep with `scheduler: paired`, one trial at a time: lr=1e-7 answers as the base model
+    does, worse on the same prompts than lr=1e-3 (which ran first), and is stopped early; a spec
+    asking for `paired` without judging at every evaluation is refused in one line."""
+    spec = small_spec(
+        "paired",
+        axes={"learning_rate": [1.0e-3, 1.0e-7]},
+        max_concurrent_trials=1,
+        train={"max_steps": 18, "eval_steps": 6},
+        scheduler={"type": "paired", "grace_period": 1},
+        judge={"prompts": 48, "scorers": ["builtin:verifiable"], "max_new_tokens": 12, "batch_size": 48},
+        metric="eval_judge/score",
+    )
+    del spec["train"]["learning_rate"]
+    proc = run_cli("run", str(write_spec(tmp_path / "p.yaml", spec)), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _, _, children = mlflow_store(tmp_path, "paired")
+    by_lr = {r.data.params["sweep.learning_rate"]: r for r in children}
+    assert by_lr["0.001"].info.status == "FINISHED" and by_lr["0.001"].data.metrics["global_step"] == 18
+    slow = by_lr["1e-07"]
+    assert slow.info.status == "KILLED" and slow.data.tags.get("sweep.stopped_early") == "true"
+    assert slow.data.metrics["global_step"] < 18 and "eval_judge/score" in slow.data.metrics
+    with pytest.raises(SpecError, match=r"^scheduler.type: paired compares trials' judged answers"):
+        parse_spec({**spec, "judge": {**spec["judge"], "when": "end"}})
