@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .driver.options import RunOptions
 from .errors import SpecError
 from .record import dataset_inputs, logged_models, store, tracking
 from .record.store import Sweep
@@ -77,12 +78,13 @@ def run(
             os.environ.setdefault(name, value)
         if not verbose:  # a failed trial is one line of the live view; Ray's whole text goes to its log
             os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-        cluster.set_auth_mode(address)
+        options = RunOptions(address, fresh, retry_failed, verbose, progress_interval)
+        cluster.set_auth_mode(options.joins)
         try:
             resolved = load(spec, overrides)
             for where, problem in unusable_inputs(resolved)[:1]:  # one line, before Ray starts
                 raise SpecError(where, problem)
-            if not cluster.address_of(address):
+            if not options.joins:
                 # A local Ray comes up, and its workers import the stack, while this process
                 # imports Ray Tune and the rest of what it needs (not while it loads the data:
                 # orchestrate.run_sweep).
@@ -91,15 +93,7 @@ def run(
                 )
             from .driver.orchestrate import run_sweep
 
-            return run_sweep(
-                resolved,
-                address=address,
-                log=log,
-                verbose=verbose,
-                progress_interval=progress_interval,
-                fresh=fresh,
-                retry_failed=retry_failed,
-            )
+            return run_sweep(resolved, options, log)
         finally:
             cluster.stop()
 
@@ -235,10 +229,10 @@ def best(
     name: str | Sweep, metric: str | None = None, tracking_uri: str | None = None, results_dir: str | Path = "results"
 ) -> Best:
     """The best finished trial by `metric` (default: the sweep's ranking metric and mode)."""
-    sweep = open_sweep(name, tracking_uri, results_dir)
-    df = tables.finished(tables.rank(trials(sweep), metric or sweep.metric, sweep.mode), metric or sweep.metric)
+    sweep = open_sweep(name, tracking_uri, results_dir).ranked_by(metric)
+    df = tables.finished(tables.rank(trials(sweep), sweep.metric, sweep.mode), sweep.metric)
     if df.empty:
-        raise LookupError(f"sweep {sweep.name} has no finished trial with {metric or sweep.metric}")
+        raise LookupError(f"sweep {sweep.name} has no finished trial with {sweep.metric}")
     row = df.iloc[0]
     c = tracking.client(sweep.uri)
     run = c.get_run(row["run_id"])
@@ -261,8 +255,8 @@ def importance(
 ):
     """How much each swept axis moved the ranking metric over the finished trials (Optuna's
     fANOVA importance, summing to 1), as an `analysis.Importance` (`.table`, `.note`)."""
-    sweep = open_sweep(name, tracking_uri, results_dir)
-    return axis_importance(trials(sweep), sweep.axes, metric or sweep.metric, sweep.mode)
+    sweep = open_sweep(name, tracking_uri, results_dir).ranked_by(metric)
+    return axis_importance(trials(sweep), sweep.axes, sweep.metric, sweep.mode)
 
 
 def pareto(

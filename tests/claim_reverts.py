@@ -492,7 +492,7 @@ REVERTS = [
     _r(
         "the parent run without its dataset inputs",
         "sweep/driver/orchestrate.py",
-        "        dataset_inputs.log(tracking.client(uri), parent_run_id, datasets)",
+        "        dataset_inputs.log(tracking.client(uri), record.parent_run_id, datasets)",
         "        pass",
         "integration/test_sweep.py::test_sweep_tracks_every_step_in_mlflow",
     ),
@@ -712,7 +712,7 @@ REVERTS = [
     _r(
         "interrupted trials' runs left RUNNING",
         "sweep/driver/orchestrate.py",
-        '        killed = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "sweep interrupted", interrupted)',
+        '        killed = tracking.kill_unfinished(record, "sweep interrupted", interrupted)',
         "        killed = 0",
         "integration/test_reliability.py::test_interrupted_halving_sweep_resumes_paused_trials_in_their_runs",
     ),

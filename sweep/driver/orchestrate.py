@@ -28,6 +28,7 @@ from ..trial.mlflow_run import TrialContext
 from ..trial.run import FINAL, run_trial
 from . import preflight
 from .live_view import LiveView
+from .options import RunOptions
 from .outcome import SweepOutcome, finish
 from .paired_stopping import PairedStopping
 from .trial_endings import RecordFailures, Unfinished, wait_for_store
@@ -73,22 +74,13 @@ def param_space(spec: SweepSpec) -> dict:
     return space
 
 
-def run_sweep(
-    spec: SweepSpec,
-    *,
-    address: str | None = None,
-    log=print,
-    verbose: bool = False,
-    progress_interval: float = 30.0,
-    fresh: bool = False,
-    retry_failed: bool = False,
-) -> SweepOutcome:
+def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), log=print) -> SweepOutcome:
     """Run every point of `spec` on Ray Tune, or resume the sweep of that name.
 
     Running the same spec again resumes it: finished trials are kept, interrupted ones run
-    again from scratch, failed ones stay failed unless `retry_failed`. A changed spec under the
-    same name is refused unless `fresh`, which starts a new parent run (the old one is kept).
-    `verbose` lets Ray's and the trials' own output through to the console. Ray is down before
+    again from scratch, failed ones stay failed unless `options.retry_failed`. A changed spec
+    under the same name is refused unless `options.fresh`, which starts a new parent run (the
+    old one is kept). Ray is down before
     the reports are written: a Ray handle freed while a shutdown is in progress (the garbage
     collector's timing) ends the process.
     """
@@ -98,19 +90,20 @@ def run_sweep(
     points = spec.points()
     n_trials = spec.num_trials()
     log(f"sweep {spec.name}: {n_trials} trials ({spec.search.method}), model {spec.model}, dataset {spec.dataset.path}")
+    address, verbose = options.address, options.verbose
     cluster.check_reachable(address)  # before anything starts: joining a dead address would wait forever
     configs = ConfigCheck(spec)  # every point's configs built aside while Ray starts
     # On a cluster, trials may have CUDA where the driver has none: `auto` may quantize there.
-    quantized = model.quantizes(spec, cuda=bool(cluster.address_of(address)) or _cuda_here())
+    quantized = model.quantizes(spec, cuda=bool(options.joins) or _cuda_here())
     cluster.start(address, verbose, quantized=quantized, warm_workers=cluster.trials_at_once(spec))
-    if not cluster.address_of(address):
+    if not options.joins:
         # A local Ray forks its processes from a thread of this one (started by `api.run` as
         # the driver imported its modules). Loading the data runs pyarrow's threads, which
         # create Python thread states; a fork at that moment leaves CPython 3.11's child
         # waiting forever on the lock they held (`PyOS_AfterFork_Child`): Ray first.
         cluster.ready(address, verbose)
     model_path, datasets = preflight.prepare(spec, points, log)
-    if cluster.address_of(address):
+    if options.joins:
         cluster.ready(address, verbose)
         _check_store_reachable(uri)  # before the store is touched
     _check_resources_fit(spec)
@@ -123,7 +116,7 @@ def run_sweep(
             f"warning: {where}: a credential written in the spec (masked in every record); "
             "keep it out of the file with ${env:NAME} or ${file:PATH}"
         )
-    experiment_id, parent_run_id = _open_parent_run(spec, uri, fresh, log, datasets)
+    record = _open_parent_run(spec, uri, options.fresh, log, datasets)
     # Tune pickles what trials are given into its folder: secrets written out travel apart, in memory.
     sealed: dict[str, str] = {}
     trial_spec, trial_uri = secrets.sealed_spec(_local_paths_absolute(spec), sealed), secrets.seal(uri, sealed, "uri")
@@ -133,17 +126,17 @@ def run_sweep(
         model_path=model_path,
         tracking_uri=trial_uri,
         sealed=ray.put(sealed) if sealed else None,
-        experiment_id=experiment_id,
-        parent_run_id=parent_run_id,
+        experiment_id=record.experiment_id,
+        parent_run_id=record.parent_run_id,
         trials_dir=str(results_dir / "trials"),
         cache_dir=str(spec.results_path("cache")),  # shared by every sweep under results_dir
         log_to_file=not verbose,
         import_paths=spec.import_paths(),
         datasets=datasets,
     )
-    ended = results_dir / "ray" / f"{parent_run_id}.ended.json"  # Unfinished's record of the fit
+    ended = results_dir / "ray" / f"{record.parent_run_id}.ended.json"  # Unfinished's record of the fit
     ended.unlink(missing_ok=True)
-    tuner = _tuner(spec, ctx, results_dir / "ray", verbose, progress_interval, retry_failed, Unfinished(ended))
+    tuner = _tuner(spec, ctx, results_dir / "ray", options, Unfinished(ended))
 
     # SIGTERM (a cluster scheduler, `kill`) stops the sweep like Ctrl-C: Tune saves its state.
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
@@ -163,11 +156,11 @@ def run_sweep(
         unfinished, stopped_early = Unfinished.read(ended)
         interrupted = [point_id(point_of_config(config, spec)) for config in unfinished]
         stopped = [point_id(point_of_config(config, spec)) for config in stopped_early]
-        tracking.end_stopped_early(uri, experiment_id, parent_run_id, stopped)
-        killed = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "sweep interrupted", interrupted)
+        tracking.end_stopped_early(record, stopped)
+        killed = tracking.kill_unfinished(record, "sweep interrupted", interrupted)
         if killed:
             log(f"marked {killed} unfinished trial run(s) KILLED")
-    outcome = finish(spec, uri, parent_run_id, results_dir, n_trials)
+    outcome = finish(spec, record, results_dir, n_trials)
     log(
         f"sweep {spec.name} {outcome.status.lower()} in {time.time() - t0:.0f}s; summary: {results_dir / tracking.SUMMARY}"
     )
@@ -177,9 +170,9 @@ def run_sweep(
     return outcome
 
 
-def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log, datasets: list[dict]) -> tuple[str, str]:
-    """(experiment id, parent run id): the existing sweep's to resume it, or a new one, with
-    the data it runs on as its dataset inputs."""
+def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log, datasets: list[dict]) -> tracking.SweepRun:
+    """The sweep's place in MLflow: the existing sweep's to resume it, or a new one, with the
+    data it runs on as its dataset inputs."""
     experiment_name = spec.tracking.experiment or spec.name
     previous = None if fresh else tracking.latest_parent_run(uri, experiment_name)
     if previous is not None and previous.data.tags.get(tracking.TAG_FINGERPRINT) != spec.fingerprint():
@@ -191,16 +184,18 @@ def _open_parent_run(spec: SweepSpec, uri: str, fresh: bool, log, datasets: list
     spec.results_path(spec.name).mkdir(parents=True, exist_ok=True)
     experiment_id = tracking.ensure_experiment(uri, experiment_name, spec.results_path("mlartifacts"))
     if previous is not None:
-        parent_run_id = previous.info.run_id
+        record = tracking.SweepRun(uri, experiment_id, previous.info.run_id)
         # Runs a killed driver left RUNNING belong to no live process now.
-        stale = tracking.kill_unfinished(uri, experiment_id, parent_run_id, "interrupted (driver stopped)")
-        tracking.client(uri).update_run(parent_run_id, status="RUNNING")
-        log(f"resuming sweep {spec.name} (parent run {parent_run_id}; {stale} interrupted trial run(s) marked KILLED)")
+        stale = tracking.kill_unfinished(record, "interrupted (driver stopped)")
+        tracking.client(uri).update_run(record.parent_run_id, status="RUNNING")
+        log(
+            f"resuming sweep {spec.name} (parent run {record.parent_run_id}; {stale} interrupted trial run(s) marked KILLED)"
+        )
     else:
-        parent_run_id = tracking.start_parent_run(uri, experiment_id, spec)
-        dataset_inputs.log(tracking.client(uri), parent_run_id, datasets)
-    log(f"tracking: {secrets.mask_text(uri)} (experiment {experiment_id}, parent run {parent_run_id})")
-    return experiment_id, parent_run_id
+        record = tracking.SweepRun(uri, experiment_id, tracking.start_parent_run(uri, experiment_id, spec))
+        dataset_inputs.log(tracking.client(uri), record.parent_run_id, datasets)
+    log(f"tracking: {secrets.mask_text(uri)} (experiment {experiment_id}, parent run {record.parent_run_id})")
+    return record
 
 
 def _local_paths_absolute(spec: SweepSpec) -> SweepSpec:
@@ -213,13 +208,7 @@ def _local_paths_absolute(spec: SweepSpec) -> SweepSpec:
 
 
 def _tuner(
-    spec: SweepSpec,
-    ctx: TrialContext,
-    storage: Path,
-    verbose: bool,
-    progress_interval: float,
-    retry_failed: bool,
-    unfinished: Unfinished,
+    spec: SweepSpec, ctx: TrialContext, storage: Path, options: RunOptions, unfinished: Unfinished
 ) -> tune.Tuner:
     """A new Tuner for the sweep, or the interrupted one restored from its folder."""
     gpu = _trial_gpu(spec)
@@ -229,7 +218,11 @@ def _tuner(
     experiment_path = storage / ctx.parent_run_id
     if tune.Tuner.can_restore(str(experiment_path)):
         return tune.Tuner.restore(
-            str(experiment_path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=retry_failed
+            str(experiment_path),
+            trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=options.retry_failed,
         )
     search_alg, scheduler = None, _scheduler(spec)
     if spec.search.method == "optuna":
@@ -256,9 +249,9 @@ def _tuner(
         run_config=tune.RunConfig(
             name=ctx.parent_run_id,
             storage_path=str(storage),
-            verbose=1 if verbose else 0,
+            verbose=1 if options.verbose else 0,
             callbacks=[
-                LiveView(ctx.spec, interval=progress_interval),  # the spec without secrets: Tune pickles it
+                LiveView(ctx.spec, interval=options.progress_interval),  # the spec without secrets: Tune pickles it
                 unfinished,
                 RecordFailures(ctx),
             ],

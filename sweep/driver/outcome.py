@@ -30,13 +30,14 @@ class SweepOutcome:
         return 130 if self.interrupted else (1 if self.n_failed else 0)
 
 
-def finish(spec: SweepSpec, uri: str, parent_run_id: str, results_dir: Path, n_points: int) -> SweepOutcome:
+def finish(spec: SweepSpec, record: tracking.SweepRun, results_dir: Path, n_points: int) -> SweepOutcome:
     """Summary CSV and plots (on disk and on the parent run), adapters to keep, parent status."""
     from ..record import store
     from ..reports import tables
     from ..reports.plots import write_plots
     from ..reports.statistics import objectives_for
 
+    uri, parent_run_id = record.uri, record.parent_run_id
     sweep = store.sweep_from_run(uri, parent_run_id)
     summary = tables.trials_frame(sweep, all_metrics=True)
     n_failed = int((summary["status"] == "FAILED").sum()) if len(summary) else 0

@@ -97,7 +97,7 @@ def record_failures(ctx: TrialContext) -> list[str]:
     for pending in sorted(Path(ctx.trials_dir).glob(f"*/{UNRECORDED}")):
         cause = pending.read_text()
         try:
-            run = tracking.running_trial_run(ctx.store_uri(), ctx.experiment_id, ctx.parent_run_id, pending.parent.name)
+            run = tracking.running_trial_run(ctx.sweep_run(), pending.parent.name)
             if run is not None:
                 tracking.end_run(ctx.store_uri(), run.info.run_id, "FAILED", cause)
         except Exception:

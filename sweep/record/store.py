@@ -4,6 +4,7 @@ Artifact names are constants in `tracking`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass
@@ -37,9 +38,17 @@ class Sweep:
     def parent_run_id(self) -> str:
         return self.parent.info.run_id
 
+    def ranked_by(self, metric: str | None) -> Sweep:
+        """This sweep with its trials ranked by `metric` (in the sweep's mode); None: its own metric."""
+        return self if metric is None else dataclasses.replace(self, metric=metric)
+
+    @property
+    def run(self) -> tracking.SweepRun:
+        return tracking.SweepRun(self.uri, self.experiment_id, self.parent_run_id)
+
     def runs(self) -> list:
         """The latest attempt at each of its trials (MLflow runs)."""
-        return tracking.latest_trial_runs(self.uri, self.experiment_id, self.parent_run_id)
+        return tracking.latest_trial_runs(self.run)
 
     def runs_with(self, metrics=(), tags=(), params=()) -> list:
         """`runs()` holding only the named metrics, tags and params, read lighter where the store
@@ -76,7 +85,7 @@ def list_sweeps(uri: str) -> list[dict[str, Any]]:
     rows = []
     for exp in c.search_experiments():
         for parent in c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = 'parent'"):
-            children = tracking.latest_trial_runs(uri, exp.experiment_id, parent.info.run_id)
+            children = tracking.latest_trial_runs(tracking.SweepRun(uri, exp.experiment_id, parent.info.run_id))
             counts = status_counts(children)
             rows.append(
                 {

@@ -6,15 +6,19 @@ so a trial running in a reused Ray worker, or a driver thread, cannot end someon
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import secrets
 
 # Parameter names that look like credentials never reach MLflow (or exports).
+POINT = "trial.point"  # a trial's swept values as JSON: read back typed (`swept_values`)
+BETA = "trial.beta"  # the beta its trainer config was built with (TRL's default where the spec sets none)
 SWEPT_PREFIX = "sweep."  # swept values are params `sweep.<field>`: never clash with other params
 
 TAG_SWEEP = "sweep.name"
@@ -61,6 +65,16 @@ def client(uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """A sweep's place in MLflow: its store, its experiment and its parent run; what every
+    reader and writer of its trials' runs is given."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
 
 
 def flat_params(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -158,9 +172,7 @@ def log_spec(c, run_id: str, spec) -> None:
 
 
 def start_trial_run(
-    uri: str,
-    experiment_id: str,
-    parent_run_id: str,
+    sweep: SweepRun,
     spec,
     point: dict,
     trial_id: str,
@@ -171,7 +183,7 @@ def start_trial_run(
 
     losses = point.get("loss_type", spec.train.get("loss_type", "sigmoid"))
     tags = {
-        "mlflow.parentRunId": parent_run_id,
+        "mlflow.parentRunId": sweep.parent_run_id,
         TAG_SWEEP: spec.name,
         TAG_KIND: "trial",
         TAG_TRIAL_ID: trial_id,
@@ -181,11 +193,31 @@ def start_trial_run(
     }
     if log_path:
         tags[TAG_LOG_PATH] = log_path  # the live log, readable before the artifact is uploaded
-    c = client(uri)
-    run = c.create_run(experiment_id, run_name=point_label(point) or trial_id, tags=tags)
-    swept = flat_params(point, SWEPT_PREFIX)
-    _log_params(c, run.info.run_id, {**flat_params(params), **swept})
+    c = client(sweep.uri)
+    run = c.create_run(sweep.experiment_id, run_name=point_label(point) or trial_id, tags=tags)
+    swept = flat_params(point, SWEPT_PREFIX)  # one param per axis: the MLflow UI's columns
+    typed = {POINT: json.dumps({k: secrets.mask(v) for k, v in point.items() if not secrets.is_credential(k)})}
+    _log_params(c, run.info.run_id, {**flat_params(params), **swept, **typed})
     return run.info.run_id
+
+
+def swept_values(params: dict[str, str]) -> dict[str, Any]:
+    """A trial run's swept values, typed as the spec gave them (a list as its text, as the UI
+    shows it); a run made before `POINT` was logged has its `sweep.*` params read as numbers
+    where they are."""
+    if POINT in params:
+        point = json.loads(params[POINT])
+        return {k: str(v) if isinstance(v, list) else v for k, v in point.items() if v is not None}
+    return {k.removeprefix(SWEPT_PREFIX): _number(v) for k, v in params.items() if k.startswith(SWEPT_PREFIX)}
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def metric_points(metrics: dict[str, Any], step: int, timestamp_ms: int) -> list:
@@ -229,14 +261,14 @@ def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> Non
     c.set_terminated(run_id, status=status)
 
 
-def trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list:
+def trial_runs(sweep: SweepRun) -> list:
     """Child runs of one sweep (all statuses), oldest first."""
-    c = client(uri)
+    c = client(sweep.uri)
     runs, token = [], None
     while True:
         page = c.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            [sweep.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{sweep.parent_run_id}'",
             max_results=1000,
             order_by=["attributes.start_time ASC"],
             page_token=token,
@@ -262,9 +294,9 @@ def latest_parent_run(uri: str, experiment_name: str):
     return runs[0] if runs else None
 
 
-def latest_trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list:
+def latest_trial_runs(sweep: SweepRun) -> list:
     """The latest attempt at each trial of one sweep (retries are runs of their own)."""
-    return latest_attempts(trial_runs(uri, experiment_id, parent_run_id))
+    return latest_attempts(trial_runs(sweep))
 
 
 def latest_attempts(runs: list) -> list:
@@ -282,24 +314,24 @@ def latest_attempts(runs: list) -> list:
     return list(chosen.values())
 
 
-def finished_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str):
+def finished_trial_run(sweep: SweepRun, trial_id: str):
     """The FINISHED run of point `trial_id` in this sweep, if it has one."""
-    return _latest_trial_run(uri, experiment_id, parent_run_id, trial_id, "and attributes.status = 'FINISHED'")
+    return _latest_trial_run(sweep, trial_id, "and attributes.status = 'FINISHED'")
 
 
-def running_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str):
+def running_trial_run(sweep: SweepRun, trial_id: str):
     """The RUNNING run of point `trial_id` in this sweep, if it has one."""
-    return _latest_trial_run(uri, experiment_id, parent_run_id, trial_id, "and attributes.status = 'RUNNING'")
+    return _latest_trial_run(sweep, trial_id, "and attributes.status = 'RUNNING'")
 
 
-def reopen_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
+def reopen_trial_run(sweep: SweepRun, trial_id: str) -> str | None:
     """The latest run of point `trial_id`, RUNNING again (its pause or interruption undone), to
     go on logging where it stopped; None if the point has no run yet or its latest attempt
     FAILED (a retry is an attempt of its own, whatever checkpoint it starts from)."""
-    run = _latest_trial_run(uri, experiment_id, parent_run_id, trial_id)
+    run = _latest_trial_run(sweep, trial_id)
     if run is None or run.info.status not in ("KILLED", "RUNNING"):
         return None
-    c = client(uri)
+    c = client(sweep.uri)
     for tag in (TAG_STOPPED_EARLY, TAG_ERROR):
         if tag in run.data.tags:
             c.delete_tag(run.info.run_id, tag)
@@ -307,35 +339,35 @@ def reopen_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id:
     return run.info.run_id
 
 
-def _latest_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, condition: str = ""):
+def _latest_trial_run(sweep: SweepRun, trial_id: str, condition: str = ""):
     """The newest run of point `trial_id` in this sweep meeting `condition` (an MLflow filter clause), or None."""
-    runs = client(uri).search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}' {condition}",
+    runs = client(sweep.uri).search_runs(
+        [sweep.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{sweep.parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}' {condition}",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     return runs[0] if runs else None
 
 
-def end_stopped_early(uri: str, experiment_id: str, parent_run_id: str, trial_ids) -> None:
+def end_stopped_early(sweep: SweepRun, trial_ids) -> None:
     """End the still-RUNNING latest runs of `trial_ids` (trials the scheduler stopped) KILLED
     and tagged stopped early, as such a trial ends its own run."""
     if not trial_ids:
         return
-    latest = {run.data.tags.get(TAG_TRIAL_ID): run for run in trial_runs(uri, experiment_id, parent_run_id)}
+    latest = {run.data.tags.get(TAG_TRIAL_ID): run for run in trial_runs(sweep)}
     for trial_id in trial_ids:
         run = latest.get(trial_id)
         if run is not None and run.info.status == "RUNNING":
-            client(uri).set_tag(run.info.run_id, TAG_STOPPED_EARLY, "true")
-            end_run(uri, run.info.run_id, "KILLED")
+            client(sweep.uri).set_tag(run.info.run_id, TAG_STOPPED_EARLY, "true")
+            end_run(sweep.uri, run.info.run_id, "KILLED")
 
 
-def kill_unfinished(uri: str, experiment_id: str, parent_run_id: str, reason: str, trial_ids=()) -> int:
+def kill_unfinished(sweep: SweepRun, reason: str, trial_ids=()) -> int:
     """Mark a sweep's RUNNING child runs KILLED (e.g. after Ctrl-C), and the latest runs of
     `trial_ids` (points Ray Tune had not finished) KILLED as interrupted rather than stopped
     early: a trial paused by the scheduler tagged itself so. Returns how many."""
-    runs = trial_runs(uri, experiment_id, parent_run_id)
+    uri, runs = sweep.uri, trial_runs(sweep)
     latest = {run.data.tags.get(TAG_TRIAL_ID): run for run in runs}  # oldest first: the latest attempt wins
     paused = {latest[t].info.run_id for t in trial_ids if t in latest and TAG_STOPPED_EARLY in latest[t].data.tags}
     n = 0

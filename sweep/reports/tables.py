@@ -64,7 +64,8 @@ def trials_frame(sweep: Sweep, *, all_metrics: bool = False, best: bool = True) 
     """
     c = tracking.client(sweep.uri)
     read_tags = (tracking.TAG_STOPPED_EARLY, tracking.TAG_ERROR)
-    runs = sweep.runs_with(metrics=None, tags=read_tags, params=(tracking.SWEPT_PREFIX, "train.beta"))
+    params_read = (tracking.SWEPT_PREFIX, tracking.POINT, tracking.BETA, "train.beta")
+    runs = sweep.runs_with(metrics=None, tags=read_tags, params=params_read)
     logged = {key for run in runs for key in run.data.metrics}
     histories = metric_histories(c, [r.info.run_id for r in runs], [k for k in BEST_OF if k in logged]) if best else {}
     rows = []
@@ -76,13 +77,11 @@ def trials_frame(sweep: Sweep, *, all_metrics: bool = False, best: bool = True) 
             "run_id": run.info.run_id,
             "status": "STOPPED_EARLY" if tags.get(tracking.TAG_STOPPED_EARLY) else run.info.status,
         }
-        for key, value in params.items():
-            if key.startswith(tracking.SWEPT_PREFIX):
-                row[key.removeprefix(tracking.SWEPT_PREFIX)] = _number(value)
+        row.update(tracking.swept_values(params))
         # A swept value wins over a metric of the same name: Trainer logs the *scheduled*
         # `learning_rate` at every step, which would otherwise replace the swept one.
         row.update({k: v for k, v in metrics.items() if k not in row})
-        beta = row.get("beta", _number(params.get("train.beta", "0.1")))  # TRL's default beta is 0.1
+        beta = row.get("beta", float(params.get(tracking.BETA, params.get("train.beta", "nan"))))
         if isinstance(beta, (int, float)) and beta > 0 and "eval_rewards/margins" in metrics:
             row["eval_margin/beta"] = metrics["eval_rewards/margins"] / beta
         for key, how in BEST_OF.items():
@@ -135,17 +134,12 @@ def pivot(df: pd.DataFrame, metric: str, index: str = "loss_type", columns: str 
 
 def history_frame(sweep: Sweep, metrics: list[str] | None = None) -> pd.DataFrame:
     """Per-step metrics in long form: one row per (trial, metric, step)."""
-    runs = sweep.runs_with(metrics=None, params=(tracking.SWEPT_PREFIX,))
+    runs = sweep.runs_with(metrics=None, params=(tracking.SWEPT_PREFIX, tracking.POINT))
     keys = metrics or sorted({k for run in runs for k in run.data.metrics if k != "global_step"})
     histories = metric_histories(tracking.client(sweep.uri), [r.info.run_id for r in runs], keys)
     rows = []
     for run in runs:
-        swept = {
-            k.removeprefix(tracking.SWEPT_PREFIX): _number(v)
-            for k, v in run.data.params.items()
-            if k.startswith(tracking.SWEPT_PREFIX)
-        }
-        ids = {"trial": run.info.run_name, "run_id": run.info.run_id, **swept}
+        ids = {"trial": run.info.run_name, "run_id": run.info.run_id, **tracking.swept_values(run.data.params)}
         for key in keys:
             rows += [
                 {**ids, "metric": key, "step": m.step, "value": m.value}
@@ -187,17 +181,6 @@ def terminal_view(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def _is_swept(column: str, runs) -> bool:
     return any(f"{tracking.SWEPT_PREFIX}{column}" in r.data.params for r in runs)
-
-
-def _number(value: str) -> Any:
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        return float(value)
-    except ValueError:
-        return value
 
 
 @dataclass

@@ -36,6 +36,10 @@ class TrialContext:
         """The tracking URI with its credentials (`tracking_uri` may be a sealed reference)."""
         return secrets.resolve(self.tracking_uri)
 
+    def sweep_run(self) -> tracking.SweepRun:
+        """The sweep's place in MLflow, its URI's credentials resolved here."""
+        return tracking.SweepRun(self.store_uri(), self.experiment_id, self.parent_run_id)
+
 
 def stored_first(report, sender, spec):
     """`report`, sending the run's pending metrics first where a scheduler may stop (or pause)
@@ -55,7 +59,7 @@ def open_run(ctx: TrialContext, family, args, point: dict, trial_id: str, resume
     spec = ctx.spec
     run_id = None
     if resume_from is not None:  # paused at a rung (or interrupted): the same run goes on
-        run_id = tracking.reopen_trial_run(ctx.store_uri(), ctx.experiment_id, ctx.parent_run_id, trial_id)
+        run_id = tracking.reopen_trial_run(ctx.sweep_run(), trial_id)
     if run_id is None:
         fixed = {
             **{f"train.{k}": v for k, v in spec.train.items()},
@@ -64,11 +68,11 @@ def open_run(ctx: TrialContext, family, args, point: dict, trial_id: str, resume
         fixed.update(model=spec.model, dataset=spec.dataset.path, quantization=spec.quantization.get("mode"))
         fixed["trial.family"] = family.name
         fixed["trial.max_steps"] = args.max_steps
+        if hasattr(args, "beta"):  # every family's config has one; reports divide margins by it
+            fixed[tracking.BETA] = args.beta
         fixed["trial.node"] = node_name()
         log_path = str(out_dir / tracking.TRIAL_LOG)
-        run_id = tracking.start_trial_run(
-            ctx.store_uri(), ctx.experiment_id, ctx.parent_run_id, spec, point, trial_id, fixed, log_path
-        )
+        run_id = tracking.start_trial_run(ctx.sweep_run(), spec, point, trial_id, fixed, log_path)
         tracking.client(ctx.store_uri()).log_artifact(run_id, str(out_dir / tracking.TRIAL_CONFIG))
         if ctx.datasets:
             dataset_inputs.log(tracking.client(ctx.store_uri()), run_id, ctx.datasets)

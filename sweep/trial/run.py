@@ -101,7 +101,7 @@ def run_trial(
     run_id = None
     if ctx.store_uri():
         try:
-            done = tracking.finished_trial_run(ctx.store_uri(), ctx.experiment_id, ctx.parent_run_id, trial_id)
+            done = tracking.finished_trial_run(ctx.sweep_run(), trial_id)
             if done is None:
                 run_id = mlflow_run.open_run(ctx, family, args, point, trial_id, resume_from, out_dir)
         except Exception as e:

@@ -196,7 +196,7 @@ def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(
     assert base["base_judge/score"] == pytest.approx(base_table["score"].mean())
     assert len(list((tmp_path / "cache").glob("judge-*.json"))) == 1
 
-    runs = tracking.trial_runs(uri, experiment, parent)
+    runs = tracking.trial_runs(tracking.SweepRun(uri, experiment, parent))
     assert len(runs) == 2
     for run, final in zip(runs, finals):
         history = {
@@ -341,7 +341,7 @@ def test_simpo_and_orpo_also_get_dpo_accuracy_against_the_base(tiny_model_path, 
         assert 0 <= metrics["eval_rewards/accuracies"] <= 1
         # DPO's margin is beta x a log-ratio to the base: 4 small LoRA steps keep it far below the family's own
         assert abs(metrics["eval_rewards/margins"]) < abs(metrics[f"eval_{family}/rewards/margins"]), loss
-    runs = tracking.trial_runs(uri, experiment, parent)
+    runs = tracking.trial_runs(tracking.SweepRun(uri, experiment, parent))
     assert sorted(r.data.tags[tracking.TAG_LOSS] for r in runs) == ["orpo", "simpo"]
     for run in runs:  # what `sweep evaluate` does for each trial
         result = verify(uri, run, log=lambda *_: None)

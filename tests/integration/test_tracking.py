@@ -124,7 +124,7 @@ def _trial_through(proxy: FlakyProxy, tmp_path: Path, tiny_model_path, name: str
         spec, str(tiny_model_path), proxy.uri, experiment, parent, str(tmp_path / "trials"), log_to_file=True
     )
     metrics = run_trial(ctx, {"beta": 0.1})
-    (run,) = tracking.trial_runs(proxy.uri, experiment, parent)
+    (run,) = tracking.trial_runs(tracking.SweepRun(proxy.uri, experiment, parent))
     return run, metrics
 
 
@@ -225,7 +225,7 @@ def test_a_sweeps_runs_read_with_only_the_fields_asked_are_those_of_a_search(tmp
     light = mlflow_internals.child_runs(
         c, experiment, parent, metrics=["loss"], tags=["sweep.error"], params=["sweep."]
     )
-    whole = tracking.trial_runs(uri, experiment, parent)
+    whole = tracking.trial_runs(tracking.SweepRun(uri, experiment, parent))
 
     def keep(values, names):
         return {k: v for k, v in values.items() if k in names or any(k.startswith(n) for n in names if n.endswith("."))}
