@@ -15,7 +15,7 @@ from .cli import main  # noqa: E402
 
 code = main()
 # Exit without tearing the interpreter down: freeing torch/transformers/Ray module by module
-# takes ~2.5 s on 2 cores and does nothing for us. Exit handlers still run (Ray's shutdown,
+# takes seconds and does nothing for us. Exit handlers still run (Ray's shutdown,
 # temporary files, logging), and every file and MLflow run is closed by now.
 atexit._run_exitfuncs()
 sys.stdout.flush()

@@ -113,7 +113,7 @@ class PointsUntilLastRung(BasicVariantGenerator):
     or the search is not over (`TuneController._maybe_cache_trial_actor`, ray 2.60.0). Once
     every point has started, the workers of the last trials to reach a rung were shut down,
     and the trials that resumed a moment later each started a new worker, importing the
-    stack and loading the base model again (~8 s a resume on the embedded default).
+    stack and loading the base model again.
     """
 
     def is_finished(self) -> bool:

@@ -25,7 +25,7 @@ def failure_cause(error: str) -> str:
         return f"node {node.group(1)[:12] if node else '?'} left the cluster"
     if "is temporarily unavailable" in error or "ActorUnavailableError" in error:
         # The connection to the trial's worker closed before Ray knew why: with a node that left,
-        # Ray reports this, not the node's death (that takes its health checks ~15 s more).
+        # Ray reports this, not the node's death (its health checks take longer to say so).
         return "lost contact with the trial's worker: its process or its node went away"
     if "worker process has died" in error or "ActorDiedError" in error:
         pid = re.search(r"\bpid: (\d+)", error)

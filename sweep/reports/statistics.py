@@ -51,7 +51,7 @@ def repeats_frame(df: pd.DataFrame, axes: list[str], metric: str, mode: str) -> 
     done = _repeats(df, axes, metric)
     if done is None:
         return None
-    from scipy import stats  # ~0.5 s to import: only where there are repeats
+    from scipy import stats  # heavy: only where there are repeats
 
     g = done.groupby("point", sort=False)[metric]
     out = pd.DataFrame({"n": g.count(), "mean": g.mean(), "std": g.std()})

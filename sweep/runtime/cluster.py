@@ -1,7 +1,7 @@
 """Ray for a sweep: a local instance, or an existing cluster (`--address` / $RAY_ADDRESS).
 
-`start` connects in a background thread: a local Ray takes ~3 s to come up, mostly waiting
-on its processes, and the driver imports what it needs meanwhile (it waits before loading
+`start` connects in a background thread: a local Ray spends its start-up mostly waiting on
+its processes, and the driver imports what it needs meanwhile (it waits before loading
 the data, whose threads must not race Ray's forks: orchestrate.run_sweep). `ready` waits for it.
 
 A local Ray prestarts one worker per CPU, and as many as trials may run at once import what
@@ -211,7 +211,7 @@ def trials_at_once(spec) -> int:
 
 
 def may_have_cuda() -> bool:
-    """Whether torch may find a GPU here, without importing torch (~1 s): an NVIDIA or AMD
+    """Whether torch may find a GPU here, without importing torch (seconds): an NVIDIA or AMD
     device node. Errs on the side of yes: a wrong yes only costs the workers an import."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False

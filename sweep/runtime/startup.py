@@ -3,15 +3,15 @@ Python's cyclic garbage collector paused while the stack is imported, and (train
 freed memory kept for the next step (`keep_freed_memory`).
 
 Importing the stack (torch, transformers, TRL, PEFT, datasets, MLflow, Ray Tune) creates
-~700,000 objects, and CPython 3.11 collects its young generations every 700 new objects and
-rescans the whole heap each time it has grown by a quarter: ~30% of the import's CPU, for
-nothing (what an import creates lives as long as the process). On 2 cores (`benchmarks/startup_gc.py`): a warm worker's
-imports 5.5 -> 3.8 CPU-s, the driver's start-up (Ray Tune, a new MLflow store, the data
-check) 6.3 -> 4.6; a sweep's start-up is bound by the CPU of exactly these three processes.
+hundreds of thousands of objects, and CPython 3.11 collects its young generations every 700
+new objects and rescans the whole heap each time it has grown by a quarter: a large share of
+the import's CPU, for nothing (what an import creates lives as long as the process), and a
+sweep's start-up is bound by the CPU of the processes importing it (the figures:
+docs/benchmarks.md, `benchmarks/startup_gc.py`).
 
 `pause()` turns the collector off; `resume()` freezes what start-up created (gc.freeze: later
-collections never scan it again) and turns it back on. The ~15,000 objects of import-time
-garbage (~10 MB) are frozen too rather than spending 0.6 s collecting them.
+collections never scan it again) and turns it back on. The little import-time garbage is
+frozen too rather than collected: collecting it would scan everything once more.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ QUIET_ENV = {  # set (where unset) by the CLI and for `sweep.run`: library chatt
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "🏃 View run ..." per run end
     "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no box tables on the console
     # Tune's own CSV/JSON/TensorBoard files per trial: MLflow is the record, and Tune's
-    # TensorBoard logger imports torch (~2 s of CPU) into a driver that trains nothing.
+    # TensorBoard logger imports torch into a driver that trains nothing.
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 _PAUSED = False

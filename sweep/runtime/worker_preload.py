@@ -4,7 +4,7 @@ a trial needs, on the cores the driver leaves idle while it validates the spec, 
 data and opens its MLflow store, so a trial scheduled on them starts at once.
 
 The rest stay light: Ray prestarts one worker per CPU, and a machine with 16 CPUs and one
-GPU runs one trial at a time (~600 MB and ~5 CPU-s per warmed worker). Slots are files in
+GPU runs one trial at a time (a warmed worker holds the whole stack in memory). Slots are files in
 $SWEEP_WARM_DIR, claimed with O_EXCL, so no two workers take the same one.
 """
 
@@ -14,7 +14,7 @@ import glob
 import importlib
 import os
 
-# What a trial imports: trainer, data, tracking (the sqlite store is ~1 s of it).
+# What a trial imports: trainer, data, tracking (the sqlite store's SQLAlchemy models among it).
 MODULES = (
     "sweep.driver.orchestrate",
     "sweep.trial.callbacks",

@@ -3,8 +3,8 @@ TRL configs (families.py), of PEFT's LoraConfig and of transformers' BitsAndByte
 each with its type as a list of options.
 
 Checking a spec needs only this, not the libraries. Importing TRL and PEFT costs a process
-~3 CPU-s, which a sweep's driver would spend while its Ray workers import the same stack for
-the trials (on 2 cores the start-up is bound by that CPU). So the catalogue is read from the
+seconds of CPU, which a sweep's driver would spend while its Ray workers import the same stack
+for the trials (on a small machine the start-up is bound by that CPU). So the catalogue is read from the
 installed libraries once per set of their versions and cached as JSON beside the builtin
 model (`catalogue-<key>.json` in builtin.cache_root()); a new version of any of them makes a
 new key. A cache that cannot be written is not an error: the catalogue is rebuilt next time.

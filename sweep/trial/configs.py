@@ -103,7 +103,7 @@ def config_problem(spec: SweepSpec, points: list[dict[str, Any]], cuda: bool) ->
 
 class ConfigCheck:
     """`config_problem` for every point of a sweep, in a process of its own started at once:
-    building the configs imports TRL, PEFT and transformers (~8 CPU-s), which a sweep's driver
+    building the configs imports TRL, PEFT and transformers (seconds of CPU), which a sweep's driver
     otherwise leaves to its workers, so it runs beside Ray's start-up. Configs are built for
     this machine's device (for the CPU where it has no CUDA, as in `plan`). A point whose
     configs were built before, with the same libraries, is not built again (`REMEMBERED`):

@@ -117,8 +117,8 @@ def skip_bitsandbytes() -> None:
     quantized model (the driver; the workers of a sweep that does not quantize).
 
     transformers' Trainer imports PEFT and PEFT imports bitsandbytes wherever it is
-    installed; bitsandbytes 0.50.2 imports torch._inductor as it loads: ~1.3 s of CPU per
-    process on 2 cores, on the path to every sweep's first step. `None` in sys.modules is
+    installed; bitsandbytes 0.50.2 imports torch._inductor as it loads: seconds of CPU per
+    process, on the path to every sweep's first step. `None` in sys.modules is
     Python's own way to block an import: PEFT's and transformers' availability checks
     (importlib.util.find_spec) then answer False. A no-op where it is imported already.
     Ray workers run it as they import `sweep`, where SWEEP_SKIP_BITSANDBYTES=1 (cluster.py)."""

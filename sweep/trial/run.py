@@ -74,7 +74,7 @@ def run_trial(
     cuda = uses_cuda(spec.resources.gpu if ctx.gpu is None else ctx.gpu)
     if not cuda:
         # One thread per CPU the trial holds: trials side by side with more threads than
-        # cores oversubscribe them (~20x slower on 2 cores). Ray sets OMP_NUM_THREADS likewise.
+        # cores oversubscribe them and slow every one down. Ray sets OMP_NUM_THREADS likewise.
         torch.set_num_threads(max(1, int(spec.resources.cpu)))
         startup.keep_freed_memory()  # each step's activations reuse the last one's memory
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
