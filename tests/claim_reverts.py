@@ -217,7 +217,7 @@ REVERTS = [
     ),
     _r(
         "a tie counted as a loss",
-        "sweep/trial/judge.py",
+        "sweep/trial/answers.py",
         "0.5 if t == b else 0.0)",
         "0.0 if t == b else 0.0)",
         "unit/trial/test_judge.py::test_totals_are_weighted_sums_and_win_rate_counts_ties_half",
@@ -754,9 +754,9 @@ REVERTS = [
     ),
     _r(
         "the base model's answers judged by every trial",
-        "sweep/trial/judge.py",
-        "            base = self._cached_base(path)",
-        "            base = None",
+        "sweep/trial/base_answers.py",
+        "        base = _cached(path, n_prompts)",
+        "        base = None",
         "integration/test_judge.py::test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers",
     ),
     _r(
@@ -860,9 +860,9 @@ REVERTS = [
     ),
     _r(
         "the evaluation view opens on the first evaluation's answers",
-        "sweep/trial/judge.py",
-        "            table_offered_first(client(self.uri), self.run_id, path)",
-        "            pass",
+        "sweep/record/judge_tables.py",
+        "    table_offered_first(client(uri), run_id, path)",
+        "    pass",
         "integration/test_results.py::test_the_mlflow_ui_shows_judged_answers_side_by_side_and_the_kept_adapters",
     ),
     _r(

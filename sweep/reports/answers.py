@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ..record import tracking
+from ..record.judge_tables import TABLE_DIR
 from ..record.store import Sweep, SweepNotFound, artifact_table
-from ..trial.judge import TABLE_DIR
 from .tables import find_trial, trials_frame
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sweep.record import judge_tables
 from sweep.spec.load import SpecError, parse_spec
-from sweep.trial import judge
 from tests.conftest import cli_in_process, mlflow_store, run_cli, small_spec, write_spec
 
 RECORDING_SCORER = '''
@@ -192,7 +192,7 @@ def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(
     assert len(calls) == 1 + 2 * 2
     c = tracking.client(uri)
     base = c.get_run(parent).data.metrics
-    base_table = _table(c, parent, judge.BASE_TABLE)
+    base_table = _table(c, parent, judge_tables.BASE_TABLE)
     assert base["base_judge/score"] == pytest.approx(base_table["score"].mean())
     assert len(list((tmp_path / "cache").glob("judge-*.json"))) == 1
 

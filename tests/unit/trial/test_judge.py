@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweep.spec.load import parse_spec
-from sweep.trial import judge, scorers
+from sweep.trial import answers, judge, scorers
 from tests.conftest import small_spec
 
 
@@ -30,10 +30,10 @@ def test_verifiable_grades_concise_hedging_and_wrong_answers():
 def test_totals_are_weighted_sums_and_win_rate_counts_ties_half():
     weighted = [scorers.Scorer("builtin", "verifiable", "verifiable", 1.0), scorers.Scorer("function", "m:f", "f", 0.5)]
     scores = {"verifiable": [1.0, 0.5, None, 0.0], "f": [0.2, None, None, 1.0]}
-    assert judge.totals(weighted, scores, 4) == [1.1, 0.5, None, 0.5]
+    assert answers.totals(weighted, scores, 4) == [1.1, 0.5, None, 0.5]
     # win, tie, not comparable, loss
-    assert judge.outcomes([1.1, 0.5, None, 0.5], [1.0, 0.5, 0.3, 0.9]) == [1.0, 0.5, None, 0.0]
-    judged = judge.Judged(["a", "b", "c", "d"], [1, 2, 3, 4], scores, [1.1, 0.5, None, 0.5])
+    assert answers.outcomes([1.1, 0.5, None, 0.5], [1.0, 0.5, 0.3, 0.9]) == [1.0, 0.5, None, 0.0]
+    judged = answers.Judged(["a", "b", "c", "d"], [1, 2, 3, 4], scores, [1.1, 0.5, None, 0.5])
     metrics = judged.metrics(judge.PREFIX)
     assert metrics["eval_judge/verifiable"] == pytest.approx(0.5) and metrics["eval_judge/f"] == pytest.approx(0.6)
     assert metrics["eval_judge/score"] == pytest.approx(0.7) and metrics["eval_judge/length"] == 2.5
