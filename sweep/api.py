@@ -28,6 +28,7 @@ from .record import dataset_inputs, logged_models, store, tracking
 from .record.store import Sweep
 from .reports import answers, tables
 from .reports import status as status_report
+from .reports.html import write_html
 from .reports.importance import axis_importance
 from .reports.statistics import objectives_for, pareto_front
 from .runtime import cluster
@@ -273,15 +274,68 @@ def pareto(
     return pareto_front(df, objectives or objectives_for(df, sweep.metric, sweep.mode))
 
 
+def findings(
+    name: str | Sweep,
+    metric: str | None = None,
+    objectives: dict[str, str] | None = None,
+    tracking_uri: str | None = None,
+    results_dir: str | Path = "results",
+) -> tables.Findings:
+    """Everything a report says about a sweep (ranked by `metric`; `objectives`: the Pareto
+    front's, {metric: "max" or "min"}), computed once for `report`, `plots` and `html` to show.
+    A metric or objective no trial logged raises `SpecError` naming the metrics there."""
+    return tables.findings(open_sweep(name, tracking_uri, results_dir), metric, objectives)
+
+
 def report(
     name: str | Sweep,
     metric: str | None = None,
     fmt: str = "table",
     tracking_uri: str | None = None,
     results_dir: str | Path = "results",
+    found: tables.Findings | None = None,
 ) -> str:
     """The report `python -m sweep report` prints (`fmt`: table, markdown or json)."""
-    return tables.report(open_sweep(name, tracking_uri, results_dir), metric=metric, fmt=fmt)
+    sweep = found.sweep if found is not None else open_sweep(name, tracking_uri, results_dir)
+    return tables.report(sweep, metric=metric, fmt=fmt, found=found)
+
+
+def plots(found: tables.Findings, out_dir: str | Path) -> list[Path]:
+    """The report's figures (metric vs beta and learning rate, parallel coordinates, metric by
+    axis, the Pareto front, training curves) written as PNGs under `out_dir`."""
+    from .reports.plots import write_plots
+
+    sweep = found.sweep
+    history = tables.history_frame(sweep, metrics=list(tables.CURVES))
+    axes = sweep.axes
+    return write_plots(
+        found.trials, history, found.metric, Path(out_dir), sweep.name, axes=axes, objectives=found.objectives
+    )
+
+
+def html(found: tables.Findings, path: str | Path, top: int = 3) -> Path:
+    """The report as one self-contained HTML page (figures inline), also attached to the parent run."""
+    return write_html(found.sweep, Path(path), top=top, found=found)
+
+
+def compare(
+    name_a: str | Sweep,
+    name_b: str | Sweep,
+    metric: str | None = None,
+    top: int = 3,
+    tracking_uri: str | None = None,
+    results_dir: str | Path = "results",
+) -> pd.DataFrame:
+    """The `top` configurations of two sweeps side by side (rows: sweep, rank), by `metric`
+    (default: the first sweep's)."""
+    a, b = (open_sweep(n, tracking_uri, results_dir) for n in (name_a, name_b))
+    return tables.compare(a, b, metric=metric, top=top)
+
+
+def logs(name: str | Sweep, trial: str, tracking_uri: str | None = None, results_dir: str | Path = "results") -> str:
+    """A trial's whole stdout and stderr (by run name, trial id or run id): the run's artifact once
+    it ended, the live file while it runs."""
+    return store.trial_log(open_sweep(name, tracking_uri, results_dir), trial)
 
 
 def status(name: str | Sweep, tracking_uri: str | None = None, results_dir: str | Path = "results") -> str:

@@ -112,43 +112,28 @@ def cmd_run(args) -> int:
         fresh=args.fresh,
         retry_failed=args.retry_failed,
     )
-    from ..reports.tables import report
-
-    print(report(outcome.sweep))
+    print(api.report(outcome.sweep))
     return outcome.exit_code
 
 
 def cmd_report(args) -> int:
     """Per-trial table, best trial per loss type, loss_type x beta pivot; optional plots."""
-    from ..record import store
-    from ..reports import tables as reports
+    from .. import api
+    from ..reports.answers import render_samples
+    from ..reports.tables import render
 
-    sweep = store.find_sweep(_store(args), args.name)
-    found = reports.findings(sweep, args.metric, dict(args.objective or []) or None)  # once, for every output
-    print(reports.report(sweep, fmt=args.format, found=found))
+    sweep = api.open_sweep(args.name, *_store_of(args))
+    found = api.findings(sweep, args.metric, dict(args.objective or []) or None)  # once, for every output
+    print(api.report(sweep, fmt=args.format, found=found))
     if args.samples:
-        table = reports.samples_frame(sweep, top=args.top)
+        table = api.samples(sweep, top=args.top)
         print("\nsamples: the base model and the top trials, greedy, on held-out prompts\n")
-        print(reports.render(table, args.format) if args.format != "table" else reports.render_samples(table))
+        print(render(table, args.format) if args.format != "table" else render_samples(table))
     if args.plots:
-        from ..reports.plots import write_plots
-
-        history = reports.history_frame(sweep, metrics=list(reports.CURVES))
-        written = write_plots(
-            found.trials,
-            history,
-            found.metric,
-            Path(args.plots),
-            sweep.name,
-            axes=sweep.axes,
-            objectives=found.objectives,
-        )
-        for path in written:
+        for path in api.plots(found, args.plots):
             print(f"wrote {path}", file=sys.stderr)
     if args.html:
-        from ..reports.html import write_html
-
-        path = write_html(sweep, Path(args.html), top=args.top, found=found)
+        path = api.html(found, args.html, top=args.top)
         print(f"wrote {path} (and attached it to the parent run as report/{path.name})", file=sys.stderr)
     return EXIT_OK
 
@@ -199,17 +184,15 @@ def cmd_export(args) -> int:
 
 def cmd_compare(args) -> int:
     """The best configurations of two sweeps side by side."""
-    from ..record import store
-    from ..reports import tables as reports
+    from .. import api
+    from ..reports.tables import render
 
-    uri = _store(args)
-    a, b = store.find_sweep(uri, args.name_a), store.find_sweep(uri, args.name_b)
-    table = reports.compare(a, b, metric=args.metric, top=args.top)
-    for sweep in dict.fromkeys((a.name, b.name)):
+    table = api.compare(args.name_a, args.name_b, args.metric, args.top, *_store_of(args))
+    for sweep in dict.fromkeys((args.name_a, args.name_b)):
         if sweep not in set(table["sweep"]):
             print(f"{sweep} has no finished trial to compare", file=sys.stderr)
     if not table.empty:
-        print(reports.render(table, args.format))
+        print(render(table, args.format))
     return EXIT_OK
 
 
@@ -223,18 +206,18 @@ def cmd_status(args) -> int:
 
 def cmd_logs(args) -> int:
     """Print one trial's full stdout/stderr."""
-    from ..record import store
+    from .. import api
 
-    sys.stdout.write(store.trial_log(store.find_sweep(_store(args), args.name), args.trial))
+    sys.stdout.write(api.logs(args.name, args.trial, *_store_of(args)))
     return EXIT_OK
 
 
 def cmd_ui(args) -> int:
     """The MLflow UI on the sweeps' store; prints the URL of the sweep's trials, ranked."""
-    from ..record import store
+    from .. import api
 
     uri = _store(args)
-    sweep = store.find_sweep(uri, args.name) if args.name else None
+    sweep = api.open_sweep(args.name, uri) if args.name else None
     experiment = sweep.experiment_id if sweep else None
     view = ui_view.share(sweep) if sweep else None
     remote = uri.startswith(("http://", "https://"))  # already a tracking server: its UI is right there
@@ -270,16 +253,14 @@ def cmd_server(args) -> int:
 
 def cmd_list(args) -> int:
     """Sweeps in the store with trial counts and status."""
-    import pandas as pd
+    from .. import api
+    from ..reports.tables import render
 
-    from ..record import store
-    from ..reports import tables as reports
-
-    rows = store.list_sweeps(_store(args))
-    if not rows:
+    table = api.list_sweeps(*_store_of(args))
+    if table.empty:
         print("no sweeps")
         return EXIT_OK
-    print(reports.render(pd.DataFrame(rows).drop(columns=["experiment_id"]), args.format))
+    print(render(table.drop(columns=["experiment_id"]), args.format))
     return EXIT_OK
 
 
@@ -288,6 +269,11 @@ def _store(args) -> str:
     from ..api import store_uri
 
     return store_uri(args.tracking_uri, args.results_dir)
+
+
+def _store_of(args) -> tuple[str | None, str]:
+    """(tracking URI, results folder) as a read command was given them, for `sweep.api`."""
+    return args.tracking_uri, args.results_dir
 
 
 def _say(message: str) -> None:

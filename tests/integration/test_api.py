@@ -119,6 +119,7 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
     (tmp_path / "search_spaces").symlink_to(REPO / "search_spaces")
     keep = textwrap.dedent("""
         import pickle, torch
+        from pathlib import Path
         from peft import get_peft_model_state_dict
         from safetensors.torch import load_file
         saved, on = load_file(f"{adapter_dir}/adapter_model.safetensors"), get_peft_model_state_dict(model)
@@ -126,7 +127,9 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
         pickle.dump({"trials": trials, "steps": steps, "best": (best.trial, best.point, best.metrics, str(adapter_dir)),
                      "answers": answers, "importance": sweep.importance("beta_grid").table,
                      "datasets": sweep.datasets("beta_grid"), "models": (sweep.models("beta_grid"), best.adapter_uri),
-                     "loaded": (loaded, type(tokenizer).__name__)}, open("nb.pkl", "wb"))
+                     "loaded": (loaded, type(tokenizer).__name__),
+                     "report files": (sorted(p.name for p in Path("plots").glob("*.png")), Path("report.html").is_file())},
+                    open("nb.pkl", "wb"))
     """)
     proc = subprocess.run(
         [sys.executable, "-c", "\n".join(cells) + keep],
@@ -158,6 +161,8 @@ def test_the_notebook_example_runs_the_default_sweep_and_agrees_with_export(tmp_
     assert nb["loaded"][0] and "Tokenizer" in nb["loaded"][1]  # best.load(): the base with that adapter on top
     assert len(nb["answers"]) == 100 and set(nb["answers"]["outcome"]) <= {"win", "tie", "loss"}
     assert sorted(nb["importance"]["axis"]) == ["beta", "loss_type"]
+    figures, page = nb["report files"]  # report --plots and --html, as functions
+    assert {"pareto_front.png", "parallel_coordinates.png"} <= set(figures) and page
     data = nb["datasets"]  # what the UI's Dataset column shows, in pandas
     assert list(zip(data["context"], data["name"], data["rows"])) == [
         ("training", "builtin:prefs train", 2000),
