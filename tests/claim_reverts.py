@@ -252,10 +252,39 @@ REVERTS = [
         "unit/test_layout.py::test_the_package_has_no_import_circle",
     ),
     _r(
+        "an import up a layer",
+        "sweep/runtime/startup.py",
+        "import gc\n",
+        "import gc\n\nfrom ..reports import importance  # noqa: F401\n",
+        "unit/test_layout.py::test_every_module_belongs_to_a_layer_and_imports_none_above_it_but_the_listed",
+    ),
+    _r(
+        "a light module imported inside a function",
+        "sweep/api.py",
+        "    return write_html(found.sweep",
+        "    from .reports.html import write_html as write\n\n    return write(found.sweep",
+        "unit/test_layout.py::test_an_import_inside_a_function_defers_a_heavy_library",
+    ),
+    _r(
+        "a module grown past 400 lines",
+        "sweep/spec/schema.py",
+        "import itertools\n",
+        "import itertools\n" + "# ...\n" * 30,
+        "unit/test_layout.py::test_a_short_top_level_and_no_long_module",
+    ),
+    _r(
+        "the tier decided by fixture names",
+        "tests/conftest.py",
+        '        if tier == "integration":\n            item.add_marker(pytest.mark.integration)\n        elif tier != "unit":',
+        "        if INTEGRATION_FIXTURES & fixtures:\n            item.add_marker(pytest.mark.integration)\n"
+        '        if tier not in ("unit", "integration"):',
+        "unit/test_layout.py::test_the_folder_decides_a_tests_tier",
+    ),
+    _r(
         "the schema importing sweep",
         "sweep/spec/schema.py",
         "import dataclasses\nimport hashlib\n",
-        "import dataclasses\nimport hashlib\n\nfrom . import errors  # noqa: F401\n",
+        "import dataclasses\nimport hashlib\n\nfrom .. import errors  # noqa: F401\n",
         "unit/test_layout.py::test_the_spec_schema_imports_nothing_of_sweep",
     ),
     _r(

@@ -190,6 +190,28 @@ def test_a_short_top_level_and_no_long_module():
     assert long == {}
 
 
+def test_the_folder_decides_a_tests_tier():
+    """`-m integration` collects tests/integration and `-m "not integration"` tests/unit, whatever
+    fixtures their tests ask for: moving a file moves its tier, renaming a fixture moves none."""
+    import subprocess
+    import sys
+
+    def files(*marker: str) -> set[str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-n0", "-p", "no:randomly", *marker, "tests"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=100,
+        )
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        return {line.split("::")[0] for line in out.stdout.splitlines() if "::" in line}
+
+    integration, fast = files("-m", "integration"), files("-m", "not integration")
+    assert integration == {str(p.relative_to(REPO)) for p in (REPO / "tests" / "integration").glob("test_*.py")}
+    assert fast == {str(p.relative_to(REPO)) for p in (REPO / "tests" / "unit").rglob("test_*.py")}
+
+
 def test_every_test_has_a_time_limit(request):
     """One that hangs fails at its limit with its stack (pytest-timeout) instead of holding CI
     for its 90 minutes: tests/conftest.py gives each collected test its tier's limit."""
