@@ -89,12 +89,12 @@ def test_bad_data_exits_2_and_writes_nothing(
     # up, never while its processes fork (orchestrate.py)
     import ray
 
-    from sweep import data
+    from sweep.driver import preflight
     from sweep.runtime import cluster
 
-    ray_up_at_load, load, started, start = [], data.load_preference_data, [], cluster.start
-    monkeypatch.setattr(
-        data, "load_preference_data", lambda *a, **k: ray_up_at_load.append(ray.is_initialized()) or load(*a, **k)
+    ray_up_at_load, load, started, start = [], preflight.load_preference_data, [], cluster.start
+    monkeypatch.setattr(  # the driver's one read of the data
+        preflight, "load_preference_data", lambda *a, **k: ray_up_at_load.append(ray.is_initialized()) or load(*a, **k)
     )
     monkeypatch.setattr(cluster, "start", lambda *a, **k: started.append(1) or start(*a, **k))
     assert main(["run", str(path)]) == 2

@@ -87,7 +87,7 @@ def test_4bit_cpu_eval_keeps_training(tiny_model_path, tmp_path, monkeypatch):
     if not bnb_modules.has_avx512bf16():
         pytest.skip("this CPU lacks AVX512-BF16: the bug cannot show here")
     # Without the workaround the bug is real on this CPU: evals change (stall) training.
-    monkeypatch.setattr("sweep.trial.model.disable_bnb_cpu_repack", lambda model: 0)
+    monkeypatch.setattr("sweep.trial.run.disable_bnb_cpu_repack", lambda model: 0)
     from sweep.trial import kept_model
 
     kept_model._BASE.clear()  # a freshly loaded base: the warm one already carries the workaround's flag
