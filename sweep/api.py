@@ -303,14 +303,10 @@ def report(
 def plots(found: tables.Findings, out_dir: str | Path) -> list[Path]:
     """The report's figures (metric vs beta and learning rate, parallel coordinates, metric by
     axis, the Pareto front, training curves) written as PNGs under `out_dir`."""
-    from .reports.plots import write_plots
+    from .reports.plots import sweep_figures
 
-    sweep = found.sweep
-    history = tables.history_frame(sweep, metrics=list(tables.CURVES))
-    axes = sweep.axes
-    return write_plots(
-        found.trials, history, found.metric, Path(out_dir), sweep.name, axes=axes, objectives=found.objectives
-    )
+    axes, objectives = found.sweep.axes, found.objectives
+    return sweep_figures(found.sweep, found.trials, found.metric, Path(out_dir), axes=axes, objectives=objectives)
 
 
 def html(found: tables.Findings, path: str | Path, top: int = 3) -> Path:

@@ -34,7 +34,7 @@ def finish(spec: SweepSpec, record: tracking.SweepRun, results_dir: Path, n_poin
     """Summary CSV and plots (on disk and on the parent run), adapters to keep, parent status."""
     from ..record import store
     from ..reports import tables
-    from ..reports.plots import write_plots
+    from ..reports.plots import sweep_figures
     from ..reports.statistics import objectives_for
 
     uri, parent_run_id = record.uri, record.parent_run_id
@@ -46,9 +46,8 @@ def finish(spec: SweepSpec, record: tracking.SweepRun, results_dir: Path, n_poin
     c = tracking.client(uri)
     c.log_artifact(parent_run_id, str(results_dir / tracking.SUMMARY))
     if len(summary):
-        history = tables.history_frame(sweep, metrics=list(tables.CURVES))
         objectives = objectives_for(summary, spec.metric, spec.mode)
-        for path in write_plots(summary, history, spec.metric, results_dir / "plots", spec.name, objectives=objectives):
+        for path in sweep_figures(sweep, summary, spec.metric, results_dir / "plots", spec.name, objectives=objectives):
             c.log_artifact(parent_run_id, str(path), artifact_path="plots")
     if spec.save == "best":
         keep_best_adapter(summary, results_dir / "trials", c)

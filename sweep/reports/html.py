@@ -1,6 +1,6 @@
 """`report --html FILE`: the whole report as one self-contained page.
 
-Tables come from pandas (`DataFrame.to_html`), figures from `plots.write_plots` embedded as
+Tables come from pandas (`DataFrame.to_html`), figures from `plots.sweep_figures` embedded as
 base64 PNGs, so the file opens offline in any browser, can be mailed, and is attached to the
 sweep's parent run, where the MLflow UI shows it.
 """
@@ -40,7 +40,7 @@ def write_html(
 ) -> Path:
     """Write the report of `sweep` to `path` (and attach it to the parent run as
     `report/<file name>` unless `attach` is false); `found`: its findings, where computed already."""
-    from .plots import write_plots
+    from .plots import sweep_figures
 
     f = found or tables.findings(sweep, metric)
     sections = [f"<h1>sweep {_e(sweep.name)}</h1>", _p(_summary_line(f))]
@@ -65,10 +65,7 @@ def write_html(
         if f.front_line():
             sections += [f"<h2>{_e(f.front_line())}</h2>", _table(f.front[f.front_columns])]
         with tempfile.TemporaryDirectory() as tmp:
-            history = tables.history_frame(sweep, metrics=list(tables.CURVES))
-            figures = write_plots(
-                f.trials, history, f.metric, Path(tmp), sweep.name, axes=sweep.axes, objectives=f.objectives
-            )
+            figures = sweep_figures(sweep, f.trials, f.metric, Path(tmp), axes=sweep.axes, objectives=f.objectives)
             if figures:
                 sections.append("<h2>figures</h2>")
                 sections += [_img(fig) for fig in figures]

@@ -11,9 +11,24 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .statistics import PROXY, pareto_front
-from .tables import CURVES
+from .tables import CURVES, history_frame
 
 MAX_CURVES = 12  # training curves of the best trials only: beyond a dozen lines nobody tells them apart
+
+
+def sweep_figures(
+    sweep,
+    trials: pd.DataFrame,
+    metric: str,
+    out_dir: Path,
+    title: str | None = None,
+    axes: list[str] | None = None,
+    objectives: dict[str, str] | None = None,
+) -> list[Path]:
+    """`write_plots` for a sweep in the store: its trials frame and its training curves, read
+    from MLflow (what a sweep's end, `report --plots` and `report --html` draw)."""
+    history = history_frame(sweep, metrics=list(CURVES))
+    return write_plots(trials, history, metric, out_dir, title or sweep.name, axes=axes, objectives=objectives)
 
 
 def write_plots(
