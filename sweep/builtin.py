@@ -25,7 +25,7 @@ from .runtime.startup import keep_freed_memory
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUILTIN_DATASETS = {"prefs": ASSETS / "prefs"}
-BUILTIN_MODELS = ("tiny",)
+BUILTIN_MODELS = ("tiny", "judge")
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -52,14 +52,29 @@ RECIPE = {
     "hedging": {"larger": 0.15, "smaller": 0.15, "animal": 0.7, "fruit": 0.7, "first": 0.7, "last": 0.7},
 }
 FILLERS = [", I think, but I am not sure.", ". Well, that is my best guess."]
+# builtin:judge is builtin:tiny fine-tuned further to judge its tasks' answers in the compact
+# templates (trial/llm_judge.py): the right answer beats a hedged one, which beats a wrong one.
+JUDGE_TEMPLATES = {  # short enough for its context; `builtin:compact` in a spec
+    "pairwise": "Judge. Q: {question}\nA: {answer_a}\nB: {answer_b}\nBetter: [[A]], [[B]] or [[C]] (tie)?",
+    "grade": "Grade. Q: {question}\nAnswer: {answer}\nGrade 1 to 10 as [[n]].",
+}
+JUDGE_RECIPE = {
+    "version": 1,
+    "steps": 400,
+    "batch_size": 32,
+    "learning_rate": 3e-3,
+    "tie_share": 0.1,  # pairs of one answer twice, judged [[C]]
+    "grades": {"right": 9, "hedged": 6, "wrong": 2},
+}
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("SWEEP_CACHE", Path.home() / ".cache" / "sweep"))
 
 
-def _recipe_key() -> str:
-    h = hashlib.sha256(json.dumps([RECIPE, FILLERS], sort_keys=True).encode())
+def _recipe_key(name: str) -> str:
+    shape = [RECIPE, FILLERS] + ([JUDGE_RECIPE, JUDGE_TEMPLATES] if name == "judge" else [])
+    h = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
     h.update((BUILTIN_DATASETS["prefs"] / "train.jsonl").read_bytes())
     return h.hexdigest()[:12]
 
@@ -68,7 +83,7 @@ def builtin_model_path(name: str, log=print) -> Path:
     """Path of the built model `builtin:<name>`, building it first if it is not cached."""
     if name not in BUILTIN_MODELS:
         raise ValueError(f"unknown builtin model {name!r}; choose from {', '.join(BUILTIN_MODELS)}")
-    path = cache_root() / f"builtin-{name}-{_recipe_key()}"
+    path = cache_root() / f"builtin-{name}-{_recipe_key(name)}"
     if (path / "config.json").exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +92,7 @@ def builtin_model_path(name: str, log=print) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         log(f"building builtin:{name} (one-off, cached at {path})")
-        _build_tiny(tmp, log)
+        _build_judge(tmp, log) if name == "judge" else _build_tiny(tmp, log)
         try:
             os.rename(tmp, path)
         except OSError:  # someone else finished first
@@ -181,3 +196,82 @@ def _build_tiny(out: Path, log) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "sweep_recipe.json").write_text(json.dumps(RECIPE, indent=2))
+
+
+def _judge_rows() -> list[dict]:
+    """The judge's SFT set, from the training pairs: which of two answers is better (both
+    orders, some ties), and a grade for each answer."""
+    import random
+
+    pairwise, grade_template = JUDGE_TEMPLATES["pairwise"], JUDGE_TEMPLATES["grade"]
+    rng = random.Random(RECIPE["seed"])
+    rows = []
+
+    def ask(text: str, verdict: str) -> None:
+        rows.append(
+            {"prompt": [{"role": "user", "content": text}], "completion": [{"role": "assistant", "content": verdict}]}
+        )
+
+    for r in map(json.loads, open(BUILTIN_DATASETS["prefs"] / "train.jsonl")):
+        question, good, bad = r["prompt"][-1]["content"], r["chosen"][-1]["content"], r["rejected"][-1]["content"]
+        # The judge writes its reasoning first, one step at a time: the right answer, then
+        # what each answer is, then the verdict (a 2-layer model cannot do it in one token).
+        right = f"Right: {r['answer']}. "
+        grade_of = {good: "right", bad: "hedged" if r["flaw"] == "rambling" else "wrong"}
+        rank = {"right": 2, "hedged": 1, "wrong": 0}
+        if rng.random() < JUDGE_RECIPE["tie_share"]:
+            a = b = rng.choice([good, bad])
+        else:
+            a, b = (good, bad) if rng.random() < 0.5 else (bad, good)
+        ra, rb = rank[grade_of[a]], rank[grade_of[b]]
+        verdict = "[[A]]" if ra > rb else "[[B]]" if rb > ra else "[[C]]"
+        reasons = f"{right}A {grade_of[a]}. B {grade_of[b]}. "
+        ask(_filled(pairwise, question=question, answer_a=a, answer_b=b), reasons + verdict)
+        answer = rng.choice([good, bad])
+        grade = JUDGE_RECIPE["grades"][grade_of[answer]]
+        ask(_filled(grade_template, question=question, answer=answer), f"{right}It is {grade_of[answer]}. [[{grade}]]")
+    rng.shuffle(rows)
+    return rows
+
+
+def _filled(template: str, **slots: str) -> str:
+    for slot, value in slots.items():
+        template = template.replace("{" + slot + "}", value)
+    return template
+
+
+def _build_judge(out: Path, log) -> None:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    keep_freed_memory()
+    tiny = builtin_model_path("tiny", log)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SFTConfig(
+            output_dir=tmp,
+            max_steps=JUDGE_RECIPE["steps"],
+            per_device_train_batch_size=JUDGE_RECIPE["batch_size"],
+            learning_rate=JUDGE_RECIPE["learning_rate"],
+            lr_scheduler_type="cosine",
+            warmup_steps=10,
+            max_length=160,
+            seed=RECIPE["seed"],
+            use_cpu=True,
+            bf16=False,
+            activation_checkpointing=False,
+            logging_steps=JUDGE_RECIPE["steps"],
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+        )
+        data = Dataset.from_list(_judge_rows())
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)
+        result = trainer.train()
+    log(f"builtin:judge SFT done: {JUDGE_RECIPE['steps']} steps, final train loss {result.training_loss:.3f}")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "sweep_recipe.json").write_text(json.dumps({"tiny": RECIPE, "judge": JUDGE_RECIPE}, indent=2))

@@ -3,6 +3,7 @@ options, the model, the dataset and the resources. Each raises `SpecError` namin
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,7 @@ def unreachable_models(spec: SweepSpec) -> list[tuple[str, str]]:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
         return []
     sources = [("model", spec.model)] + [
-        (f"judge.scorers[{i}]", s.source) for i, s in enumerate(spec.judge.scorers) if s.kind == "reward_model"
+        (f"judge.scorers[{i}]", s.source) for i, s in enumerate(spec.judge.scorers) if s.kind in ("reward_model", "llm")
     ]
     problems = []
     for where, source in sources:
@@ -188,6 +189,17 @@ def validate_dataset(ds: DatasetSpec) -> None:
         )
 
 
+def with_paths_resolved(scorer: scoring.Scorer, import_paths: list[str]) -> scoring.Scorer:
+    """An LLM judge's template file, found beside the spec (then in the working directory), as
+    an absolute path: trials run in folders of their own."""
+    if scorer.kind != "llm" or not scorer.template or scorer.template.startswith("builtin:"):
+        return scorer
+    path = Path(scorer.template).expanduser()
+    if not path.is_absolute():
+        path = next((Path(p) / path for p in import_paths if (Path(p) / path).exists()), path.resolve())
+    return dataclasses.replace(scorer, template=str(path))
+
+
 def validate_judge(spec: SweepSpec) -> None:
     """The judge's settings and scorers (a callable is imported, a reward model's config read),
     and a ranking metric it must produce."""
@@ -195,7 +207,10 @@ def validate_judge(spec: SweepSpec) -> None:
     if j.prompts and not j.scorers:
         raise SpecError("judge.scorers", "needs at least one scorer, e.g. [builtin:verifiable]")
     try:
-        scorers = [scoring.parse_scorer(f"judge.scorers[{i}]", raw) for i, raw in enumerate(j.scorers)]
+        scorers = [
+            with_paths_resolved(scoring.parse_scorer(f"judge.scorers[{i}]", raw), spec.import_paths())
+            for i, raw in enumerate(j.scorers)
+        ]
         for i, scorer in enumerate(scorers):
             if scorer.kind != "function":  # a function is user code: imported where a run needs it
                 scoring.check_scorer(f"judge.scorers[{i}]", scorer, spec.import_paths())

@@ -188,6 +188,11 @@ SCORERS_SCHEMA = {
                     "builtin": {"type": "string"},
                     "function": {"type": "string"},
                     "reward_model": {"type": "string"},
+                    "llm": {"type": "string"},
+                    "mode": {"enum": ["pairwise", "grade"]},
+                    "template": {"type": "string"},
+                    "device": {"type": "string"},
+                    "max_new_tokens": {"type": "integer", "minimum": 1},
                     "weight": {"type": "number"},
                     "name": {"type": "string"},
                 },
@@ -203,9 +208,10 @@ class Judge:
     prompts: Annotated[Int, Field(ge=0)] = 0
     """Held-out prompts each trial answers and scores (the first N of the eval split; 0: no judging)."""
     scorers: Annotated[list[Any], WithJsonSchema(SCORERS_SCHEMA)] = dataclasses.field(default_factory=list)
-    """`builtin:verifiable`, `module:function` (GRPO's reward-function convention) or a reward
-    model (path or hub id of a one-label sequence classifier); or a mapping
-    {builtin|function|reward_model: ..., weight: w, name: n}. See judge.py."""
+    """`builtin:verifiable`, `module:function` (GRPO's reward-function convention), `llm:<model>`
+    (a causal LM judging answers against the base model's) or a reward model (a one-label
+    sequence classifier); or {builtin|function|reward_model|llm: ..., weight, name}, an llm
+    judge also mode (pairwise|grade), template, device, max_new_tokens. See llm_judge.py."""
     when: Literal["eval", "end"] = "eval"
     """`eval`: judge at every evaluation (schedulers can rank by it); `end`: at the final one only."""
     max_new_tokens: Annotated[Int, Field(ge=1)] = 32

@@ -4,7 +4,7 @@ scores and the weighted totals), and each prompt's outcome against the base mode
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .scorers import Scorer
@@ -59,6 +59,7 @@ class Judged:
     lengths: list[int]
     scores: dict[str, list[float | None]]  # scorer name -> per prompt
     totals: list[float | None]
+    verdicts: dict[str, list[str]] = field(default_factory=dict)  # an LLM judge's name -> what it wrote
 
     def metrics(self, prefix: str) -> dict[str, float]:
         out = {f"{prefix}{name}": mean_present(values) for name, values in self.scores.items()}

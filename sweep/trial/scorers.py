@@ -4,10 +4,13 @@
 - `module:function`: a callable taking `prompts`, `completions` and the dataset's other
   columns as keyword arguments, returning one float (or None: not applicable) per completion;
   completions are message lists where prompts are, as in GRPO;
+- `llm:<model>`: a causal LM as the judge (llm_judge.py), comparing each answer with the base
+  model's (`mode: pairwise`, the default) or grading it (`mode: grade`);
 - anything else: a reward model, a local directory or hub id of a sequence-classification
   model with one label, loaded once per worker and kept there.
 
-Each may be `{builtin|function|reward_model: ..., weight: w, name: n}`. What can be checked
+Each may be `{builtin|function|reward_model|llm: ..., weight: w, name: n}`; `llm` also takes
+`mode`, `template`, `device` and `max_new_tokens`. What can be checked
 before anything trains is checked here: the form (`parse_scorer`), imports, signatures and
 classification heads (`check_scorer`), and what a callable returns on real rows (`probe`).
 """
@@ -23,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..builtin import BUILTIN_MODELS
 from ..errors import SpecError
+from .llm_judge import MODES, TemplateError, read_template
 
 FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -79,28 +84,41 @@ def text_of(value: Any) -> str:
 # ---- the spec's scorers -----------------------------------------------------------------------
 
 
+KINDS = ("builtin", "function", "reward_model", "llm")
+LLM_OPTIONS = ("mode", "template", "device", "max_new_tokens")
+
+
 @dataclass(frozen=True)
 class Scorer:
-    kind: str  # builtin | function | reward_model
+    kind: str  # one of KINDS
     source: str  # builtin name, "module:function", or a model path / hub id
     name: str  # the metric is eval_judge/<name>
     weight: float = 1.0
+    # an LLM judge's (llm_judge.py): pairwise | grade, its template, where it runs, its verdict's length
+    mode: str = "pairwise"
+    template: str | None = None
+    device: str | None = None
+    max_new_tokens: int = 512
 
 
 def parse_scorer(where: str, raw: Any) -> Scorer:
-    """A spec entry (`builtin:verifiable`, `pkg.mod:fn`, a model path, or a mapping with
-    `builtin`/`function`/`reward_model` and optional `weight`, `name`) as a Scorer; checks the form only."""
-    weight, name = 1.0, None
+    """A spec entry (`builtin:verifiable`, `pkg.mod:fn`, `llm:<model>`, a model path, or a mapping
+    with one of KINDS and optional `weight`, `name`, and an LLM judge's options) as a Scorer;
+    checks the form only."""
+    weight, name, options = 1.0, None, {}
     if isinstance(raw, dict):
-        kinds = [k for k in ("builtin", "function", "reward_model") if k in raw]
-        extra = set(raw) - {"builtin", "function", "reward_model", "weight", "name"}
+        kinds = [k for k in KINDS if k in raw]
+        allowed = {*KINDS, "weight", "name", *(LLM_OPTIONS if kinds == ["llm"] else ())}
+        extra = set(raw) - allowed
         if len(kinds) != 1 or extra:
             raise ScorerError(
                 where,
-                f"needs exactly one of builtin, function, reward_model (and optional weight, name); got {sorted(raw)}",
+                f"needs exactly one of {', '.join(KINDS)} (and optional weight, name; an llm judge also "
+                f"{', '.join(LLM_OPTIONS)}); got {sorted(raw)}",
             )
         kind, source = kinds[0], raw[kinds[0]]
         weight, name = raw.get("weight", 1.0), raw.get("name")
+        options = {k: raw[k] for k in LLM_OPTIONS if k in raw}
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
             raise ScorerError(f"{where}.weight", f"must be a number, got {weight!r}")
         if name is not None and not (isinstance(name, str) and re.fullmatch(r"[\w.-]+", name)):
@@ -110,8 +128,14 @@ def parse_scorer(where: str, raw: Any) -> Scorer:
     else:
         source = raw
         kind = None
+        if isinstance(raw, str) and raw.startswith("llm:"):
+            kind, source = "llm", raw.removeprefix("llm:")
     if not isinstance(source, str) or not source.strip():
-        raise ScorerError(where, f"must be builtin:<name>, module:function or a reward model path, got {source!r}")
+        raise ScorerError(
+            where, f"must be builtin:<name>, module:function, llm:<model> or a reward model path, got {source!r}"
+        )
+    if kind == "llm":
+        return _llm_scorer(where, source, weight, name, options)
     if source.startswith("builtin:"):
         kind, source = "builtin", source.removeprefix("builtin:")
         if source not in BUILTIN_SCORERS:
@@ -133,6 +157,22 @@ def parse_scorer(where: str, raw: Any) -> Scorer:
             else Path(source.rstrip("/")).name
         )
     return Scorer(kind, source, name, float(weight))
+
+
+def _llm_scorer(where: str, source: str, weight: float, name: str | None, options: dict) -> Scorer:
+    mode = options.get("mode", "pairwise")
+    if mode not in MODES:
+        raise ScorerError(f"{where}.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    for key in ("template", "device"):
+        if key in options and not (isinstance(options[key], str) and options[key].strip()):
+            raise ScorerError(f"{where}.{key}", f"must be a non-empty string, got {options[key]!r}")
+    default_tokens = 32 if source == "builtin:judge" else 512  # builtin:judge writes a line of reasons
+    tokens = options.get("max_new_tokens", default_tokens)
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ScorerError(f"{where}.max_new_tokens", f"must be a whole number >= 1, got {tokens!r}")
+    if name is None:
+        name = "llm_" + ("judge" if source.startswith("builtin:") else Path(source.rstrip("/")).name)
+    return Scorer("llm", source, name, float(weight), mode, options.get("template"), options.get("device"), tokens)
 
 
 def check_scorer(where: str, scorer: Scorer, import_paths: list[str]) -> None:
@@ -163,6 +203,32 @@ def check_scorer(where: str, scorer: Scorer, import_paths: list[str]) -> None:
         labels = len(id2label) if isinstance(id2label, dict) and id2label else config.get("num_labels", 2)
         if labels != 1:
             raise ScorerError(where, f"{scorer.source} has {labels} labels; a reward model has one (num_labels=1)")
+    elif scorer.kind == "llm":
+        check_llm_judge(where, scorer)
+
+
+def check_llm_judge(where: str, scorer: Scorer) -> None:
+    """An LLM judge is a builtin model or a causal LM (a directory or a hub id), and its
+    template has the slots its mode fills."""
+    if scorer.source.startswith("builtin:"):
+        if scorer.source.removeprefix("builtin:") not in BUILTIN_MODELS:
+            raise ScorerError(
+                where,
+                f"unknown builtin judge {scorer.source!r}; valid: {', '.join(f'builtin:{m}' for m in BUILTIN_MODELS)}",
+            )
+    else:
+        config = _reward_model_config(where, scorer.source, "judge model")
+        archs = (config or {}).get("architectures") or []
+        if config is not None and not any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+            raise ScorerError(
+                where,
+                f"{scorer.source} is not a causal language model (its architectures are {archs or 'not given'}); "
+                "an llm judge writes its verdict: an AutoModelForCausalLM",
+            )
+    try:
+        read_template(scorer.template, scorer.mode, scorer.source)
+    except TemplateError as e:
+        raise ScorerError(f"{where}.template", str(e)) from None
 
 
 def check_functions(scorers: list[Scorer], import_paths: list[str]) -> None:
@@ -198,14 +264,15 @@ def load_function(source: str, import_paths: list[str], where: str = "judge.scor
     return fn
 
 
-def _reward_model_config(where: str, source: str) -> dict | None:
+def _reward_model_config(where: str, source: str, what: str = "reward model") -> dict | None:
+    """A local model's config.json, or a hub id's from the local cache (None where not cached)."""
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ScorerError(where, f"{source} is a directory without config.json: not a model")
         return _config_mapping(where, source, path / "config.json")
     if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
-        raise ScorerError(where, f"reward model {source!r}: no such directory, and not a hub id (org/name)")
+        raise ScorerError(where, f"{what} {source!r}: no such directory, and not a hub id (org/name)")
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(source, "config.json")
@@ -229,7 +296,7 @@ def probe(scorers: list[Scorer], rows, import_paths: list[str]) -> None:
     (or None) per completion is refused before anything trains."""
     sample = rows.select(range(min(2, len(rows))))
     for i, scorer in enumerate(scorers):
-        if scorer.kind == "reward_model":
+        if scorer.kind in ("reward_model", "llm"):  # models: checked as they load
             continue
         where = f"judge.scorers[{i}]"
         try:

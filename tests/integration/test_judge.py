@@ -51,6 +51,7 @@ def _model_dir(tmp_path: Path, name: str, config: str) -> Path:
 
 def _bad_scorer_cases(tmp_path: Path, tiny_model_path: Path):
     (tmp_path / "scorers_ok.py").write_text("def no_completions(prompts, answer):\n    return [1.0] * len(prompts)\n")
+    (tmp_path / "no_slots.txt").write_text("Grade this: {question}")  # found beside the spec
     return [
         ("missing module", ["no_such_module:grade"], "judge.scorers[0]", "cannot import 'no_such_module'"),
         ("missing function", ["scorers_ok:nothing_here"], "judge.scorers[0]", "has no function 'nothing_here'"),
@@ -77,6 +78,37 @@ def _bad_scorer_cases(tmp_path: Path, tiny_model_path: Path):
         ),
         ("unknown builtin", ["builtin:exactish"], "judge.scorers[0]", "valid: builtin:verifiable"),
         ("no scorer", [], "judge.scorers", "needs at least one scorer"),
+        ("llm judge: no such model", ["llm:./no/such/judge"], "judge.scorers[0]", "judge model './no/such/judge'"),
+        (
+            "llm judge: unknown builtin",
+            ["llm:builtin:oracle"],
+            "judge.scorers[0]",
+            "valid: builtin:tiny, builtin:judge",
+        ),
+        (
+            "llm judge: a reward model",
+            [{"llm": str(_model_dir(tmp_path, "rm", '{"architectures": ["LlamaForSequenceClassification"]}'))}],
+            "judge.scorers[0]",
+            "is not a causal language model",
+        ),
+        (
+            "llm judge: unknown mode",
+            [{"llm": "builtin:judge", "mode": "rank"}],
+            "judge.scorers[0].mode",
+            "pairwise, grade",
+        ),
+        (
+            "llm judge: template without the answer slots",
+            [{"llm": "builtin:judge", "mode": "grade", "template": "no_slots.txt"}],
+            "judge.scorers[0].template",
+            "lacks the slot(s) {answer}",
+        ),
+        (
+            "llm judge: template not there",
+            [{"llm": "builtin:judge", "template": "missing.txt"}],
+            "judge.scorers[0].template",
+            "cannot read template",
+        ),
     ]
 
 
@@ -136,6 +168,14 @@ def test_bad_scorer_ends_the_run_with_one_line_before_anything_is_written(tmp_pa
     )
     proc = run_cli("plan", missing, cwd=tmp_path)  # offline validation: no user code runs
     assert proc.returncode == 0 and "imported when the sweep runs" in proc.stdout, proc.stderr
+    (tmp_path / "pairwise.txt").write_text("Which is better, {answer_a} or {answer_b}?")
+    no_question = small_spec(
+        "bad_llm", judge={"prompts": 8, "scorers": [{"llm": "builtin:judge", "template": "pairwise.txt"}]}
+    )
+    proc = run_cli("run", str(write_spec(tmp_path / "bad_llm.yaml", no_question)), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith("error: judge.scorers[0].template: template ") and "{question}" in proc.stderr
+    assert not (tmp_path / "results").exists()
     proc = run_cli("plan", missing, "--import-scorers", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "judge.scorers[0]: module 'scorers_bad' has no function 'nope'" in proc.stderr
@@ -376,3 +416,106 @@ def test_paired_stopping_stops_the_trial_whose_answers_are_worse_in_a_sweep(tmp_
     assert slow.data.metrics["global_step"] < 18 and "eval_judge/score" in slow.data.metrics
     with pytest.raises(SpecError, match=r"^scheduler.type: paired compares trials' judged answers"):
         parse_spec({**spec, "judge": {**spec["judge"], "when": "end"}})
+
+
+@pytest.fixture(scope="session")
+def judge_model(sweep_env, tiny_model_path):
+    """builtin:judge (builtin:tiny fine-tuned to judge its tasks), built once per session."""
+    from filelock import FileLock
+
+    from sweep.builtin import builtin_model_path
+
+    with FileLock(str(sweep_env / "build.lock")):
+        return builtin_model_path("judge", log=lambda *_: None)
+
+
+def _held_out(n: int) -> list[dict]:
+    from sweep.builtin import BUILTIN_DATASETS
+
+    return [json.loads(line) for line in open(BUILTIN_DATASETS["prefs"] / "test.jsonl")][:n]
+
+
+def test_the_llm_judge_reads_both_orders_ties_disagreements_and_counts_unparseable_verdicts(judge_model):
+    """Real verdicts of builtin:judge, asked twice per prompt with the answers swapped."""
+    from sweep.trial.judge import judge_answers
+    from sweep.trial.llm_judge import pairwise_outcome, parse_verdict
+    from sweep.trial.scorers import parse_scorer
+
+    rows = _held_out(48)
+    prompts = [r["prompt"] for r in rows]
+    right = [r["chosen"][-1]["content"] for r in rows]
+    other = [r["rejected"][-1]["content"] for r in rows]
+    judge = parse_scorer("s", "llm:builtin:judge")
+    said = judge_answers(judge, prompts, right, other, "cpu", batch_size=16)
+    for score, raw, row in zip(said.scores, said.raw, rows, strict=True):
+        first, second = raw.removeprefix("trial as A: ").split(" | trial as B: ")
+        # the score is the two orders' verdicts combined: agreeing ones decide, disagreeing ones tie
+        assert score == pairwise_outcome(parse_verdict("pairwise", first), parse_verdict("pairwise", second))
+        if row["flaw"] == "rambling":  # what this judge was trained to see: the right answer beats a hedged one
+            assert score == 1.0, raw
+    verdicts = [[parse_verdict("pairwise", v) for v in raw.split(" | ")] for raw in said.raw]
+    # the same letter in both orders: the judge preferred a position, not an answer
+    disagreeing = [s for s, (x, y) in zip(said.scores, verdicts) if x == y and x in ("A", "B")]
+    assert disagreeing and set(disagreeing) == {0.5}, said.raw
+    # the base model against itself is a tie, without asking the judge
+    assert judge_answers(judge, prompts, right, None, "cpu", 16).scores == [0.5] * len(rows)
+    # a verdict cut short is unparseable: no score, never guessed
+    cut = parse_scorer("s", {"llm": "builtin:judge", "max_new_tokens": 4})
+    assert judge_answers(cut, prompts[:8], right[:8], other[:8], "cpu", 8).scores == [None] * 8
+    grades = judge_answers(
+        parse_scorer("s", {"llm": "builtin:judge", "mode": "grade"}), prompts, other, None, "cpu", 16
+    )
+    hedged = [g for g, row in zip(grades.scores, rows) if row["flaw"] == "rambling"]
+    assert hedged and all(g == 6.0 for g in hedged), grades.raw
+
+
+def test_a_trial_judged_by_an_llm_logs_win_rate_length_control_unparsed_and_verdicts(
+    tmp_path, tiny_model_path, judge_model
+):
+    from sweep.record import tracking
+    from sweep.trial.llm_judge import length_controlled_win_rate
+    from sweep.trial.run import TrialContext, run_trial
+
+    raw = small_spec(
+        "llm_judged",
+        axes={"beta": [0.1]},
+        train={"max_steps": 6, "eval_steps": 6},
+        judge={
+            "prompts": 16,
+            "max_new_tokens": 16,
+            "scorers": [
+                "llm:builtin:judge",
+                {"llm": "builtin:judge", "mode": "grade", "name": "grade", "weight": 0},
+                {"llm": "builtin:judge", "max_new_tokens": 4, "name": "cut", "weight": 0},
+            ],
+        },
+        metric="eval_judge/llm_judge",
+    )
+    spec = parse_spec(raw, source=str(tmp_path / "llm_judged.yaml"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = tracking.ensure_experiment(uri, "llm_judged", tmp_path / "artifacts")
+    parent = tracking.start_parent_run(uri, experiment, spec)
+    ctx = TrialContext(
+        spec=spec,
+        model_path=str(tiny_model_path),
+        tracking_uri=uri,
+        experiment_id=experiment,
+        parent_run_id=parent,
+        cache_dir=str(tmp_path / "cache"),
+        import_paths=spec.import_paths(),
+    )
+    final = run_trial(ctx, {"beta": 0.1})
+    c = tracking.client(uri)
+    (run,) = tracking.trial_runs(tracking.SweepRun(uri, experiment, parent))
+    table = _table(c, run.info.run_id, "judge/step-000006.json")
+    assert len(table) == 16 and table["llm_judge_verdict"].str.contains("trial as B").all()
+    assert final["eval_judge/llm_judge"] == pytest.approx(table["llm_judge"].mean())
+    assert final["eval_judge/grade"] == pytest.approx(table["grade"].mean())
+    outcomes = [None if pd.isna(v) else v for v in table["llm_judge"]]
+    lc = length_controlled_win_rate(outcomes, list(table["length"]), list(table["base_length"]))
+    assert final["eval_judge/llm_judge_lc"] == pytest.approx(lc)
+    assert final["eval_judge/cut_unparsed"] == 16 and "eval_judge/cut" not in final  # counted, not guessed
+    assert final["eval_judge/llm_judge_unparsed"] == table["llm_judge"].isna().sum()
+    # the base model's grades are on the parent, once; against itself it ties
+    base = c.get_run(parent).data.metrics
+    assert base["base_judge/llm_judge"] == 0.5 and 1 <= base["base_judge/grade"] <= 10
