@@ -275,3 +275,42 @@ def _build_judge(out: Path, log) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "sweep_recipe.json").write_text(json.dumps({"tiny": RECIPE, "judge": JUDGE_RECIPE}, indent=2))
+
+
+BUILTIN_HARNESS_TASKS = ("prefs_choice",)
+
+
+def harness_task_folder(name: str) -> Path:
+    """`builtin:<name>` as an lm-evaluation-harness task folder (YAML + data file), written once
+    into the cache: the held-out prompts of the builtin tasks as multiple choice, the right
+    answer among the words the prompt offers, scored by log-likelihood (`acc`)."""
+    import re
+
+    if name not in BUILTIN_HARNESS_TASKS:
+        raise ValueError(f"unknown builtin task {name!r}; choose from {', '.join(BUILTIN_HARNESS_TASKS)}")
+    source = BUILTIN_DATASETS["prefs"] / "test.jsonl"
+    folder = cache_root() / f"harness-{name}-{hashlib.sha256(source.read_bytes()).hexdigest()[:12]}"
+    if (folder / f"{name}.yaml").exists():
+        return folder
+    rows = []
+    for r in map(json.loads, open(source)):
+        question = r["prompt"][-1]["content"]
+        offered = re.search(r"[:,] (\S+) or (\S+)\?$", question)
+        choices = list(offered.groups()) if offered else question.split(": ", 1)[1].split()
+        rows.append({"question": question, "choices": choices, "gold": choices.index(r["answer"])})
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "test.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data))}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{question}}"\n'
+        'doc_to_choice: "{{choices}}"\n'
+        "doc_to_target: gold\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "metadata:\n  version: 1.0\n"
+    )
+    return folder

@@ -22,7 +22,7 @@ from ..record import dataset_inputs, tracking
 from ..runtime import cluster, startup
 from ..spec.load import SweepSpec
 from ..spec.points import point_id, point_of_config
-from ..trial import model
+from ..trial import harness, model
 from ..trial.configs import ConfigCheck
 from ..trial.mlflow_run import TrialContext
 from ..trial.run import FINAL, run_trial
@@ -91,6 +91,8 @@ def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), log=print) ->
     n_trials = spec.num_trials()
     log(f"sweep {spec.name}: {n_trials} trials ({spec.search.method}), model {spec.model}, dataset {spec.dataset.path}")
     address, verbose = options.address, options.verbose
+    if spec.harness.tasks:
+        harness.check(spec.harness)  # lm-eval's task index: seconds, so only where the spec has tasks
     cluster.check_reachable(address)  # before anything starts: joining a dead address would wait forever
     configs = ConfigCheck(spec)  # every point's configs built aside while Ray starts
     # On a cluster, trials may have CUDA where the driver has none: `auto` may quantize there.

@@ -25,3 +25,10 @@ def log_base(uri: str, parent_run_id: str, metrics: dict[str, float], table, log
         return
     log_metrics(uri, parent_run_id, metrics, 0)
     c.log_table(parent_run_id, data=table, artifact_file=BASE_TABLE)
+
+
+def log_base_scores(uri: str, parent_run_id: str, metrics: dict[str, float]) -> None:
+    """The base model's scores on the parent run (the harness's), unless there already."""
+    c = client(uri)
+    if metrics and not set(metrics) <= set(c.get_run(parent_run_id).data.metrics):
+        log_metrics(uri, parent_run_id, metrics, 0)

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ..spec.schema import DEFAULT_METRIC
+from ..trial.harness import WORST
 from ..trial.judge import LENGTH, SCORE
 
 PROXY, JUDGED = DEFAULT_METRIC, SCORE  # the implicit-reward proxy and the judged generations
@@ -21,12 +22,15 @@ def finished(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def objectives_for(df: pd.DataFrame, metric: str, mode: str) -> dict[str, str]:
-    """The trade-off a report shows by default: the ranking metric its way, and the judged
-    answers' length, shorter better (preference tuning's known drift to longer answers), where
-    the trials have it. {column: "max" or "min"}."""
+    """The trade-off a report shows by default: the ranking metric its way, the judged answers'
+    length, shorter better (preference tuning's known drift to longer answers), and the worst
+    benchmark difference from the base model, higher better, where the trials have them.
+    {column: "max" or "min"}."""
     chosen = {metric: mode}
     if LENGTH in df and LENGTH != metric and df[LENGTH].notna().any():
         chosen[LENGTH] = "min"
+    if WORST in df and WORST != metric and df[WORST].notna().any():
+        chosen[WORST] = "max"  # the benchmark task lost most on, against the base model
     return chosen
 
 

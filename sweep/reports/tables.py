@@ -22,6 +22,7 @@ from ..compat.mlflow_internals import metric_histories
 from ..errors import SpecError, unknown
 from ..record import tracking
 from ..record.store import Sweep, SweepNotFound, find_run
+from ..trial import harness
 from ..trial.judge import BASE_PREFIX, LENGTH, SCORE, WIN_RATE
 from .importance import axis_importance, describe
 from .statistics import (
@@ -39,6 +40,8 @@ SUMMARY_METRICS = [
     SCORE,
     WIN_RATE,
     LENGTH,
+    harness.WORST,
+    harness.REGRESSED,
     "eval_rewards/accuracies",
     "eval_rewards/margins",
     "eval_margin/beta",
@@ -228,10 +231,18 @@ class Findings:
             lines.append(f"{n_bad} trial(s) did not finish (status FAILED/KILLED/RUNNING); they are ranked last.")
         if n_stopped:
             lines.append(f"{n_stopped} trial(s) stopped early by the scheduler, ranked by their last {self.metric}.")
+        if harness.REGRESSED in df and (df[harness.REGRESSED] == 1).any():
+            lost = df[df[harness.REGRESSED] == 1]
+            named = ", ".join(f"{t} ({w:+.3g})" for t, w in zip(lost["trial"], lost[harness.WORST]))
+            lines.append(
+                f"{len(lost)} trial(s) fell below the base model by more than harness.margin on a benchmark "
+                f"task ({harness.WORST}): {named}."
+            )
         return lines
 
     def base_line(self) -> str:
         shown = ", ".join(f"{k.removeprefix(BASE_PREFIX)}={v:.4g}" for k, v in sorted(self.base.items()))
+        shown = shown.replace(harness.BASE_PREFIX, harness.PREFIX)
         return f"the base model (adapter off) on the same prompts: {shown}" if self.base else ""
 
 
@@ -256,7 +267,7 @@ def findings(sweep: Sweep, metric: str | None = None, objectives: dict[str, str]
         verdict=separability(df, repeats, sweep.axes, metric, sweep.mode),
         agreement=proxy_vs_judge(df),
         importance=axis_importance(df, sweep.axes, metric, sweep.mode),
-        base={k: v for k, v in sweep.parent.data.metrics.items() if k.startswith(BASE_PREFIX)},
+        base={k: v for k, v in sweep.parent.data.metrics.items() if k.startswith((BASE_PREFIX, harness.BASE_PREFIX))},
         objectives=objectives,
         front=pareto_front(df, objectives),
     )

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..builtin import BUILTIN_DATASETS, BUILTIN_MODELS
+from ..builtin import BUILTIN_DATASETS, BUILTIN_HARNESS_TASKS, BUILTIN_MODELS
 from ..data import check_source
 from ..errors import SpecError, unknown
 from ..trial import scorers as scoring
@@ -240,3 +240,29 @@ def validate_judge(spec: SweepSpec) -> None:
                 f"scheduler {spec.scheduler.type} ranks trials by {spec.metric} at every "
                 "evaluation: judge at every evaluation (when: eval)",
             )
+
+
+def validate_harness(spec: SweepSpec) -> None:
+    """What the spec alone says of its harness tasks: lm-eval is installed (the `harness`
+    extra), builtin tasks exist, `include` folders are there. The task names are checked
+    against lm-eval's index before Ray starts (trial/harness.py)."""
+    import importlib.util
+
+    if not spec.harness.tasks:
+        return
+    if importlib.util.find_spec("lm_eval") is None:
+        raise SpecError(
+            "harness.tasks",
+            "lm-evaluation-harness is not installed; install the harness extra: pip install -e '.[harness]'",
+        )
+    for i, task in enumerate(spec.harness.tasks):
+        name = task.task.removeprefix("builtin:")
+        if task.task.startswith("builtin:") and name not in BUILTIN_HARNESS_TASKS:
+            valid = [f"builtin:{t}" for t in BUILTIN_HARNESS_TASKS]
+            raise SpecError(f"harness.tasks[{i}].task", unknown("builtin task", task.task, valid, None))
+        if task.include:  # beside the spec, then the working directory; absolute: trials run elsewhere
+            beside = [Path(p) / task.include for p in spec.import_paths()]
+            folder = next((f for f in beside if f.is_dir()), Path(task.include).expanduser())
+            if not folder.is_dir():
+                raise SpecError(f"harness.tasks[{i}].include", f"{task.include} is not a folder (of task YAMLs)")
+            task.include = str(folder.resolve())

@@ -39,18 +39,13 @@ from .checks import (
     config_fields,
     normalise_quantization,
     validate_dataset,
+    validate_harness,
     validate_judge,
     validate_model,
 )
+from .locations import choices_at, fields_at
 from .overrides import apply_overrides
-from .schema import (
-    SPEC,
-    USER_FIELDS,
-    DatasetSpec,
-    SweepSpec,
-    choices_at,
-    fields_at,
-)
+from .schema import SPEC, USER_FIELDS, DatasetSpec, SweepSpec
 
 # Fields sweep sets itself for every trial; a spec setting them would be ignored or break tracking.
 RESERVED_TRAIN_FIELDS = ("output_dir", "report_to", "run_name", "logging_dir", "hub_token", "push_to_hub")
@@ -176,6 +171,7 @@ def _validate(spec: SweepSpec) -> SweepSpec:
             "trials count against it; limit concurrency with resources instead",
         )
     validate_judge(spec)
+    validate_harness(spec)
     if not spec.model.strip():
         raise SpecError("model", "must not be empty; e.g. builtin:tiny or a hub id")
     validate_model(spec.model)

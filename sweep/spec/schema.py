@@ -17,14 +17,12 @@ import itertools
 import json
 import math
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, WithJsonSchema
 from pydantic.dataclasses import dataclass
-from typing_extensions import TypedDict, is_typeddict
+from typing_extensions import TypedDict
 
 CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
 DEFAULT_METRIC = "eval_rewards/accuracies"
@@ -223,6 +221,31 @@ class Judge:
     seed. Default greedy."""
 
 
+@dataclass(config=CONFIG)
+class HarnessTask:
+    task: NonEmpty
+    """An lm-evaluation-harness task: a name lm-eval knows (hub tasks need the hub), one defined
+    in `include`'s folder, or `builtin:prefs_choice` (the builtin tasks as multiple choice)."""
+    include: NonEmpty | None = None
+    """A local folder of task YAMLs and their data files (lm-eval's include_path)."""
+    limit: Annotated[Int, Field(ge=1)] | None = None
+    """Documents evaluated, the first N (None: all)."""
+
+
+@dataclass(config=CONFIG)
+class Harness:
+    tasks: list[HarnessTask] = dataclasses.field(default_factory=list)
+    """Tasks run on each trial's policy at its end (adapter on, in memory) and once on the base
+    model, logged as harness/<task>/<metric> and its difference from the base. Needs the
+    `harness` extra (pip install -e '.[harness]')."""
+    chat_template: Bool = False
+    """Ask through the model's chat template (lm-eval's apply_chat_template)."""
+    batch_size: Annotated[Int, Field(ge=1)] = 16
+    """lm-eval's batch size."""
+    margin: Annotated[Float, Field(ge=0)] = 0.02
+    """`report` flags a trial that fell more than this below the base model on any task metric."""
+
+
 AXES_SCHEMA = {
     "type": "object",
     "additionalProperties": {
@@ -303,6 +326,8 @@ class SweepSpec:
     """Generations logged by every trial at its end, for side-by-side reading."""
     judge: _section(Judge) = dataclasses.field(default_factory=Judge)  # type: ignore[valid-type]
     """Judged generations: the trials' answers to held-out prompts, scored, as `eval_judge/*` metrics."""
+    harness: _section(Harness) = dataclasses.field(default_factory=Harness)  # type: ignore[valid-type]
+    """Benchmark regression: lm-evaluation-harness tasks on each trial's policy and the base model."""
     source: str | None = None
     """Path of the YAML file the spec came from (set by `load_spec`)."""
     overrides: tuple[str, ...] = ()
@@ -366,54 +391,3 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "sweep spec"
     return schema
-
-
-# ---- reading a location of the schema (for error messages) -----------------------------
-
-
-def annotation_at(loc: typing.Sequence[Any]) -> Any:
-    """The type annotation at a pydantic error location (None where the schema is open)."""
-    annotation: Any = SweepSpec
-    loc = [p for i, p in enumerate(loc) if loc[i + 1 : i + 2] != ("[key]",) and loc[i + 1 : i + 2] != ["[key]"]]
-    for part in loc:
-        annotation = _unwrap(annotation)
-        if dataclasses.is_dataclass(annotation) or is_typeddict(annotation):
-            annotation = typing.get_type_hints(annotation, include_extras=True).get(part)
-        elif typing.get_origin(annotation) is dict:
-            key, value = typing.get_args(annotation)
-            annotation = key if part == "[key]" else value
-        elif typing.get_origin(annotation) is list and isinstance(part, int):
-            annotation = typing.get_args(annotation)[0]
-        else:
-            return None
-    return _unwrap(annotation)
-
-
-def fields_at(loc: typing.Sequence[Any]) -> list[str]:
-    """The field names a section at `loc` takes."""
-    annotation = annotation_at(loc)
-    if annotation is SweepSpec:
-        return USER_FIELDS
-    if dataclasses.is_dataclass(annotation) or is_typeddict(annotation):
-        return list(typing.get_type_hints(annotation))
-    return []
-
-
-def choices_at(loc: typing.Sequence[Any]) -> list[Any]:
-    """The values a Literal field at `loc` takes ([] where it is not one)."""
-    annotation = annotation_at(loc)
-    return list(typing.get_args(annotation)) if typing.get_origin(annotation) is Literal else []
-
-
-def _unwrap(annotation: Any) -> Any:
-    """`Annotated[X, ...]` and `X | None` as X."""
-    while True:
-        if typing.get_origin(annotation) is Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                return annotation
-            annotation = args[0]
-        else:
-            return annotation

@@ -27,11 +27,11 @@ from typing import Any
 from .. import secrets
 from ..compat.hf_internals import planned_rows_usable, shared_reference_usable
 from ..data import load_preference_data
-from ..record import logged_models, tracking
+from ..record import judge_tables, logged_models, tracking
 from ..runtime import planned_rows, shared_cache, startup
 from ..spec.axes import validate_point
 from ..spec.points import point_id
-from . import kept_model, mlflow_run
+from . import harness, kept_model, mlflow_run
 from .configs import build_configs
 from .evaluation import PairedEval, generate_samples
 from .judge import Judge, held_out_rows
@@ -239,6 +239,13 @@ def _train(ctx: TrialContext, configs: tuple, attempt: Attempt) -> dict[str, flo
         last_eval = max((h["step"] for h in trainer.state.log_history if "eval_loss" in h), default=-1)
         if last_eval != trainer.state.global_step:  # always finish on a held-out measurement
             trainer.evaluate()
+        if spec.harness.tasks:  # benchmark regression, on the policy in memory
+            with trainer.accelerator.autocast():
+                measured = harness.run(
+                    trainer.model, tokenizer, spec.harness, Path(ctx.cache_dir or spec.results_path("cache")),
+                    on_base=lambda base: _log_base(ctx, {harness.BASE_PREFIX + k: v for k, v in base.items()}),
+                )  # fmt: skip
+            callbacks[0].on_log(trainer.args, trainer.state, trainer.control, logs=measured)
         if spec.samples.prompts and run_id is not None:
             with trainer.accelerator.autocast():  # the training step's precision (see Evaluations.log)
                 _log_samples(ctx, run_id, trainer.model, tokenizer, data["eval"])
@@ -262,6 +269,12 @@ def _log_samples(ctx, run_id, model, tokenizer, pairs) -> None:
     prompts = pairs.select(range(min(samples.prompts, len(pairs))))["prompt"]
     table = generate_samples(model, tokenizer, prompts, samples.max_new_tokens)
     tracking.client(ctx.store_uri()).log_table(run_id, data=table, artifact_file=tracking.SAMPLES)
+
+
+def _log_base(ctx: TrialContext, metrics: dict[str, float]) -> None:
+    """The base model's scores on the sweep's parent run, once."""
+    if ctx.store_uri() and ctx.parent_run_id:
+        judge_tables.log_base_scores(ctx.store_uri(), ctx.parent_run_id, metrics)
 
 
 def _judge(ctx: TrialContext, tokenizer, run_id: str | None):

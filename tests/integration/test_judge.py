@@ -519,3 +519,62 @@ def test_a_trial_judged_by_an_llm_logs_win_rate_length_control_unparsed_and_verd
     # the base model's grades are on the parent, once; against itself it ties
     base = c.get_run(parent).data.metrics
     assert base["base_judge/llm_judge"] == 0.5 and 1 <= base["base_judge/grade"] <= 10
+
+
+def test_the_harness_scores_a_trial_and_the_base_as_lm_eval_does_directly(tmp_path, tiny_model_path):
+    """lm-evaluation-harness on the trial's policy (adapter on, in memory) and once on the base
+    model; the same scores as `lm_eval.simple_evaluate` on the saved adapter and the base model."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sweep.builtin import harness_task_folder
+    from sweep.record import tracking
+    from sweep.trial.run import TrialContext, run_trial
+
+    raw = small_spec(
+        "harnessed",
+        axes={"beta": [0.1]},
+        train={"max_steps": 12, "eval_steps": 12, "learning_rate": 2e-3},
+        harness={"tasks": [{"task": "builtin:prefs_choice", "limit": 60}], "chat_template": True, "margin": 0.0},
+        save="all",
+    )
+    spec = parse_spec(raw, source=str(tmp_path / "harnessed.yaml"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = tracking.ensure_experiment(uri, "harnessed", tmp_path / "artifacts")
+    parent = tracking.start_parent_run(uri, experiment, spec)
+    ctx = TrialContext(
+        spec, str(tiny_model_path), uri, experiment, parent, str(tmp_path / "trials"), cache_dir=str(tmp_path / "cache")
+    )
+    final = run_trial(ctx, {"beta": 0.1})
+    (adapter,) = (tmp_path / "trials").glob(f"*/{tracking.ADAPTER}")
+
+    def direct(model) -> float:
+        results = lm_eval.simple_evaluate(
+            model=HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(tiny_model_path), batch_size=16),
+            tasks=["prefs_choice"],
+            task_manager=TaskManager(include_path=str(harness_task_folder("prefs_choice")), include_defaults=False),
+            limit=60,
+            apply_chat_template=True,
+        )
+        return results["results"]["prefs_choice"]["acc,none"]
+
+    base_model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    base = direct(base_model)
+    trial = direct(PeftModel.from_pretrained(base_model, str(adapter)).eval())
+    assert final["harness/prefs_choice/acc"] == pytest.approx(trial)
+    assert tracking.client(uri).get_run(parent).data.metrics["base_harness/prefs_choice/acc"] == pytest.approx(base)
+    assert final["harness/prefs_choice/acc/vs_base"] == pytest.approx(trial - base)
+    assert final["harness/worst_vs_base"] == pytest.approx(trial - base)
+    assert final["harness/regressed"] == float(trial - base < 0)  # margin 0: any loss is flagged
+    assert len(list((tmp_path / "cache").glob("harness-*.json"))) == 1  # the base scored once for the sweep
+
+
+def test_a_harness_task_lm_eval_does_not_know_is_one_line_before_ray_starts(tmp_path):
+    spec_file = write_spec(tmp_path / "unknown.yaml", small_spec("unknown", harness={"tasks": [{"task": "gsm8kk"}]}))
+    proc = run_cli("run", str(spec_file), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith("error: harness.tasks[0].task: unknown lm-eval task 'gsm8kk'; did you mean 'gsm8k'?")
+    assert not (tmp_path / "results").exists()

@@ -42,3 +42,27 @@ def test_a_data_path_this_machine_cannot_use_is_named_before_anything_runs(tmp_p
     spec = parse_spec(small_spec("data", dataset={"path": str(tmp_path / "missing.jsonl")}))
     assert [field for field, _ in unusable_inputs(spec)] == ["dataset.path"]
     assert unusable_inputs(parse_spec(small_spec("ok"))) == []
+
+
+def test_bad_harness_entries_name_the_field(tmp_path, monkeypatch):
+    import importlib.util
+
+    def refused(harness: dict) -> SpecError:
+        with pytest.raises(SpecError) as e:
+            parse_spec(small_spec("h", harness=harness), source=str(tmp_path / "h.yaml"))
+        return e.value
+
+    e = refused({"tasks": [{"task": "builtin:prefs_choise"}]})
+    assert e.field == "harness.tasks[0].task" and "did you mean 'builtin:prefs_choice'" in str(e)
+    e = refused({"tasks": [{"task": "arc_easy", "include": "no_such_folder"}]})
+    assert e.field == "harness.tasks[0].include" and "is not a folder" in str(e)
+    (tmp_path / "tasks").mkdir()  # an include folder is found beside the spec
+    spec = parse_spec(
+        small_spec("h", harness={"tasks": [{"task": "t", "include": "tasks"}]}), source=str(tmp_path / "h.yaml")
+    )
+    assert spec.harness.tasks[0].include == str((tmp_path / "tasks").resolve())
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "lm_eval" else real_find_spec(n, *a))
+    e = refused({"tasks": [{"task": "builtin:prefs_choice"}]})
+    assert e.field == "harness.tasks" and "pip install -e '.[harness]'" in str(e)
+    monkeypatch.undo()
