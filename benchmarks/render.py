@@ -207,6 +207,52 @@ def early_stopping_judged_docs(d: dict) -> str:
     return "\n".join(rows)
 
 
+def _cell(value, fmt: str = ".3g") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def yardsticks_docs(d: dict) -> str:
+    """docs/benchmarks.md's section on every yardstick on the embedded default."""
+    flaws = {"rambling": "right but hedging", "wrong": "wrong"}
+    outcomes = ["right preferred", "tie", "other preferred", "unparseable"]
+    rows = [
+        f"{d['machine']} CPU, {d['date']} (`python benchmarks/yardsticks.py`): in an empty cache `builtin:tiny` "
+        f"built in {d['build_s']['tiny']:.0f} s and `builtin:judge` in {d['build_s']['judge']:.0f} s (once per "
+        f"machine); then `{d['command']}` ran in {d['sweep_wall_s']:.0f} s.",
+        "",
+        "What `builtin:judge` sees, asked about held-out pairs (the right answer against the rejected one, both orders):",
+        "",
+        "| the other answer | " + " | ".join(outcomes) + " |",
+        "| --- |" + " --- |" * len(outcomes),
+    ]
+    for flaw, counts in d["judge_agreement"].items():
+        rows.append(f"| {flaws.get(flaw, flaw)} | " + " | ".join(str(counts.get(o, 0)) for o in outcomes) + " |")
+    rows += [
+        "",
+        "| trial | status | `eval_judge/score` | LLM judge win rate | length-controlled | unparseable | length | "
+        "`prefs_choice` acc | worst vs base |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in d["trials"]:
+        rows.append(
+            f"| {t['loss_type']} β={t['beta']:g} | {t['status']} | {_cell(t['eval_judge/score'])} | "
+            f"{_cell(t['eval_judge/llm_judge'])} | {_cell(t['eval_judge/llm_judge_lc'])} | "
+            f"{_cell(t['eval_judge/llm_judge_unparsed'], '.0f')} | {_cell(t['eval_judge/length'])} | "
+            f"{_cell(t['harness/prefs_choice/acc'])} | {_cell(t['harness/worst_vs_base'], '+.3g')} |"
+        )
+    base = d["base_model"] or {}
+    front = d["pareto_front"] or {"objectives": {}, "trials": []}
+    named = ", ".join(f"{t['loss_type']} β={t['beta']:g}" for t in front["trials"])
+    rows += [
+        "",
+        f"The base model: `eval_judge/score` {_cell(base.get('base_judge/score'))}, `prefs_choice` acc "
+        f"{_cell(base.get('base_harness/prefs_choice/acc'))}. The Pareto front over "
+        + ", ".join(f"`{k}` ({'higher' if v == 'max' else 'lower'} better)" for k, v in front["objectives"].items())
+        + f": {named}.",
+    ]
+    return "\n".join(rows)
+
+
 # A region `<!-- NAME: begin -->` ... `<!-- NAME: end -->` -> {document: its rendering}; its
 # JSON is benchmarks/NAME up to a `#` (one JSON may render several regions of a document).
 RENDERERS: dict[str, dict[str, Callable[[dict], str]]] = {
@@ -216,6 +262,7 @@ RENDERERS: dict[str, dict[str, Callable[[dict], str]]] = {
     "default_sweep.json#figures": {"README.md": default_sweep_figures},
     "readers_at_scale.json": {"docs/benchmarks.md": readers_docs},
     "early_stopping_judged.json": {"docs/benchmarks.md": early_stopping_judged_docs},
+    "yardsticks.json": {"docs/benchmarks.md": yardsticks_docs},
 }
 
 

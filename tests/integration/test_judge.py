@@ -578,3 +578,35 @@ def test_a_harness_task_lm_eval_does_not_know_is_one_line_before_ray_starts(tmp_
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
     assert proc.stderr.startswith("error: harness.tasks[0].task: unknown lm-eval task 'gsm8kk'; did you mean 'gsm8k'?")
     assert not (tmp_path / "results").exists()
+
+
+def test_the_yardsticks_spec_judges_by_llm_and_harness_and_reports_the_front(tmp_path, judge_model):
+    """search_spaces/yardsticks.yaml as shipped, made smaller with --set: every trial finishes or
+    is stopped early by `paired`, summary.csv has the LLM judge's and the harness's columns, and
+    the report's Pareto front weighs the worst benchmark difference from the base model."""
+    from tests.conftest import REPO
+
+    smaller = ["axes.beta=[0.1, 10.0]", "train.max_steps=20", "train.eval_steps=10", "judge.prompts=16"]
+    smaller.append("harness.tasks=[{task: builtin:prefs_choice, limit: 40}]")
+    args = [a for s in smaller for a in ("--set", s)]
+    proc = run_cli("run", str(REPO / "search_spaces" / "yardsticks.yaml"), *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = pd.read_csv(tmp_path / "results" / "yardsticks" / "summary.csv")
+    assert len(summary) == 4 and set(summary["status"]) <= {"FINISHED", "STOPPED_EARLY"}, summary["status"]
+    finished = summary[summary["status"] == "FINISHED"]
+    for column in (
+        "eval_judge/llm_judge",
+        "eval_judge/llm_judge_lc",
+        "eval_judge/llm_judge_unparsed",
+        "harness/prefs_choice/acc",
+        "harness/prefs_choice/acc/vs_base",
+        "harness/worst_vs_base",
+    ):
+        assert column in summary and finished[column].notna().all(), column
+    report = json.loads(run_cli("report", "yardsticks", "--format", "json", cwd=tmp_path).stdout)
+    assert report["pareto_front"]["objectives"] == {
+        "eval_judge/score": "max",
+        "eval_judge/length": "min",
+        "harness/worst_vs_base": "max",
+    }
+    assert report["pareto_front"]["trials"] and "base_harness/prefs_choice/acc" in report["base_model"]
