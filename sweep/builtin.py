@@ -145,9 +145,7 @@ def _build_tokenizer(conversations: list[list[dict]]):
 
 def _build_tiny(out: Path, log) -> None:
     import torch
-    from datasets import Dataset
-    from transformers import LlamaConfig, LlamaForCausalLM, PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     keep_freed_memory()  # 700 steps of CPU training
     torch.manual_seed(RECIPE["seed"])
@@ -169,28 +167,9 @@ def _build_tiny(out: Path, log) -> None:
     model = LlamaForCausalLM(config)
 
     # Prompt-completion format: loss on the completion only.
-    sft_data = Dataset.from_list(sft_rows)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = SFTConfig(
-            output_dir=tmp,
-            max_steps=RECIPE["sft_steps"],
-            per_device_train_batch_size=RECIPE["sft_batch_size"],
-            learning_rate=RECIPE["sft_learning_rate"],
-            lr_scheduler_type="cosine",
-            warmup_steps=20,
-            max_length=64,
-            seed=RECIPE["seed"],
-            use_cpu=True,
-            bf16=False,
-            activation_checkpointing=False,
-            logging_steps=RECIPE["sft_steps"],
-            save_strategy="no",
-            report_to=[],
-            disable_tqdm=True,
-        )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=sft_data, processing_class=tokenizer)
-        trainer.remove_callback(PrinterCallback)  # our one summary line below is enough
-        result = trainer.train()
+    result = _sft(
+        model, tokenizer, sft_rows, RECIPE["sft_steps"], RECIPE["sft_batch_size"], RECIPE["sft_learning_rate"], 20, 64
+    )
     log(f"builtin:tiny SFT done: {RECIPE['sft_steps']} steps, final train loss {result.training_loss:.3f}")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
@@ -241,36 +220,14 @@ def _filled(template: str, **slots: str) -> str:
 
 
 def _build_judge(out: Path, log) -> None:
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     keep_freed_memory()
     tiny = builtin_model_path("tiny", log)
     model = AutoModelForCausalLM.from_pretrained(tiny)
     tokenizer = AutoTokenizer.from_pretrained(tiny)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = SFTConfig(
-            output_dir=tmp,
-            max_steps=JUDGE_RECIPE["steps"],
-            per_device_train_batch_size=JUDGE_RECIPE["batch_size"],
-            learning_rate=JUDGE_RECIPE["learning_rate"],
-            lr_scheduler_type="cosine",
-            warmup_steps=10,
-            max_length=160,
-            seed=RECIPE["seed"],
-            use_cpu=True,
-            bf16=False,
-            activation_checkpointing=False,
-            logging_steps=JUDGE_RECIPE["steps"],
-            save_strategy="no",
-            report_to=[],
-            disable_tqdm=True,
-        )
-        data = Dataset.from_list(_judge_rows())
-        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
-        trainer.remove_callback(PrinterCallback)
-        result = trainer.train()
+    r = JUDGE_RECIPE
+    result = _sft(model, tokenizer, _judge_rows(), r["steps"], r["batch_size"], r["learning_rate"], 10, 160)
     log(f"builtin:judge SFT done: {JUDGE_RECIPE['steps']} steps, final train loss {result.training_loss:.3f}")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -314,3 +271,33 @@ def harness_task_folder(name: str) -> Path:
         "metadata:\n  version: 1.0\n"
     )
     return folder
+
+
+def _sft(model, tokenizer, rows: list[dict], steps: int, batch: int, lr: float, warmup: int, max_length: int):
+    """Supervised fine-tuning of `model` on prompt-completion `rows` (loss on the completion
+    only), cosine schedule, on the CPU; TRL's train result."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SFTConfig(
+            output_dir=tmp,
+            max_steps=steps,
+            per_device_train_batch_size=batch,
+            learning_rate=lr,
+            lr_scheduler_type="cosine",
+            warmup_steps=warmup,
+            max_length=max_length,
+            seed=RECIPE["seed"],
+            use_cpu=True,
+            bf16=False,
+            activation_checkpointing=False,
+            logging_steps=steps,
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)  # the builder's one summary line is enough
+        return trainer.train()

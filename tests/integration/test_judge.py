@@ -186,6 +186,29 @@ def _table(c, run_id: str, path: str) -> pd.DataFrame:
     return pd.DataFrame(data["data"], columns=data["columns"])
 
 
+def _in_process_sweep(tmp_path: Path, raw: dict, model_path: Path):
+    """A sweep's parent run in a sqlite store under `tmp_path`, and the context its trials run
+    in, in this process: (context, store URI, experiment id, parent run id)."""
+    from sweep.record import tracking
+    from sweep.trial.run import TrialContext
+
+    spec = parse_spec(raw, source=str(tmp_path / f"{raw['name']}.yaml"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = tracking.ensure_experiment(uri, spec.name, tmp_path / "artifacts")
+    parent = tracking.start_parent_run(uri, experiment, spec)
+    ctx = TrialContext(
+        spec=spec,
+        model_path=str(model_path),
+        tracking_uri=uri,
+        experiment_id=experiment,
+        parent_run_id=parent,
+        trials_dir=str(tmp_path / "trials"),
+        cache_dir=str(tmp_path / "cache"),
+        import_paths=spec.import_paths(),
+    )
+    return ctx, uri, experiment, parent
+
+
 def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(
     tmp_path, tiny_model_path, reward_model, monkeypatch
 ):
@@ -474,7 +497,7 @@ def test_a_trial_judged_by_an_llm_logs_win_rate_length_control_unparsed_and_verd
 ):
     from sweep.record import tracking
     from sweep.trial.llm_judge import length_controlled_win_rate
-    from sweep.trial.run import TrialContext, run_trial
+    from sweep.trial.run import run_trial
 
     raw = small_spec(
         "llm_judged",
@@ -491,19 +514,7 @@ def test_a_trial_judged_by_an_llm_logs_win_rate_length_control_unparsed_and_verd
         },
         metric="eval_judge/llm_judge",
     )
-    spec = parse_spec(raw, source=str(tmp_path / "llm_judged.yaml"))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = tracking.ensure_experiment(uri, "llm_judged", tmp_path / "artifacts")
-    parent = tracking.start_parent_run(uri, experiment, spec)
-    ctx = TrialContext(
-        spec=spec,
-        model_path=str(tiny_model_path),
-        tracking_uri=uri,
-        experiment_id=experiment,
-        parent_run_id=parent,
-        cache_dir=str(tmp_path / "cache"),
-        import_paths=spec.import_paths(),
-    )
+    ctx, uri, experiment, parent = _in_process_sweep(tmp_path, raw, tiny_model_path)
     final = run_trial(ctx, {"beta": 0.1})
     c = tracking.client(uri)
     (run,) = tracking.trial_runs(tracking.SweepRun(uri, experiment, parent))
@@ -532,7 +543,7 @@ def test_the_harness_scores_a_trial_and_the_base_as_lm_eval_does_directly(tmp_pa
 
     from sweep.builtin import harness_task_folder
     from sweep.record import tracking
-    from sweep.trial.run import TrialContext, run_trial
+    from sweep.trial.run import run_trial
 
     raw = small_spec(
         "harnessed",
@@ -541,13 +552,7 @@ def test_the_harness_scores_a_trial_and_the_base_as_lm_eval_does_directly(tmp_pa
         harness={"tasks": [{"task": "builtin:prefs_choice", "limit": 60}], "chat_template": True, "margin": 0.0},
         save="all",
     )
-    spec = parse_spec(raw, source=str(tmp_path / "harnessed.yaml"))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = tracking.ensure_experiment(uri, "harnessed", tmp_path / "artifacts")
-    parent = tracking.start_parent_run(uri, experiment, spec)
-    ctx = TrialContext(
-        spec, str(tiny_model_path), uri, experiment, parent, str(tmp_path / "trials"), cache_dir=str(tmp_path / "cache")
-    )
+    ctx, uri, _, parent = _in_process_sweep(tmp_path, raw, tiny_model_path)
     final = run_trial(ctx, {"beta": 0.1})
     (adapter,) = (tmp_path / "trials").glob(f"*/{tracking.ADAPTER}")
 
