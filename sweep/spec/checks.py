@@ -217,8 +217,11 @@ def validate_judge(spec: SweepSpec) -> None:
     except scoring.ScorerError as e:
         raise SpecError(e.where, str(e)) from None
     names = [s.name for s in scorers]
+    derived = [
+        f"{s.name}_{d}" for s in scorers if s.kind == "llm" for d in ("unparsed", "lc")[: 1 + (s.mode == "pairwise")]
+    ]
     reserved = set(scoring.TOTALS)
-    clash = next((n for n in names if names.count(n) > 1 or n in reserved), None)
+    clash = next((n for n in names if (names + derived).count(n) > 1 or n in reserved), None)
     if clash:
         raise SpecError(
             "judge.scorers",
@@ -227,7 +230,7 @@ def validate_judge(spec: SweepSpec) -> None:
         )
     j.scorers = scorers
     if spec.metric.startswith(scoring.PREFIX):
-        produced = [scoring.PREFIX + n for n in [*names, *sorted(reserved)]] if j.prompts else []
+        produced = [scoring.PREFIX + n for n in [*names, *derived, *sorted(reserved)]] if j.prompts else []
         if spec.metric not in produced:
             raise SpecError(
                 "metric",

@@ -96,3 +96,19 @@ def test_llm_scorer_forms():
         with pytest.raises(ScorerError, match=message) as e:
             parse_scorer("s", raw)
         assert e.value.where == where, raw
+
+
+def test_an_llm_judges_metrics_rank_a_sweep_and_its_names_do_not_clash():
+    from sweep.errors import SpecError
+    from sweep.spec.load import parse_spec
+    from tests.conftest import small_spec
+
+    judge = {"prompts": 8, "scorers": ["builtin:verifiable", "llm:builtin:judge"]}
+    for metric in ("eval_judge/llm_judge", "eval_judge/llm_judge_lc", "eval_judge/llm_judge_unparsed"):
+        assert parse_spec(small_spec("j", judge=judge, metric=metric)).metric == metric
+    graded = {"prompts": 8, "scorers": [{"llm": "builtin:judge", "mode": "grade"}]}
+    with pytest.raises(SpecError, match="not produced by this sweep's judge"):  # a grade has no win rate to control
+        parse_spec(small_spec("j", judge=graded, metric="eval_judge/llm_judge_lc"))
+    clashing = {"prompts": 8, "scorers": ["llm:builtin:judge", {"builtin": "verifiable", "name": "llm_judge_lc"}]}
+    with pytest.raises(SpecError, match="named 'llm_judge_lc'"):
+        parse_spec(small_spec("j", judge=clashing))
