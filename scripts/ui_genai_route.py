@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-ASSISTANT_SEEN = "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true')"
 
 
 def log_as_genai_evaluation(uri: str, name: str, prompts: int) -> tuple[str, list[str], float]:
@@ -65,7 +62,7 @@ def log_as_genai_evaluation(uri: str, name: str, prompts: int) -> tuple[str, lis
 
 
 def main() -> int:
-    from playwright.sync_api import sync_playwright
+    from ui_screenshots import screenshot  # beside this script
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="sweep name")
@@ -85,17 +82,8 @@ def main() -> int:
     try:
         base = ui.stdout.readline().strip().split("/#/")[0]
         url = f"{base}/#/experiments/{experiment}/evaluation-runs/{runs[0]}/traces?compareToRunUuid={runs[1]}"
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-            context = browser.new_context(viewport={"width": 1600, "height": 1000})
-            context.add_init_script(ASSISTANT_SEEN)
-            page = context.new_page()
-            page.goto(url)
-            page.get_by_text("Assessments").first.wait_for(timeout=60_000)
-            time.sleep(3)  # the cells' values arrive after the rows
-            page.screenshot(path=str(args.out / "mlflow_ui_genai_compare.png"))
-            print(url)
-            browser.close()
+        screenshot(url, "Assessments", args.out / "mlflow_ui_genai_compare.png")
+        print(url)
     finally:
         ui.terminate()
         ui.wait(timeout=30)

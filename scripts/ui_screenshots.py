@@ -22,9 +22,24 @@ PAGES = {"runs": "mlflow_ui_runs.png", "answers": "mlflow_ui_answers.png", "mode
 READY = {"runs": "matching runs", "answers": "Group by", "models": "Source run"}  # text drawn once each page is
 
 
-def main() -> int:
+def screenshot(url: str, ready: str, path: Path) -> None:
+    """`url` as a person sees it on opening it (the assistant panel closed once), once `ready`
+    is drawn, saved as the PNG `path`."""
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        context.add_init_script(ASSISTANT_SEEN)
+        page = context.new_page()
+        page.goto(url)
+        page.get_by_text(ready).first.wait_for(timeout=60_000)
+        time.sleep(3)  # the cells' values arrive after the rows
+        page.screenshot(path=str(path))
+        browser.close()
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="sweep name")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs (default: docs/)")
@@ -45,18 +60,9 @@ def main() -> int:
             elif label == "models":
                 urls["models"] = "http" + url.strip()
                 break
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-            context = browser.new_context(viewport={"width": 1600, "height": 1000})
-            context.add_init_script(ASSISTANT_SEEN)
-            page = context.new_page()
-            for name, url in urls.items():
-                page.goto(url)
-                page.get_by_text(READY[name]).first.wait_for(timeout=60_000)
-                time.sleep(3)  # the cells' values arrive after the rows
-                page.screenshot(path=str(args.out / PAGES[name]))
-                print(args.out / PAGES[name])
-            browser.close()
+        for name, url in urls.items():
+            screenshot(url, READY[name], args.out / PAGES[name])
+            print(args.out / PAGES[name])
     finally:
         ui.terminate()
         ui.wait(timeout=30)

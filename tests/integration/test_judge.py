@@ -213,7 +213,7 @@ def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(
     tmp_path, tiny_model_path, reward_model, monkeypatch
 ):
     from sweep.record import tracking
-    from sweep.trial.run import TrialContext, run_trial
+    from sweep.trial.run import run_trial
 
     (tmp_path / "my_scorers.py").write_text(textwrap.dedent(RECORDING_SCORER))
     monkeypatch.setenv("SCORER_LOG", str(tmp_path / "calls.jsonl"))
@@ -232,19 +232,7 @@ def test_trials_judge_with_every_kind_of_scorer_and_share_the_base_answers(
             ],
         },
     )
-    spec = parse_spec(raw, source=str(tmp_path / "judged.yaml"))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = tracking.ensure_experiment(uri, "judged", tmp_path / "artifacts")
-    parent = tracking.start_parent_run(uri, experiment, spec)
-    ctx = TrialContext(
-        spec=spec,
-        model_path=str(tiny_model_path),
-        tracking_uri=uri,
-        experiment_id=experiment,
-        parent_run_id=parent,
-        cache_dir=str(tmp_path / "cache"),
-        import_paths=spec.import_paths(),
-    )
+    ctx, uri, experiment, parent = _in_process_sweep(tmp_path, raw, tiny_model_path)
     finals = [run_trial(ctx, {"beta": beta}) for beta in (0.1, 0.5)]
 
     calls = [json.loads(line) for line in open(tmp_path / "calls.jsonl")]
